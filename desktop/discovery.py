@@ -1,0 +1,119 @@
+"""Find images under a folder and group them into studies (Qt-free, torch-free).
+
+DICOM is recognised by content (with or without ``.dcm``) and grouped by StudyInstanceUID; plain
+images (PNG/JPEG/...) are grouped by their folder. System files are ignored silently; files that
+are neither are reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+
+from models.imageio import is_ignored_file, sniff_kind
+
+
+@dataclass
+class ImageRef:
+    path: str
+    kind: str  # "dicom", "png", "jpeg", ...
+    sop_uid: str = ""
+    instance: int = 0
+
+
+@dataclass
+class Study:
+    key: str  # StudyInstanceUID, or "folder:<relative folder>" for plain images
+    images: list[ImageRef] = field(default_factory=list)
+    description: str = ""
+    body_part_tag: str = ""
+    modality: str = ""
+
+    @property
+    def is_dicom(self) -> bool:
+        return not self.key.startswith("folder:")
+
+
+@dataclass
+class Discovery:
+    root: str
+    studies: list[Study]
+    skipped: list[tuple[str, str]]  # (path, reason)
+    duplicates: list[tuple[str, str]]  # (path, path of the first copy)
+
+    @property
+    def n_images(self) -> int:
+        return sum(len(s.images) for s in self.studies)
+
+
+def _dicom_header(path: Path):
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001 - unreadable headers are decided at decode time
+        return None
+
+
+def iter_files(root: Path):
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            yield Path(dirpath) / name
+
+
+def discover(root: str | Path) -> Discovery:
+    root = Path(root)
+    studies: OrderedDict[str, Study] = OrderedDict()
+    skipped: list[tuple[str, str]] = []
+    duplicates: list[tuple[str, str]] = []
+    seen_sop: dict[str, str] = {}
+    files = [root] if root.is_file() else list(iter_files(root))
+    for p in files:
+        if is_ignored_file(p):
+            continue
+        try:
+            kind = sniff_kind(p)
+        except OSError as e:
+            skipped.append((str(p), f"cannot read file ({e})"))
+            continue
+        if kind is None:
+            skipped.append((str(p), "not an image (neither DICOM nor a known image format)"))
+            continue
+        ref = ImageRef(str(p), kind)
+        if kind == "dicom":
+            ds = _dicom_header(p)
+            uid = str(getattr(ds, "StudyInstanceUID", "") or "") if ds is not None else ""
+            ref.sop_uid = str(getattr(ds, "SOPInstanceUID", "") or "") if ds is not None else ""
+            try:
+                ref.instance = int(getattr(ds, "InstanceNumber", 0) or 0) if ds is not None else 0
+            except (TypeError, ValueError):
+                ref.instance = 0
+            if ref.sop_uid and ref.sop_uid in seen_sop:
+                duplicates.append((str(p), seen_sop[ref.sop_uid]))
+                continue
+            if ref.sop_uid:
+                seen_sop[ref.sop_uid] = str(p)
+            key = uid or f"folder:{_rel(p.parent, root)}"
+            st = studies.setdefault(key, Study(key))
+            if ds is not None and not st.description:
+                st.description = str(getattr(ds, "StudyDescription", "") or "")
+                st.body_part_tag = str(getattr(ds, "BodyPartExamined", "") or "")
+                st.modality = str(getattr(ds, "Modality", "") or "")
+        else:
+            key = f"folder:{_rel(p.parent, root)}"
+            st = studies.setdefault(key, Study(key))
+        st.images.append(ref)
+    for st in studies.values():
+        st.images.sort(key=lambda r: (r.instance, r.path))
+    return Discovery(str(root), list(studies.values()), skipped, duplicates)
+
+
+def _rel(p: Path, root: Path) -> str:
+    try:
+        rel = p.relative_to(root if root.is_dir() else root.parent)
+    except ValueError:
+        return str(p)
+    return str(rel) if str(rel) != "." else "."

@@ -1,0 +1,240 @@
+"""The model card and the bundle folder that carries it (MONAI-bundle style).
+
+A bundle is a folder: ``card.json`` plus model files. The card says what the model is for, what it
+expects and returns, where it was trained and validated and what it scored there, and the sha256 of
+every file. Loading refuses a bundle whose files or card do not match; the engine then feeds a
+dummy input and checks the network's real inputs/outputs against the card.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from models.errors import BundleError, CardValidationError, ChecksumError
+from models.fsutil import atomic_write_json, sha256_file
+from models.labels import TASK_WORDS
+from models.preprocess import PreprocessConfig
+
+CARD_SCHEMA_VERSION = "1.0"
+CARD_FILE = "card.json"
+INTENDED_USE = (
+    "Research use only. Not for diagnostic use: outputs are a second opinion for research and "
+    "triage studies and must not replace a radiologist's reading."
+)
+
+_num = {"type": "number"}
+_metric_set = {
+    "type": "object",
+    "properties": {
+        "dataset": {"type": "string"},
+        "n_images": {"type": "integer", "minimum": 0},
+        "n_studies": {"type": "integer", "minimum": 0},
+    },
+    "additionalProperties": {"type": ["number", "string", "integer", "null", "object", "array"]},
+}
+
+CARD_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "mura-fracture model card",
+    "type": "object",
+    "required": [
+        "schema_version", "name", "version", "architecture", "task", "intended_use", "input",
+        "outputs", "body_parts", "thresholds", "metrics", "validation", "provenance", "artifacts",
+        "primary_artifact", "software", "files",
+    ],
+    "properties": {
+        "schema_version": {"const": CARD_SCHEMA_VERSION},
+        "name": {"type": "string", "minLength": 1},
+        "version": {"type": "string", "minLength": 1},
+        "created": {"type": "string"},
+        "architecture": {"type": "string", "minLength": 1},
+        "task": {
+            "type": "object",
+            "required": ["name", "positive_label", "negative_label"],
+            "properties": {
+                "name": {"enum": sorted(TASK_WORDS)},
+                "positive_label": {"type": "string"},
+                "negative_label": {"type": "string"},
+            },
+        },
+        "intended_use": {"type": "string", "pattern": "(?i)not for diagnostic use"},
+        "input": {
+            "type": "object",
+            "required": ["name", "shape", "dtype", "preprocessing"],
+            "properties": {
+                "name": {"type": "string"},
+                "shape": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4},
+                "dtype": {"const": "float32"},
+                "preprocessing": {
+                    "type": "object",
+                    "required": ["input_size", "mean", "std", "clip_percentiles", "version"],
+                },
+            },
+        },
+        "outputs": {
+            "type": "object",
+            "required": ["fracture_prob", "body_part_prob", "cam"],
+            "additionalProperties": {
+                "type": "object",
+                "required": ["shape"],
+                "properties": {"shape": {"type": "array", "items": {"type": "integer"}}},
+            },
+        },
+        "body_parts": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "thresholds": {
+            "type": "object",
+            "required": ["suspicious", "likely"],
+            "properties": {
+                "suspicious": {"type": "number", "minimum": 0, "maximum": 1},
+                "likely": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+        },
+        "metrics": {"type": "object", "additionalProperties": _metric_set},
+        "validation": {
+            "type": "object",
+            "required": ["verdict", "precision"],
+            "properties": {
+                "verdict": {"enum": ["passed", "failed", "not_validated"]},
+                "precision": {"type": "string"},
+                "budget": _num,
+            },
+        },
+        "provenance": {
+            "type": "object",
+            "required": ["training_data", "validation_data"],
+        },
+        "artifacts": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {"type": "string"},
+        },
+        "primary_artifact": {"type": "string"},
+        "software": {"type": "object"},
+        "files": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        },
+    },
+}
+
+
+def validate_card(card: dict, source: str = CARD_FILE) -> None:
+    """Raise CardValidationError naming the first offending field."""
+    try:
+        jsonschema.validate(card, CARD_SCHEMA)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "<root>"
+        raise CardValidationError(f"{source}: invalid model card at '{where}': {e.message}") from e
+    th = card["thresholds"]
+    if th["suspicious"] > th["likely"]:
+        raise CardValidationError(
+            f"{source}: threshold 'suspicious' ({th['suspicious']}) must not exceed 'likely' ({th['likely']})"
+        )
+    if card["primary_artifact"] not in card["artifacts"]:
+        raise CardValidationError(
+            f"{source}: primary_artifact {card['primary_artifact']!r} is not one of {sorted(card['artifacts'])}"
+        )
+    n_bp = len(card["body_parts"])
+    bp_shape = card["outputs"]["body_part_prob"]["shape"]
+    if bp_shape[-1] != n_bp:
+        raise CardValidationError(
+            f"{source}: outputs/body_part_prob has {bp_shape[-1]} classes but body_parts lists {n_bp}"
+        )
+
+
+@dataclass
+class Bundle:
+    """A loaded, checksum-verified bundle."""
+
+    root: Path
+    card: dict
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(self.card["input"]["preprocessing"])
+
+    @property
+    def body_parts(self) -> list[str]:
+        return list(self.card["body_parts"])
+
+    @property
+    def task(self) -> str:
+        return self.card["task"]["name"]
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return dict(self.card["thresholds"])
+
+    def artifact_path(self, key: str | None = None) -> Path:
+        key = key or self.card["primary_artifact"]
+        if key not in self.card["artifacts"]:
+            raise BundleError(
+                f"{self.root}: bundle has no artifact {key!r} (it has {sorted(self.card['artifacts'])})"
+            )
+        return self.root / self.card["artifacts"][key]
+
+    @property
+    def model_id(self) -> str:
+        """Name, version and the primary model file's hash: what a result row records."""
+        primary = self.card["artifacts"][self.card["primary_artifact"]]
+        return f"{self.card['name']}@{self.card['version']}#{self.card['files'][primary][:12]}"
+
+
+def write_bundle(root: str | Path, card: dict) -> Bundle:
+    """Checksum every file the card's artifacts name (and their .bin), validate, write card.json."""
+    root = Path(root)
+    files: dict[str, str] = {}
+    for rel in card["artifacts"].values():
+        for f in _artifact_files(root, rel):
+            files[f] = sha256_file(root / f)
+    card = {**card, "files": files}
+    validate_card(card, str(root / CARD_FILE))
+    atomic_write_json(root / CARD_FILE, card)
+    return Bundle(root=root, card=card)
+
+
+def _artifact_files(root: Path, rel: str) -> list[str]:
+    out = [rel]
+    if rel.endswith(".xml"):
+        out.append(rel[:-4] + ".bin")
+    for f in out:
+        if not (root / f).is_file():
+            raise BundleError(f"{root / f}: model file named by the card is missing")
+    return out
+
+
+def load_bundle(root: str | Path, *, verify_checksums: bool = True) -> Bundle:
+    """Read, validate and checksum-verify a bundle folder."""
+    root = Path(root)
+    card_path = root / CARD_FILE
+    if not root.is_dir():
+        raise BundleError(f"{root}: model bundle folder not found")
+    if not card_path.is_file():
+        raise BundleError(f"{card_path}: bundle has no card.json")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CardValidationError(f"{card_path}: not valid JSON ({e})") from e
+    validate_card(card, str(card_path))
+    for rel in card["artifacts"].values():
+        for f in _artifact_files(root, rel):
+            if f not in card["files"]:
+                raise ChecksumError(f"{root / f}: file has no checksum in the card")
+    if verify_checksums:
+        for rel, expected in card["files"].items():
+            p = root / rel
+            if not p.is_file():
+                raise BundleError(f"{p}: file listed in the card is missing")
+            actual = sha256_file(p)
+            if actual != expected:
+                raise ChecksumError(
+                    f"{p}: sha256 {actual[:16]}… does not match the card's {expected[:16]}…; "
+                    "the file was altered or corrupted"
+                )
+    return Bundle(root=root, card=card)

@@ -1,0 +1,259 @@
+"""Inference engines: a bundle in, per-image and per-study predictions out (no torch).
+
+OpenVINO is the default backend (CPU, Intel iGPU, AUTO); ONNX Runtime is the fallback and a
+cross-check. The engine runs at the precision the bundle was validated at: on CPUs with AVX-512
+BF16, OpenVINO silently runs an "FP32" model in bf16 unless told otherwise, so the inference
+precision is always set explicitly from the card, never left to the hardware's default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from models.card import Bundle, load_bundle
+from models.errors import BundleError, ConfigError, ModelIOMismatchError
+from models.preprocess import Placement, standardize, to_unit
+
+BACKENDS = ("openvino", "onnxruntime")
+VERDICTS = ("likely", "suspicious", "negative")
+
+
+@dataclass
+class ImagePrediction:
+    probability: float
+    body_part: str
+    body_part_probs: dict[str, float]
+    cam: np.ndarray  # (h, w) fracture CAM in logit units, on the model-input grid
+    placement: Placement
+
+    def heatmap(self, shape: tuple[int, int]) -> np.ndarray:
+        """The CAM mapped onto the original image (rows, cols), as sigmoid values in [0, 1]."""
+        return cam_to_image(self.cam, self.placement, shape)
+
+
+@dataclass
+class StudyPrediction:
+    probability: float
+    body_part: str
+    verdict: str
+    n_images: int
+    images: list[ImagePrediction] = field(default_factory=list)
+
+
+def verdict_for(prob: float, thresholds: dict[str, float]) -> str:
+    """'likely' at or above the likely threshold, 'suspicious' at or above the sensitive one."""
+    if prob >= thresholds["likely"]:
+        return "likely"
+    if prob >= thresholds["suspicious"]:
+        return "suspicious"
+    return "negative"
+
+
+def aggregate_study(preds: Sequence[ImagePrediction], thresholds: dict[str, float]) -> StudyPrediction:
+    """MURA's rule: the study probability is the mean of its images'; body part by mean vote."""
+    if not preds:
+        raise ConfigError("a study needs at least one image prediction")
+    p = float(np.mean([x.probability for x in preds]))
+    names = list(preds[0].body_part_probs)
+    mean_bp = np.mean([[x.body_part_probs[n] for n in names] for x in preds], axis=0)
+    return StudyPrediction(
+        probability=p,
+        body_part=names[int(np.argmax(mean_bp))],
+        verdict=verdict_for(p, thresholds),
+        n_images=len(preds),
+        images=list(preds),
+    )
+
+
+def cam_to_image(cam: np.ndarray, placement: Placement, shape: tuple[int, int]) -> np.ndarray:
+    """Upsample the CAM to the input grid, crop the letterbox padding, resize to ``shape``."""
+    size = placement.offset_x * 2 + placement.width  # square input side (padding is symmetric±1)
+    size = max(size, placement.offset_y * 2 + placement.height)
+    up = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+    ys, xs = placement.content_slice()
+    crop = up[ys, xs]
+    rows, cols = shape
+    out = np.asarray(Image.fromarray(crop, mode="F").resize((cols, rows), Image.BILINEAR))
+    return (1.0 / (1.0 + np.exp(-out))).astype(np.float32)
+
+
+def port_name(port, wanted: Sequence[str]) -> str:
+    """An OpenVINO port's name, preferring the card's: converted graphs give ports several names."""
+    names = port.get_names()
+    return next((n for n in wanted if n in names), port.get_any_name())
+
+
+def _artifact_default(bundle: Bundle, backend: str) -> str:
+    arts = bundle.card["artifacts"]
+    if backend == "onnxruntime":
+        if "onnx" not in arts:
+            raise BundleError(f"{bundle.root}: bundle has no ONNX model for the onnxruntime backend")
+        return "onnx"
+    return bundle.card["primary_artifact"] if arts[bundle.card["primary_artifact"]].endswith(".xml") else next(
+        (k for k, v in arts.items() if v.endswith(".xml")), "onnx"
+    )
+
+
+class Engine:
+    """Runs a bundle. ``predict`` takes decoded grayscale arrays and applies the shared preprocessing.
+
+    ``precision``: OpenVINO INFERENCE_PRECISION_HINT ("f32", "bf16", "f16"); ``None`` takes the
+    card's validated precision, or "f32" if the card has none.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle | str | Path,
+        *,
+        backend: str = "openvino",
+        device: str = "CPU",
+        artifact: str | None = None,
+        precision: str | None = None,
+        performance_hint: str = "LATENCY",
+        cache_dir: str | Path | None = None,
+        num_threads: int | None = None,
+        check_io: bool = True,
+    ) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        self.backend = backend
+        self.device = device
+        self.artifact = artifact or _artifact_default(self.bundle, backend)
+        self.model_path = self.bundle.artifact_path(self.artifact)
+        self.cfg = self.bundle.preprocess
+        self.thresholds = self.bundle.thresholds
+        self.body_parts = self.bundle.body_parts
+        card_prec = self.bundle.card["validation"].get("inference_precision")
+        self.precision = precision or card_prec or "f32"
+        self.input_name = self.bundle.card["input"]["name"]
+        if backend == "openvino":
+            self._init_openvino(performance_hint, cache_dir, num_threads)
+        else:
+            self._init_onnxruntime(num_threads)
+        if check_io:
+            self.check_io()
+
+    # -- backends -------------------------------------------------------------------------
+    def _init_openvino(self, hint: str, cache_dir, num_threads) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            core.set_property({"CACHE_DIR": str(cache_dir)})
+        if self.model_path.suffix != ".xml":
+            raise BundleError(f"{self.model_path}: the openvino backend runs IR (.xml) artifacts")
+        model = core.read_model(str(self.model_path))
+        config = {"PERFORMANCE_HINT": hint}
+        dev = self.device.upper()
+        if dev.startswith(("CPU", "GPU")):
+            config["INFERENCE_PRECISION_HINT"] = self.precision
+        if num_threads and dev == "CPU":
+            config["INFERENCE_NUM_THREADS"] = int(num_threads)
+        try:
+            self._compiled = core.compile_model(model, self.device, config)
+        except RuntimeError as e:
+            raise ConfigError(
+                f"OpenVINO could not compile {self.model_path.name} for device {self.device!r} "
+                f"(available: {core.available_devices}): {str(e).splitlines()[0]}"
+            ) from e
+        self._in_names = [port_name(p, [self.input_name]) for p in self._compiled.inputs]
+        self._out_names = [port_name(p, list(self.bundle.card["outputs"])) for p in self._compiled.outputs]
+        self._in_rank = [p.get_partial_shape().rank.get_length() for p in self._compiled.inputs]
+        self._req = self._compiled.create_infer_request()
+        self.optimal_requests = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+
+    def _init_onnxruntime(self, num_threads) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        if num_threads:
+            so.intra_op_num_threads = int(num_threads)
+        self._sess = ort.InferenceSession(str(self.model_path), so, providers=["CPUExecutionProvider"])
+        self._in_names = [i.name for i in self._sess.get_inputs()]
+        self._out_names = [o.name for o in self._sess.get_outputs()]
+        self._in_rank = [len(i.shape) for i in self._sess.get_inputs()]
+        self.optimal_requests = 1
+
+    @property
+    def compiled_model(self):
+        """The OpenVINO CompiledModel, for callers that pipeline asynchronous requests."""
+        if self.backend != "openvino":
+            raise ConfigError("compiled_model exists only for the openvino backend")
+        return self._compiled
+
+    # -- contract check -------------------------------------------------------------------
+    def check_io(self) -> None:
+        """Feed a dummy batch and compare real names and shapes with the card."""
+        card = self.bundle.card
+        where = str(self.model_path)
+        if self._in_names != [self.input_name]:
+            raise ModelIOMismatchError(f"{where}: inputs {self._in_names} but the card declares ['{self.input_name}']")
+        missing = [n for n in card["outputs"] if n not in self._out_names]
+        if missing:
+            raise ModelIOMismatchError(f"{where}: outputs {self._out_names} lack {missing} declared by the card")
+        s = int(self.cfg.input_size)
+        out = self.infer(np.zeros((1, 1, s, s), dtype=np.float32))
+        for name, spec in card["outputs"].items():
+            want = [1 if d < 0 else d for d in spec["shape"]]
+            got = list(out[name].shape)
+            if got != want:
+                raise ModelIOMismatchError(f"{where}: output {name!r} has shape {got}, card says {spec['shape']}")
+
+    # -- inference ------------------------------------------------------------------------
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw network call on an (N, 1, S, S) float32 batch."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.backend == "openvino":
+            res = self._req.infer({self.input_name: batch})
+            return {name: np.array(res[port]) for name, port in zip(self._out_names, self._compiled.outputs)}
+        outs = self._sess.run(None, {self.input_name: batch})
+        return dict(zip(self._out_names, outs, strict=True))
+
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
+        """The shared preprocessing for one decoded image: (1, S, S) input and its placement."""
+        unit, placement = to_unit(image, self.cfg)
+        return standardize(unit, self.cfg), placement
+
+    def predict(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[ImagePrediction]:
+        preps = [self.prepare(im) for im in images]
+        out: list[ImagePrediction] = []
+        for i in range(0, len(preps), batch_size):
+            chunk = preps[i : i + batch_size]
+            res = self.infer(np.stack([x for x, _ in chunk]))
+            out += self.decode_outputs(res, [p for _, p in chunk])
+        return out
+
+    def decode_outputs(self, res: dict[str, np.ndarray], placements: Sequence[Placement]) -> list[ImagePrediction]:
+        probs = np.asarray(res["fracture_prob"]).reshape(-1)
+        bps = np.asarray(res["body_part_prob"])
+        cams = np.asarray(res["cam"])
+        preds = []
+        for j, placement in enumerate(placements):
+            bp = bps[j]
+            preds.append(
+                ImagePrediction(
+                    probability=float(probs[j]),
+                    body_part=self.body_parts[int(np.argmax(bp))],
+                    body_part_probs={n: float(v) for n, v in zip(self.body_parts, bp, strict=True)},
+                    cam=cams[j].astype(np.float32),
+                    placement=placement,
+                )
+            )
+        return preds
+
+    def predict_study(self, images: Sequence[np.ndarray]) -> StudyPrediction:
+        return aggregate_study(self.predict(images), self.thresholds)
+
+
+def available_devices() -> list[str]:
+    """What OpenVINO reports on this machine (for the viewer's settings)."""
+    import openvino as ov
+
+    return list(ov.Core().available_devices)

@@ -1,0 +1,68 @@
+"""Every error the project raises on purpose lives here, so callers can catch by kind.
+
+Messages always name the offending file or value: a user reading a screening report or a CI log
+must be able to act on the message alone.
+"""
+
+from __future__ import annotations
+
+
+class MuraError(Exception):
+    """Base of all deliberate errors of mura-fracture."""
+
+
+class ConfigError(MuraError):
+    """A configuration value or command-line option is invalid."""
+
+
+class DataError(MuraError):
+    """A dataset (root folder, CSV, label table) is missing or malformed."""
+
+
+class ImageDecodeError(MuraError):
+    """A file could not be turned into a grayscale image."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class UnsupportedImageError(ImageDecodeError):
+    """The file is readable but not an image kind we handle (not DICOM/PNG/JPEG/GIF/...)."""
+
+
+class DicomError(ImageDecodeError):
+    """A DICOM file is malformed, truncated or uses something we cannot decode."""
+
+
+class MissingPixelDataError(DicomError):
+    """The DICOM object has no Pixel Data (7FE0,0010): a header-only or non-image object."""
+
+
+class UnsupportedPhotometricError(DicomError):
+    """Photometric Interpretation (0028,0004) is not MONOCHROME1/2 or a convertible colour space."""
+
+
+class TruncatedPixelDataError(DicomError):
+    """The file ends before its data does (cut-off transfer): re-send the study, don't re-read it."""
+
+
+class BundleError(MuraError):
+    """A model bundle is missing, incomplete or inconsistent."""
+
+
+class ChecksumError(BundleError):
+    """A bundle file's sha256 differs from the one its card records: it was altered."""
+
+
+class CardValidationError(BundleError):
+    """card.json does not satisfy the card's JSON schema."""
+
+
+class ModelIOMismatchError(BundleError):
+    """The network's real inputs/outputs differ from what the card declares."""
+
+
+class GateFailedError(MuraError):
+    """A quantized model lost more accuracy than the budget allows."""

@@ -1,0 +1,269 @@
+"""One entry point that turns any radiograph file into a display-ready gray image.
+
+Files reach the screener from PACS exports, USB sticks and Kaggle zips: names lie (PNG bytes
+called ``.jpg``, DICOM files with no extension at all), so the kind is decided by content. Every
+failure becomes an :class:`~models.errors.ImageDecodeError` subclass naming the file, so a batch
+run can report the file and move on instead of dying on a pydicom or Pillow traceback.
+
+The returned pixels are float32 in [0, 1] with bone bright, the same convention for DICOM and
+plain images. Plain images are assumed to be already rendered for display (bone bright); nothing
+in a PNG/JPEG says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.dataset import Dataset
+
+from models import dicom
+from models.dicom import DicomInfo, Window
+from models.errors import ImageDecodeError, UnsupportedImageError
+
+__all__ = [
+    "IGNORED_NAMES",
+    "LoadedImage",
+    "is_ignored_file",
+    "load_image",
+    "sniff_kind",
+]
+
+#: Files that operating systems and sync tools drop next to images (compared case-insensitively).
+IGNORED_NAMES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini"})
+
+# Pillow format names per sniffed kind: restricting Image.open to the sniffed format keeps
+# Pillow from trying its ~40 other parsers on a file we already classified.
+_PIL_FORMATS = {
+    "png": "PNG",
+    "jpeg": "JPEG",
+    "gif": "GIF",
+    "bmp": "BMP",
+    "tiff": "TIFF",
+    "webp": "WEBP",
+}
+_BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def sniff_kind(path: str | Path) -> str | None:
+    """The file's real kind from its first bytes, or None when it is no image we handle.
+
+    Returns "dicom", "png", "jpeg", "gif", "bmp", "tiff" or "webp". An unreadable path (missing,
+    a directory, no permission) is also None: callers that need the reason call
+    :func:`load_image`.
+    """
+    try:
+        with Path(path).open("rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return None
+    return _kind_of(head)
+
+
+def _kind_of(head: bytes) -> str | None:
+    # DICM first: a Part 10 preamble may legally hold a TIFF header (dual-format files, and
+    # pydicom's own CT_small.dcm starts with "II*\0").
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:2] == b"BM" and len(head) >= 18:
+        if int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
+            return "bmp"
+    if dicom.looks_like_dicom(head):
+        return "dicom"
+    return None
+
+
+def is_ignored_file(path: str | Path) -> bool:
+    """Whether a folder walk should skip this file silently instead of reporting it.
+
+    Hidden files (name starting with "."; covers ``.DS_Store`` and macOS ``._`` AppleDouble
+    twins, which look like images by name but are not), ``Thumbs.db``, ``desktop.ini`` and the
+    ``name:Zone.Identifier`` streams Windows leaves behind when files are copied off NTFS. Only
+    the file name is judged: the folder it sits in is the caller's choice.
+    """
+    name = Path(path).name
+    if not name:
+        return False
+    lower = name.lower()
+    return name.startswith(".") or lower in IGNORED_NAMES or lower.endswith(":zone.identifier")
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image ready for display and for the model's preprocessing.
+
+    ``pixels`` is float32 (H, W) in [0, 1], bone bright. For DICOM, ``modality_pixels`` holds the
+    frame's modality values (after the Modality LUT, before VOI) and ``dataset`` the header, so
+    the viewer can re-window with :meth:`display` without decoding again; both are None for plain
+    images. ``info`` carries patient identifiers: see :class:`~models.dicom.DicomInfo` before
+    logging anything from it.
+    """
+
+    pixels: np.ndarray
+    kind: str
+    path: Path
+    info: DicomInfo | None = None
+    frames: int = 1
+    frame: int = 0
+    modality_pixels: np.ndarray | None = field(default=None, repr=False)
+    dataset: Dataset | None = field(default=None, repr=False)
+    pixel_spacing: tuple[float, float] | None = None
+
+    def display(self, window: Window | None = None, voi_index: int = 0) -> np.ndarray:
+        """Re-render with another window, float32 [0, 1] bone bright.
+
+        DICOM: ``window`` is (center, width) in modality units, as from
+        :func:`models.dicom.window_presets`; None re-applies the file's VOI ``voi_index``.
+        Plain images: ``window`` is (center, width) on the [0, 1] scale of ``pixels``.
+        """
+        if self.modality_pixels is not None and self.dataset is not None:
+            fds = dicom.frame_dataset(self.dataset, self.frame)
+            voi = dicom.apply_voi_lut(self.modality_pixels, fds, voi_index, window=window)
+            return dicom.apply_presentation(voi, fds)
+        if window is None:
+            return self.pixels
+        # Plain pixels are continuous in [0, 1]: LINEAR's "width - 1" assumes integer steps, so
+        # use LINEAR_EXACT; no Photometric Interpretation means no inversion.
+        fake = Dataset()
+        fake.VOILUTFunction = "LINEAR_EXACT"
+        return dicom.apply_voi_lut(self.pixels, fake, window=window)
+
+    def window_presets(self) -> list[tuple[str, float, float]]:
+        """Presets for this image (DICOM only; empty for plain images)."""
+        if self.dataset is None:
+            return []
+        fds = dicom.frame_dataset(self.dataset, self.frame)
+        return dicom.window_presets(fds, self.modality_pixels)
+
+
+def load_image(path: str | Path, *, frame: int = 0) -> LoadedImage:
+    """Decode ``path`` by content to a :class:`LoadedImage`.
+
+    Raises :class:`UnsupportedImageError` for files that are no image we handle,
+    :class:`~models.errors.DicomError` subclasses for DICOM problems and
+    :class:`ImageDecodeError` for unreadable or truncated plain images. ``frame`` selects a frame
+    of multi-frame DICOM, GIF or TIFF; an out-of-range frame is a caller error (IndexError).
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(512)
+    except OSError as e:
+        raise ImageDecodeError(p, f"cannot open file ({e.strerror or e})") from e
+    if not head:
+        raise UnsupportedImageError(p, "file is empty")
+    kind = _kind_of(head)
+    if kind is None:
+        raise UnsupportedImageError(
+            p, f"not a DICOM or image file we can read (starts with {head[:8]!r})"
+        )
+    if kind == "dicom":
+        return _load_dicom(p, frame)
+    return _load_plain(p, kind, frame)
+
+
+def _load_dicom(path: Path, frame: int) -> LoadedImage:
+    ds = dicom.read_dataset(path)
+    frames = dicom.decode_pixels(ds, path)
+    if not 0 <= frame < frames.shape[0]:
+        raise IndexError(f"frame {frame} out of range: {path} has {frames.shape[0]} frame(s)")
+    fds = dicom.frame_dataset(ds, frame)
+    modality = dicom.apply_modality_lut(frames[frame], fds)
+    pixels = dicom.apply_presentation(dicom.apply_voi_lut(modality, fds), fds)
+    if not np.isfinite(pixels).all():
+        raise ImageDecodeError(path, "decoded pixels contain NaN or infinity")
+    return LoadedImage(
+        pixels=np.ascontiguousarray(pixels, dtype=np.float32),
+        kind="dicom",
+        path=path,
+        info=dicom.dicom_info(ds),
+        frames=int(frames.shape[0]),
+        frame=frame,
+        modality_pixels=np.ascontiguousarray(modality, dtype=np.float32),
+        dataset=ds,
+        pixel_spacing=dicom.pixel_spacing(ds),
+    )
+
+
+def _load_plain(path: Path, kind: str, frame: int) -> LoadedImage:
+    try:
+        # No warnings.catch_warnings() here: it is process-global and the screener decodes in
+        # threads. DecompressionBombError (over 2x Pillow's pixel limit) is reported below.
+        with Image.open(path, formats=[_PIL_FORMATS[kind]]) as im:
+            n_frames = int(getattr(im, "n_frames", 1) or 1)
+            if not 0 <= frame < n_frames:
+                raise IndexError(f"frame {frame} out of range: {path} has {n_frames} frame(s)")
+            if frame:
+                im.seek(frame)
+            im.load()  # full decode now, so a truncated file fails here and not later
+            im = ImageOps.exif_transpose(im) or im
+            gray = _to_gray01(im)
+    except IndexError:
+        raise
+    except UnidentifiedImageError as e:
+        raise ImageDecodeError(path, f"looks like {kind.upper()} but Pillow cannot parse it") from e
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(path, f"image too large to decode safely ({e})") from e
+    except ImageDecodeError:
+        raise
+    except Exception as e:  # OSError (truncated), SyntaxError, ValueError, EOFError, ...
+        raise ImageDecodeError(path, f"cannot decode {kind.upper()}: {e}") from e
+    if gray.ndim != 2 or 0 in gray.shape:
+        raise ImageDecodeError(path, f"decoded to an unusable shape {gray.shape}")
+    if not np.isfinite(gray).all():
+        raise ImageDecodeError(path, "decoded pixels contain NaN or infinity")
+    return LoadedImage(
+        pixels=np.ascontiguousarray(np.clip(gray, 0.0, 1.0), dtype=np.float32),
+        kind=kind,
+        path=path,
+        frames=n_frames,
+        frame=frame,
+    )
+
+
+def _full_range01(arr: np.ndarray) -> np.ndarray:
+    x = arr.astype(np.float64)
+    lo, hi = float(x.min()), float(x.max())
+    if hi <= lo:
+        return np.zeros(x.shape, dtype=np.float32)
+    return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
+def _to_gray01(im: Image.Image) -> np.ndarray:
+    """Pillow image -> float32 gray in [0, 1].
+
+    8-bit content keeps its own scale (/255): it is already a rendered image and the training
+    data looks exactly like that. 16/32-bit integer and float content (``I;16``, ``I``, ``F``)
+    has no display scale, so it is stretched over its own min..max, as DICOM without VOI is.
+    Colour becomes BT.601 luma; transparent pixels are composited onto black, because in a
+    radiograph the background (air) is black.
+    """
+    mode = im.mode
+    if mode in ("1", "L"):
+        return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255.0)
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return _full_range01(np.asarray(im))
+    if mode == "P":
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("LA", "La", "PA"):
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "RGBa"):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / np.float32(255.0)
+        return (rgba[..., :3] @ _LUMA) * rgba[..., 3]
+    rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+    return rgb @ _LUMA

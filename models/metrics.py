@@ -1,0 +1,121 @@
+"""Classification metrics in plain numpy (the runtime and the compress gate have no sklearn).
+
+MURA is judged per *study*: a study's probability is the mean of its images' probabilities.
+The tests check every function against scikit-learn and hand-computed values.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from models.errors import ConfigError
+
+
+def roc_auc(y_true: Sequence[int], scores: Sequence[float]) -> float:
+    """Area under the ROC curve (Mann–Whitney U with mid-ranks for ties); nan if one class."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape:
+        raise ConfigError(f"labels {y.shape} and scores {s.shape} differ in shape")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    # mid-ranks for ties
+    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    mid = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(mid, counts)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def roc_curve(y_true: Sequence[int], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds), thresholds decreasing, starting at +inf like scikit-learn."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    distinct = np.r_[np.where(np.diff(s))[0], len(s) - 1]
+    tps = np.cumsum(y)[distinct]
+    fps = (1 + distinct) - tps
+    tpr = np.r_[0.0, tps / max(y.sum(), 1)]
+    fpr = np.r_[0.0, fps / max((~y).sum(), 1)]
+    return fpr, tpr, np.r_[np.inf, s[distinct]]
+
+
+def confusion(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, int]:
+    y = np.asarray(y_true).astype(bool)
+    p = np.asarray(y_pred).astype(bool)
+    return {
+        "tp": int((y & p).sum()),
+        "tn": int((~y & ~p).sum()),
+        "fp": int((~y & p).sum()),
+        "fn": int((y & ~p).sum()),
+    }
+
+
+def cohen_kappa(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+    """Cohen's kappa for two binary raters (MURA's headline study-level metric)."""
+    c = confusion(y_true, y_pred)
+    n = sum(c.values())
+    if n == 0:
+        return float("nan")
+    po = (c["tp"] + c["tn"]) / n
+    p_yes = ((c["tp"] + c["fn"]) / n) * ((c["tp"] + c["fp"]) / n)
+    p_no = ((c["tn"] + c["fp"]) / n) * ((c["tn"] + c["fn"]) / n)
+    pe = p_yes + p_no
+    return float((po - pe) / (1 - pe)) if pe < 1 else (1.0 if po == 1 else 0.0)
+
+
+def binary_metrics(y_true: Sequence[int], scores: Sequence[float], threshold: float = 0.5) -> dict:
+    """AUC, accuracy, sensitivity, specificity and kappa at one threshold."""
+    y = np.asarray(y_true).astype(int)
+    s = np.asarray(scores, dtype=np.float64)
+    pred = (s >= threshold).astype(int)
+    c = confusion(y, pred)
+    pos, neg = c["tp"] + c["fn"], c["tn"] + c["fp"]
+    return {
+        "n": int(len(y)),
+        "auc": roc_auc(y, s),
+        "accuracy": float((c["tp"] + c["tn"]) / max(len(y), 1)),
+        "sensitivity": float(c["tp"] / pos) if pos else float("nan"),
+        "specificity": float(c["tn"] / neg) if neg else float("nan"),
+        "kappa": cohen_kappa(y, pred),
+        "threshold": float(threshold),
+    }
+
+
+def aggregate_studies(
+    study_ids: Sequence[str], labels: Sequence[int], probs: Sequence[float]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Mean image probability per study (MURA's rule); a study's label must be consistent."""
+    acc: dict[str, list[float]] = defaultdict(list)
+    lab: dict[str, int] = {}
+    for sid, y, p in zip(study_ids, labels, probs, strict=True):
+        acc[sid].append(float(p))
+        if lab.setdefault(sid, int(y)) != int(y):
+            raise ConfigError(f"study {sid!r} has images with different labels")
+    ids = sorted(acc)
+    return ids, np.array([lab[i] for i in ids]), np.array([np.mean(acc[i]) for i in ids])
+
+
+def threshold_for_sensitivity(y_true: Sequence[int], scores: Sequence[float], target: float) -> float:
+    """Highest threshold whose sensitivity reaches ``target`` (the "suspicious" operating point)."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    pos = np.sort(s[y])[::-1]
+    if len(pos) == 0:
+        raise ConfigError("no positive cases: cannot choose a sensitivity threshold")
+    k = int(np.ceil(target * len(pos))) - 1
+    return float(pos[min(max(k, 0), len(pos) - 1)])
+
+
+def youden_threshold(y_true: Sequence[int], scores: Sequence[float]) -> float:
+    """Threshold maximising sensitivity + specificity - 1 (the "likely" operating point)."""
+    fpr, tpr, thr = roc_curve(y_true, scores)
+    i = int(np.argmax(tpr - fpr))
+    return float(min(thr[i], 1.0)) if np.isfinite(thr[i]) else 1.0

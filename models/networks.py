@@ -1,0 +1,211 @@
+"""Multi-task network architectures and their registry (torch; training and export only).
+
+Every architecture is a backbone that yields a feature map, then two heads on the pooled features:
+one fracture/abnormality logit and body-part logits. Because the fracture head is linear after
+global average pooling, applying its weights to the feature map *before* pooling gives the class
+activation map (CAM) whose spatial mean is exactly the logit — so the exported network returns a
+heatmap in the same forward pass, with no gradients, from the INT8 model too.
+
+Never imported by the runtime path (engine, desktop): those read the exported IR/ONNX.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.errors import ConfigError
+
+OUTPUT_NAMES = ("fracture_prob", "body_part_prob", "cam")
+INPUT_NAME = "image"
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """Per-architecture defaults (timm's pretrained_cfg, in spirit)."""
+
+    input_size: int
+    mean: float = 0.5
+    std: float = 0.25
+
+
+_REGISTRY: dict[str, tuple[Callable[..., tuple[nn.Module, int]], ModelDefaults]] = {}
+
+
+def register_model(name: str, defaults: ModelDefaults):
+    """Decorator: register a backbone builder returning ``(module, num_features)``."""
+
+    def deco(fn: Callable[..., tuple[nn.Module, int]]):
+        _REGISTRY[name] = (fn, defaults)
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def model_defaults(name: str) -> ModelDefaults:
+    _check_name(name)
+    return _REGISTRY[name][1]
+
+
+def _check_name(name: str) -> None:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown architecture {name!r}; choose one of {', '.join(list_models())}")
+
+
+class MultiTaskNet(nn.Module):
+    """Backbone + fracture head + body-part head."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, num_body_parts: int, drop: float = 0.2):
+        super().__init__()
+        if num_body_parts < 1:
+            raise ConfigError(f"num_body_parts must be >= 1, got {num_body_parts}")
+        self.backbone = backbone
+        self.dropout = nn.Dropout(drop)
+        self.fracture_head = nn.Linear(num_features, 1)
+        self.body_part_head = nn.Linear(num_features, num_body_parts)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training/eval: (fracture logit (N,), body-part logits (N, K))."""
+        pooled = self.features(x).mean(dim=(2, 3))
+        pooled = self.dropout(pooled)
+        return self.fracture_head(pooled).squeeze(1), self.body_part_head(pooled)
+
+    def forward_with_cam(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logit, body-part logits and the fracture CAM (N, h, w) in logit units."""
+        fmap = self.features(x)
+        w = self.fracture_head.weight[0]
+        cam = torch.einsum("nchw,c->nhw", fmap, w) + self.fracture_head.bias[0]
+        pooled = fmap.mean(dim=(2, 3))
+        return self.fracture_head(pooled).squeeze(1), self.body_part_head(pooled), cam
+
+
+class ExportWrapper(nn.Module):
+    """What the bundle runs: probabilities and the CAM, named as in OUTPUT_NAMES."""
+
+    def __init__(self, net: MultiTaskNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor):
+        logit, bp, cam = self.net.forward_with_cam(image)
+        return torch.sigmoid(logit), torch.softmax(bp, dim=1), cam
+
+
+def create_model(
+    name: str,
+    num_body_parts: int,
+    *,
+    pretrained_weights: str | Path | None = None,
+    drop: float = 0.2,
+    **kwargs,
+) -> MultiTaskNet:
+    """The one factory: ``create_model("efficientnet_b0", num_body_parts=7)``.
+
+    ``pretrained_weights`` is a *local* ImageNet state dict (timm or torchvision naming); there is
+    no download path here on purpose — clinic and CI machines are offline.
+    """
+    _check_name(name)
+    builder, _ = _REGISTRY[name]
+    backbone, nf = builder(**kwargs)
+    if pretrained_weights is not None:
+        load_pretrained_backbone(backbone, pretrained_weights)
+    return MultiTaskNet(backbone, nf, num_body_parts, drop=drop)
+
+
+def load_pretrained_backbone(backbone: nn.Module, path: str | Path) -> list[str]:
+    """Load an RGB ImageNet state dict into a 1-channel backbone; returns the keys left out.
+
+    The first convolution's RGB kernels are summed over the colour axis (a gray image is R=G=B, so
+    this preserves the pretrained response). Classifier weights and shape mismatches are skipped.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"pretrained weights file not found: {p}")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise ConfigError(f"{p}: not a loadable weights file ({e})") from e
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    target = backbone.model if isinstance(backbone, _TimmFeatures) else backbone  # timm key names
+    own = target.state_dict()
+    loaded, skipped = {}, []
+    for k, v in state.items():
+        k2 = k.removeprefix("module.")
+        if k2 not in own:
+            skipped.append(k2)
+            continue
+        if v.ndim == 4 and v.shape[1] == 3 and own[k2].shape[1] == 1:
+            v = v.sum(dim=1, keepdim=True)
+        if v.shape != own[k2].shape:
+            skipped.append(k2)
+            continue
+        loaded[k2] = v
+    if not loaded:
+        raise ConfigError(f"{p}: no tensor matches the backbone; is it the right architecture?")
+    target.load_state_dict(loaded, strict=False)
+    return skipped
+
+
+# --- backbones -----------------------------------------------------------------------------
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+@register_model("custom_cnn", ModelDefaults(input_size=224))
+def _custom_cnn(widths: tuple[int, ...] = (32, 64, 128, 256)) -> tuple[nn.Module, int]:
+    """A small VGG-style CNN (~1.2 M parameters): the seed's no-pretraining baseline."""
+    layers: list[nn.Module] = [_conv_bn(1, widths[0], stride=2)]
+    cin = widths[0]
+    for w in widths:
+        layers += [_conv_bn(cin, w, stride=2), _conv_bn(w, w)]
+        cin = w
+    return nn.Sequential(*layers), cin
+
+
+class _TimmFeatures(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def _timm_backbone(arch: str, **kwargs) -> tuple[nn.Module, int]:
+    import timm  # imported lazily: only training/export need it
+
+    m = timm.create_model(arch, pretrained=False, in_chans=1, num_classes=0, global_pool="", **kwargs)
+    return _TimmFeatures(m), m.num_features
+
+
+@register_model("resnet50", ModelDefaults(input_size=224))
+def _resnet50(**kw) -> tuple[nn.Module, int]:
+    return _timm_backbone("resnet50", **kw)
+
+
+@register_model("densenet169", ModelDefaults(input_size=224))
+def _densenet169(**kw) -> tuple[nn.Module, int]:
+    return _timm_backbone("densenet169", **kw)
+
+
+@register_model("efficientnet_b0", ModelDefaults(input_size=224))
+def _efficientnet_b0(**kw) -> tuple[nn.Module, int]:
+    return _timm_backbone("efficientnet_b0", **kw)

@@ -1,0 +1,630 @@
+"""The DICOM display chain: exact LUT math on synthetic datasets, then real files.
+
+Synthetic datasets pin the formulas of PS3.3 C.11 to hand-computed numbers; the real files
+(``../shared/data/dicom`` and pydicom's bundled test files) check that every transfer syntax a
+clinic sends decodes, that bad files fail with the *specific* error, and that MONOCHROME1 and
+MONOCHROME2 radiographs both come out bone bright.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from models import dicom
+from models.errors import (
+    DicomError,
+    ImageDecodeError,
+    MissingPixelDataError,
+    TruncatedPixelDataError,
+    UnsupportedPhotometricError,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED_DICOM = SHARED_DATA / "dicom"
+
+
+# ------------------------------------------------------------------------------------------
+# Synthetic datasets
+# ------------------------------------------------------------------------------------------
+
+
+def make_ds(
+    arr: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    *,
+    bits_stored: int | None = None,
+    **attrs: object,
+) -> Dataset:
+    """A minimal, valid, uncompressed image dataset holding ``arr`` ((frames,) rows, cols)."""
+    arr = np.asarray(arr)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    ds.PatientName = "Secret^Patient"
+    ds.PatientID = "ID-12345"
+    ds.PhotometricInterpretation = photometric
+    color = arr.ndim >= 3 and arr.shape[-1] == 3
+    ds.SamplesPerPixel = 3 if color else 1
+    if color:
+        ds.PlanarConfiguration = 0
+    frames = arr.shape[0] if arr.ndim == (4 if color else 3) else 1
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.Rows, ds.Columns = arr.shape[-3:-1] if color else arr.shape[-2:]
+    ds.BitsAllocated = arr.dtype.itemsize * 8
+    ds.BitsStored = bits_stored or ds.BitsAllocated
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 1 if arr.dtype.kind == "i" else 0
+    ds.PixelData = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    return ds
+
+
+def lut_item(first: int, bits: int, data: list[int]) -> Dataset:
+    item = Dataset()
+    item.LUTDescriptor = [len(data), first, bits]
+    item.LUTData = data
+    return item
+
+
+RAMP = np.arange(0, 1024, 4, dtype=np.uint16).reshape(16, 16)  # 0..1020
+
+
+# ------------------------------------------------------------------------------------------
+# Modality LUT
+# ------------------------------------------------------------------------------------------
+
+
+def test_rescale_slope_intercept() -> None:
+    ds = make_ds(RAMP, RescaleSlope="2", RescaleIntercept="-1024")
+    out = dicom.apply_modality_lut(np.array([0, 100, 1000]), ds)
+    np.testing.assert_array_equal(out, [-1024.0, -824.0, 976.0])
+    assert out.dtype == np.float32
+
+
+def test_rescale_absent_or_invalid_is_identity() -> None:
+    assert np.array_equal(dicom.apply_modality_lut(np.array([3, 7]), make_ds(RAMP)), [3, 7])
+    ds = make_ds(RAMP, RescaleSlope="0", RescaleIntercept="5")  # slope 0 would blank the image
+    np.testing.assert_array_equal(dicom.apply_modality_lut(np.array([3, 7]), ds), [8, 12])
+
+
+def test_modality_lut_sequence_clamps_below_and_above() -> None:
+    ds = make_ds(RAMP)
+    ds.ModalityLUTSequence = Sequence([lut_item(10, 16, [100, 200, 300, 400])])
+    out = dicom.apply_modality_lut(np.array([5, 10, 11, 13, 20]), ds)
+    np.testing.assert_array_equal(out, [100, 100, 200, 400, 400])
+
+
+def test_modality_lut_sequence_as_ow_bytes_and_negative_first() -> None:
+    ds = make_ds(RAMP.astype(np.int16))
+    item = Dataset()
+    item.LUTDescriptor = [4, -2, 16]
+    item.add_new(0x00283006, "OW", struct.pack("<4H", 7, 8, 9, 65535))
+    ds.ModalityLUTSequence = Sequence([item])
+    out = dicom.apply_modality_lut(np.array([-5, -2, -1, 0, 1, 9]), ds)
+    np.testing.assert_array_equal(out, [7, 7, 8, 9, 65535, 65535])
+
+
+# ------------------------------------------------------------------------------------------
+# VOI LUT: window formulas (PS3.3 C.11.2.1.2), with the standard's own worked examples
+# ------------------------------------------------------------------------------------------
+
+
+def voi(x: list[float], **attrs: object) -> np.ndarray:
+    return dicom.apply_voi_lut(np.array(x, dtype=np.float64), make_ds(RAMP, **attrs))
+
+
+def test_linear_window_matches_standard_examples() -> None:
+    # C.11.2.1.2.1 example: c=2048, w=4096 -> x<=0: 0, x>4095: max, else (x-2047.5)/4095 + 0.5
+    out = voi([-1, 0, 1, 2047.5, 4095, 4096], WindowCenter="2048", WindowWidth="4096")
+    expected = [0, 0, (1 - 2047.5) / 4095 + 0.5, 0.5, 1.0, 1.0]
+    np.testing.assert_allclose(out, expected, atol=1e-7)
+    # c=0, w=100 -> x<=-50: 0, x>49: max, else (x+0.5)/99 + 0.5
+    out = voi([-51, -50, -49, 0, 49, 50], WindowCenter="0", WindowWidth="100")
+    expected = [0, 0, (-49 + 0.5) / 99 + 0.5, 0.5 / 99 + 0.5, 1.0, 1.0]
+    np.testing.assert_allclose(out, expected, atol=1e-7)
+    assert out.dtype == np.float32
+
+
+def test_linear_window_width_one_is_a_threshold() -> None:
+    # c=2048, w=1 -> x<=2047.5: 0, else max
+    out = voi([2047, 2047.5, 2048, 2049], WindowCenter="2048", WindowWidth="1")
+    np.testing.assert_array_equal(out, [0, 0, 1, 1])
+
+
+def test_linear_exact_window() -> None:
+    # C.11.2.1.3.2: x <= c - w/2: 0; x > c + w/2: max; else (x - c)/w + 0.5
+    out = voi(
+        [-51, -50, -25, 0, 25, 50, 51],
+        WindowCenter="0",
+        WindowWidth="100",
+        VOILUTFunction="LINEAR_EXACT",
+    )
+    np.testing.assert_allclose(out, [0, 0, 0.25, 0.5, 0.75, 1.0, 1.0], atol=1e-7)
+
+
+def test_sigmoid_window() -> None:
+    # C.11.2.1.3.1: y = 1 / (1 + exp(-4 (x - c) / w))
+    out = voi([40, 140, -60, 1e6], WindowCenter="40", WindowWidth="400", VOILUTFunction="SIGMOID")
+    expected = [0.5, 1 / (1 + math.exp(-1)), 1 / (1 + math.exp(1)), 1.0]
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_multiple_windows_index_selects_and_override_wins() -> None:
+    ds = make_ds(
+        RAMP,
+        WindowCenter=["100", "500"],
+        WindowWidth=["101", "201"],
+        WindowCenterWidthExplanation=["NARROW", "WIDE"],
+    )
+    x = np.array([50.0, 100.0, 500.0])
+    # first window by default: c=100 w=101 -> (x - 99.5)/100 + 0.5
+    np.testing.assert_allclose(dicom.apply_voi_lut(x, ds), [0.005, 0.505, 1.0], atol=1e-6)
+    np.testing.assert_allclose(dicom.apply_voi_lut(x, ds, 1), [0.0, 0.0, 0.5025], atol=1e-6)
+    over = dicom.apply_voi_lut(x, ds, 1, window=(50.0, 101.0))
+    np.testing.assert_allclose(over, [0.505, 1.0, 1.0], atol=1e-6)
+    with pytest.raises(IndexError, match="VOI index 2"):
+        dicom.apply_voi_lut(x, ds, 2)
+    with pytest.raises(ValueError, match="width"):
+        dicom.apply_voi_lut(x, ds, window=(0.0, 0.0))
+
+
+def test_voi_lut_sequence_normalised_by_descriptor_bits() -> None:
+    ds = make_ds(RAMP)
+    ds.VOILUTSequence = Sequence([lut_item(100, 8, [0, 128, 255])])
+    out = dicom.apply_voi_lut(np.array([99, 100, 101, 102, 103]), ds)
+    np.testing.assert_allclose(out, [0, 0, 128 / 255, 1, 1], atol=1e-7)
+
+
+def test_voi_lut_sequence_comes_after_windows_in_the_index() -> None:
+    ds = make_ds(RAMP, WindowCenter="0", WindowWidth="100", VOILUTFunction="LINEAR_EXACT")
+    ds.VOILUTSequence = Sequence([lut_item(0, 16, [0, 65535])])
+    assert dicom.voi_count(ds) == 2
+    np.testing.assert_allclose(dicom.apply_voi_lut(np.array([0, 1]), ds), [0.5, 0.51], atol=1e-7)
+    np.testing.assert_allclose(dicom.apply_voi_lut(np.array([0, 1]), ds, 1), [0.0, 1.0])
+
+
+def test_no_voi_uses_the_data_full_range_and_invalid_windows_are_skipped() -> None:
+    x = np.array([200.0, 300.0, 600.0])
+    np.testing.assert_allclose(dicom.apply_voi_lut(x, make_ds(RAMP)), [0, 0.25, 1])
+    broken = make_ds(RAMP, WindowCenter="100", WindowWidth="0")
+    np.testing.assert_allclose(dicom.apply_voi_lut(x, broken), [0, 0.25, 1])
+    flat = dicom.apply_voi_lut(np.full(4, 7.0), make_ds(RAMP))
+    assert np.array_equal(flat, np.zeros(4)) and np.isfinite(flat).all()
+
+
+# ------------------------------------------------------------------------------------------
+# Presentation: MONOCHROME1 and Presentation LUT Shape
+# ------------------------------------------------------------------------------------------
+
+
+def phantom(mono1: bool) -> tuple[np.ndarray, Dataset]:
+    """A 10-bit 'radiograph': air 100, soft tissue 400, a bone bar 900 (MONOCHROME2 values).
+
+    As MONOCHROME1 the detector stores 1023 - value, so bone is *dark* in the raw data, and the
+    file's window is mirrored accordingly.
+    """
+    img = np.full((32, 32), 100, dtype=np.uint16)
+    img[4:28, 8:24] = 400
+    img[4:28, 14:18] = 900
+    if mono1:
+        return 1023 - img, make_ds(
+            1023 - img, "MONOCHROME1", bits_stored=10, WindowCenter="423", WindowWidth="701"
+        )
+    return img, make_ds(img, "MONOCHROME2", bits_stored=10, WindowCenter="600", WindowWidth="701")
+
+
+@pytest.mark.parametrize("mono1", [False, True], ids=["MONOCHROME2", "MONOCHROME1"])
+def test_bone_bright_for_both_photometrics(mono1: bool) -> None:
+    _, ds = phantom(mono1)
+    out = dicom.to_display(ds)
+    assert out.dtype == np.float32 and out.shape == (32, 32)
+    bone, soft, air = out[10, 15], out[10, 10], out[0, 0]
+    assert bone > soft > air
+    assert air == 0.0 and bone > 0.9
+
+
+def test_monochrome1_inverts_after_voi_not_before() -> None:
+    arr = np.array([[0, 300, 600, 1023]], dtype=np.uint16)
+    ds = make_ds(arr, "MONOCHROME1", bits_stored=10, WindowCenter="300", WindowWidth="201")
+    out = dicom.to_display(ds)
+    # VOI on the stored value, then 1 - y:  y(300) = (300 - 299.5)/200 + 0.5 = 0.5025
+    np.testing.assert_allclose(out[0], [1.0, 1 - 0.5025, 0.0, 0.0], atol=1e-6)
+    # inverting first (1023 - x) and then windowing would give [0, 0, 0, 0] with this window
+    assert out.max() == 1.0
+
+
+def test_presentation_lut_shape() -> None:
+    y = np.array([0.0, 0.25, 1.0], dtype=np.float32)
+    mono2 = make_ds(RAMP)
+    assert np.array_equal(dicom.apply_presentation(y, mono2), y)
+    mono2.PresentationLUTShape = "IDENTITY"
+    assert np.array_equal(dicom.apply_presentation(y, mono2), y)
+    mono2.PresentationLUTShape = "INVERSE"
+    np.testing.assert_array_equal(dicom.apply_presentation(y, mono2), 1 - y)
+    # DX/MG require INVERSE *because* the image is MONOCHROME1: one inversion, not two.
+    mono1 = make_ds(RAMP, "MONOCHROME1")
+    np.testing.assert_array_equal(dicom.apply_presentation(y, mono1), 1 - y)
+    mono1.PresentationLUTShape = "INVERSE"
+    np.testing.assert_array_equal(dicom.apply_presentation(y, mono1), 1 - y)
+    mono1.PresentationLUTShape = "IDENTITY"  # never undoes MONOCHROME1: bone stays bright
+    np.testing.assert_array_equal(dicom.apply_presentation(y, mono1), 1 - y)
+
+
+# ------------------------------------------------------------------------------------------
+# Decoding, frames, colour
+# ------------------------------------------------------------------------------------------
+
+
+def test_multiframe_decodes_all_frames_and_selects_one() -> None:
+    frames = np.stack([np.full((4, 5), v, dtype=np.uint16) for v in (10, 20, 30)])
+    frames[:, 0, 0] = 0
+    frames[:, 3, 4] = 100
+    ds = make_ds(frames)
+    decoded = dicom.decode_pixels(ds)
+    assert decoded.shape == (3, 4, 5)
+    np.testing.assert_array_equal(decoded, frames)
+    np.testing.assert_allclose(dicom.to_display(ds, 2)[1, 1], 0.30, atol=1e-6)
+    np.testing.assert_allclose(dicom.to_display(ds, 0)[1, 1], 0.10, atol=1e-6)
+    with pytest.raises(IndexError, match="frame 3"):
+        dicom.to_display(ds, 3)
+    single = dicom.decode_pixels(make_ds(RAMP))
+    assert single.shape == (1, 16, 16)
+
+
+def test_enhanced_functional_groups_give_per_frame_rescale_and_window() -> None:
+    frames = np.full((2, 2, 2), 10, dtype=np.uint16)
+    ds = make_ds(frames)
+    shared = Dataset()
+    voi_item = Dataset()
+    voi_item.WindowCenter = "15"
+    voi_item.WindowWidth = "10"
+    voi_item.VOILUTFunction = "LINEAR_EXACT"
+    shared.FrameVOILUTSequence = Sequence([voi_item])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for slope in (1, 2):
+        group = Dataset()
+        pvt = Dataset()
+        pvt.RescaleSlope = str(slope)
+        pvt.RescaleIntercept = "0"
+        group.PixelValueTransformationSequence = Sequence([pvt])
+        per_frame.append(group)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    # frame 0: 10 -> (10-15)/10 + .5 = 0; frame 1: 20 -> 1
+    assert dicom.to_display(ds, 0).max() == 0.0
+    assert dicom.to_display(ds, 1).min() == 1.0
+
+
+def test_rgb_and_palette_become_bt601_luminance() -> None:
+    rgb = np.zeros((2, 2, 3), dtype=np.uint8)
+    rgb[0, 0] = (255, 0, 0)
+    rgb[0, 1] = (0, 255, 0)
+    rgb[1, 0] = (0, 0, 255)
+    rgb[1, 1] = (255, 255, 255)
+    out = dicom.to_display(make_ds(rgb, "RGB"))
+    np.testing.assert_allclose(out, [[0.299, 0.587], [0.114, 1.0]], atol=1e-5)
+
+    idx = np.array([[0, 255]], dtype=np.uint8)
+    pal = make_ds(idx, "PALETTE COLOR")
+    ramp16 = [v * 257 for v in range(256)]
+    for colour, data in (("Red", ramp16), ("Green", [0] * 256), ("Blue", [0] * 256)):
+        setattr(pal, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
+        setattr(pal, f"{colour}PaletteColorLookupTableData", struct.pack("<256H", *data))
+    np.testing.assert_allclose(dicom.to_display(pal)[0], [0.0, 0.299], atol=1e-5)
+
+
+def test_unknown_photometric_and_missing_pixels_raise_specific_errors() -> None:
+    with pytest.raises(UnsupportedPhotometricError, match="HSV"):
+        dicom.decode_pixels(make_ds(RAMP, "HSV"), "x.dcm")
+    ds = make_ds(RAMP)
+    del ds.PixelData
+    with pytest.raises(MissingPixelDataError, match=r"x\.dcm.*7FE0,0010"):
+        dicom.decode_pixels(ds, "x.dcm")
+
+
+# ------------------------------------------------------------------------------------------
+# Files: reading, ACR-NEMA, garbage, truncation
+# ------------------------------------------------------------------------------------------
+
+
+def test_read_dataset_round_trip(tmp_path: Path) -> None:
+    p = tmp_path / "img.dcm"
+    make_ds(RAMP, RescaleSlope="1", RescaleIntercept="0").save_as(p, enforce_file_format=True)
+    ds = dicom.read_dataset(p)
+    np.testing.assert_array_equal(dicom.decode_pixels(ds)[0], RAMP)
+
+
+def test_read_dataset_acr_nema_without_preamble_or_meta(tmp_path: Path) -> None:
+    ds = make_ds(RAMP)
+    del ds.file_meta
+    p = tmp_path / "acrnema"
+    pydicom.dcmwrite(p, ds, implicit_vr=True, little_endian=True)
+    assert p.read_bytes()[128:132] != b"DICM"
+    got = dicom.read_dataset(p)
+    assert got.file_meta.TransferSyntaxUID == pydicom.uid.ImplicitVRLittleEndian
+    np.testing.assert_array_equal(dicom.decode_pixels(got)[0], RAMP)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"hello, this is not DICOM at all\n" * 10, bytes(range(256)) * 4, b""],
+    ids=["text", "binary", "empty"],
+)
+def test_read_dataset_rejects_non_dicom_naming_the_file(tmp_path: Path, content: bytes) -> None:
+    p = tmp_path / "junk.dcm"
+    p.write_bytes(content)
+    with pytest.raises(DicomError, match="junk.dcm") as err:
+        dicom.read_dataset(p)
+    assert isinstance(err.value, ImageDecodeError) and err.value.path == str(p)
+    assert err.value.__cause__ is not None or not content
+
+
+def test_read_dataset_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DicomError, match="nope.dcm"):
+        dicom.read_dataset(tmp_path / "nope.dcm")
+
+
+def test_truncated_native_pixel_data(tmp_path: Path) -> None:
+    p = tmp_path / "cut.dcm"
+    make_ds(RAMP).save_as(p, enforce_file_format=True)
+    p.write_bytes(p.read_bytes()[:-100])
+    with pytest.raises(TruncatedPixelDataError, match="cut.dcm"):
+        dicom.decode_pixels(dicom.read_dataset(p), p)
+
+
+# ------------------------------------------------------------------------------------------
+# Presets, spacing, header summary
+# ------------------------------------------------------------------------------------------
+
+
+def test_window_presets_ct_uses_hounsfield_presets() -> None:
+    ds = make_ds(
+        RAMP,
+        Modality="CT",
+        RescaleSlope="1",
+        RescaleIntercept="-1024",
+        WindowCenter=["40", "300"],
+        WindowWidth=["400", "1500"],
+        WindowCenterWidthExplanation=["ABDOMEN", ""],
+    )
+    names = dicom.window_presets(ds)
+    assert names[0] == ("ABDOMEN", 40.0, 400.0)
+    assert names[1] == ("File window 2", 300.0, 1500.0)
+    assert ("Bone", 480.0, 2500.0) in names and ("Soft tissue", 40.0, 400.0) in names
+    # without pixels, "Full range" is the nominal 16-bit stored range through the rescale
+    full = {n: (c, w) for n, c, w in names}["Full range"]
+    assert full == (-1024 + 0.5 + 65535 / 2, 65536.0)
+    # with the pixels it is their min..max, and as a LINEAR window maps them exactly onto 0..1
+    modality = dicom.apply_modality_lut(RAMP, ds)
+    full = {n: (c, w) for n, c, w in dicom.window_presets(ds, modality)}["Full range"]
+    y = dicom.apply_voi_lut(modality, ds, window=full)
+    assert y.min() == 0.0 and y.max() == 1.0
+
+
+def test_window_presets_radiograph_are_relative_and_follow_polarity() -> None:
+    for pi in ("MONOCHROME2", "MONOCHROME1"):
+        ds = make_ds(RAMP, pi, bits_stored=10)
+        presets = {n: (c, w) for n, c, w in dicom.window_presets(ds, RAMP.astype(np.float32))}
+        bone_c, bone_w = presets["Bone"]
+        assert bone_w == pytest.approx(0.6 * 1020)
+        # bone is high attenuation: high values in MONOCHROME2, low values in MONOCHROME1
+        assert (bone_c > 510) == (pi == "MONOCHROME2")
+        bone = dicom.apply_presentation(dicom.apply_voi_lut(RAMP, ds, window=(bone_c, bone_w)), ds)
+        most_attenuating = RAMP == (RAMP.max() if pi == "MONOCHROME2" else RAMP.min())
+        assert bone[most_attenuating].min() == 1.0 and bone.min() == 0.0
+
+
+def test_pixel_spacing() -> None:
+    assert dicom.pixel_spacing(make_ds(RAMP, PixelSpacing=["0.2", "0.25"])) == (0.2, 0.25)
+    assert dicom.pixel_spacing(make_ds(RAMP, ImagerPixelSpacing=["0.1", "0.1"])) == (0.1, 0.1)
+    assert dicom.pixel_spacing(make_ds(RAMP, PixelSpacing=["0.000", "0.000"])) is None
+    assert dicom.pixel_spacing(make_ds(RAMP)) is None
+
+
+def test_dicom_info_keeps_patient_fields_out_of_repr() -> None:
+    ds = make_ds(RAMP, BodyPartExamined="WRIST", StudyDate="20240102")
+    info = dicom.dicom_info(ds)
+    assert info.patient_name == "Secret^Patient" and info.patient_id == "ID-12345"
+    assert info.body_part_examined == "WRIST" and (info.rows, info.columns) == (16, 16)
+    assert info.sop_instance_uid == ds.SOPInstanceUID and info.number_of_frames == 1
+    assert "Secret" not in repr(info) and "ID-12345" not in repr(info)
+
+
+# ------------------------------------------------------------------------------------------
+# Real files: ../shared/data/dicom
+# ------------------------------------------------------------------------------------------
+
+#: file -> the error it must raise (None: must decode)
+EXPECTED_ERRORS: dict[str, type[DicomError]] = {
+    "RG2_JPLY.dcm": DicomError,  # known-bad JPEG Extended encoding
+    "Issue56-NoPixelData.dcm": MissingPixelDataError,
+    "CR000000.dcm": MissingPixelDataError,
+    "MR_truncated.dcm": TruncatedPixelDataError,
+    "emri_small_jpeg_2k_lossless_too_short.dcm": TruncatedPixelDataError,
+}
+
+
+def _shared_dicom_files() -> list[str]:
+    if not SHARED_DICOM.is_dir():
+        return ["<absent>"]
+    return sorted(p.name for p in SHARED_DICOM.iterdir() if p.is_file())
+
+
+def _need_shared() -> Path:
+    if not SHARED_DICOM.is_dir():
+        pytest.skip(f"real data not available: {SHARED_DICOM} is absent (dev machines and CI only)")
+    return SHARED_DICOM
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", _shared_dicom_files())
+def test_shared_dicom_decodes_or_raises_the_specific_error(name: str) -> None:
+    path = _need_shared() / name
+    expected = EXPECTED_ERRORS.get(name)
+    if expected is not None:
+        with pytest.raises(expected) as err:
+            dicom.to_display(dicom.read_dataset(path))
+        assert name in str(err.value)
+        return
+    ds = dicom.read_dataset(path)
+    out = dicom.to_display(ds)
+    assert out.dtype == np.float32 and out.ndim == 2 and out.size > 0
+    assert np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
+    assert out.std() > 0.01, "a blank image means a LUT or VOI went wrong"
+    info = dicom.dicom_info(ds)
+    assert out.shape == (info.rows, info.columns)
+
+
+@pytest.mark.shared_data
+def test_shared_acr_nema_chest_decodes_bone_bright() -> None:
+    ds = dicom.read_dataset(_need_shared() / "CR-MONO1-10-chest")
+    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ImplicitVRLittleEndian
+    out = dicom.to_display(ds)
+    assert out.shape == (440, 440)
+    h, w = out.shape
+    spine = out[h // 5 : h // 2, int(w * 0.45) : int(w * 0.55)].mean()
+    lungs = out[h // 5 : h // 2, int(w * 0.2) : int(w * 0.35)].mean()
+    assert spine > lungs + 0.1
+
+
+def _grid(img: np.ndarray) -> np.ndarray:
+    """10x10 grid of block means, so ROIs are stated in tenths of the image."""
+    h, w = (img.shape[0] // 10) * 10, (img.shape[1] // 10) * 10
+    return img[:h, :w].reshape(10, h // 10, 10, w // 10).mean(axis=(1, 3))
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    ("name", "bone", "air", "margin"),
+    [
+        # RG3, MONOCHROME1 tibia: the leg (column 4) vs the direct-exposure gap left of it
+        ("RG3_J2KR.dcm", (slice(0, 6), slice(4, 5)), (slice(2, 7), slice(3, 4)), 0.3),
+        # RG2, MONOCHROME2 hip: pelvis (top left) vs the air between the thighs (bottom)
+        ("RG2_JPLL.dcm", (slice(0, 3), slice(1, 4)), (slice(7, 10), slice(2, 6)), 0.5),
+        # RG1, MONOCHROME1 chest: spine/mediastinum vs lung fields
+        ("RG1_J2KI.dcm", (slice(1, 5), slice(4, 6)), (slice(1, 4), slice(2, 4)), 0.15),
+    ],
+)
+def test_shared_nema_radiographs_are_bone_bright(name, bone, air, margin) -> None:
+    grid = _grid(dicom.to_display(dicom.read_dataset(_need_shared() / name)))
+    assert grid[bone].mean() > grid[air].mean() + margin, np.round(grid, 2)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    ("reference", "variant", "tolerance"),
+    [
+        ("RG2_JPLL.dcm", "RG2_JLSL.dcm", 0.0),  # both lossless: identical
+        ("RG2_JPLL.dcm", "RG2_JLSN.dcm", 0.01),  # JPEG-LS near-lossless
+        ("RG2_JPLL.dcm", "RG2_JPLY_fixed.dcm", 0.02),  # lossy JPEG Extended
+        ("RG3_J2KR.dcm", "RG3_J2KI.dcm", 0.01),  # JPEG 2000 lossless vs lossy
+        ("RG1_J2KI.dcm", "RG1_JLSN.dcm", 0.01),
+    ],
+)
+def test_shared_transfer_syntax_variants_agree(reference, variant, tolerance) -> None:
+    root = _need_shared()
+    a = dicom.to_display(dicom.read_dataset(root / reference))
+    b = dicom.to_display(dicom.read_dataset(root / variant))
+    assert a.shape == b.shape
+    assert float(np.abs(a - b).mean()) <= tolerance
+
+
+@pytest.mark.shared_data
+def test_shared_dx_monochrome1_with_inverse_shape_is_inverted_once() -> None:
+    """dx_image.dcm is MONOCHROME1 *and* INVERSE, as DX requires: XOR would show it negative."""
+    ds = dicom.read_dataset(_need_shared() / "dx_image.dcm")
+    assert ds.PhotometricInterpretation == "MONOCHROME1" and ds.PresentationLUTShape == "INVERSE"
+    raw = dicom.decode_pixels(ds)[0].astype(np.float32)
+    out = dicom.to_display(ds)
+    # inverted: the raw data's darkest pixels (MONOCHROME1: most attenuating) are the brightest
+    assert np.corrcoef(raw.ravel(), out.ravel())[0, 1] < -0.9
+
+
+@pytest.mark.shared_data
+def test_shared_lut_files() -> None:
+    root = _need_shared()
+    ds = dicom.read_dataset(root / "CR-ModalitySequenceLUT.dcm")
+    stored = dicom.decode_pixels(ds)[0]
+    modality = dicom.apply_modality_lut(stored, ds)
+    # OW-encoded LUT Data: agree with pydicom's independent implementation, and not be identity
+    from pydicom.pixels import apply_modality_lut as pydicom_modality_lut
+
+    np.testing.assert_array_equal(modality, pydicom_modality_lut(stored, ds))
+    assert not np.array_equal(modality, stored)
+    ds = dicom.read_dataset(root / "vlut_04.dcm")
+    assert dicom.voi_count(ds) == 1
+    out = dicom.to_display(ds)
+    assert out.min() == 0.0 and out.max() == 1.0
+    ds = dicom.read_dataset(root / "OBXXXX1A_rle_2frame.dcm")  # RLE, palette, 2 frames
+    assert dicom.decode_pixels(ds).shape[0] == 2
+    assert dicom.pixel_spacing(dicom.read_dataset(root / "RG1_J2KI.dcm")) is None  # "0\\0"
+
+
+# ------------------------------------------------------------------------------------------
+# pydicom's bundled test files (only those present locally; never downloads)
+# ------------------------------------------------------------------------------------------
+
+
+def _testdata(name: str) -> str:
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} is not bundled in this install")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "JPEG2000.dcm",
+        "SC_rgb.dcm",
+        "SC_rgb_small_odd.dcm",
+        "SC_rgb_rle_2frame.dcm",
+        "SC_ybr_full_422_uncompressed.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "examples_palette.dcm",
+        "MR-SIEMENS-DICOM-WithOverlays.dcm",
+        "MR_small_bigendian.dcm",
+        "JPEGLSNearLossless_16.dcm",
+        "liver_1frame.dcm",
+    ],
+)
+def test_pydicom_testdata_decodes(name: str) -> None:
+    ds = dicom.read_dataset(_testdata(name))
+    out = dicom.to_display(ds)
+    assert out.dtype == np.float32 and out.ndim == 2
+    assert np.isfinite(out).all() and 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_pydicom_ct_small_hounsfield_chain() -> None:
+    ds = dicom.read_dataset(_testdata("CT_small.dcm"))
+    stored = dicom.decode_pixels(ds)[0]
+    hu = dicom.apply_modality_lut(stored, ds)
+    slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+    np.testing.assert_allclose(hu, stored * slope + intercept)
+    presets = {n: (c, w) for n, c, w in dicom.window_presets(ds)}
+    assert presets["Bone"] == (480.0, 2500.0)
+    bone = dicom.to_display(ds, window=presets["Bone"])
+    expected = np.clip((hu - 479.5) / 2499 + 0.5, 0, 1)
+    np.testing.assert_allclose(bone, expected, atol=1e-5)

@@ -1,0 +1,76 @@
+import json
+
+import numpy as np
+import pytest
+
+from models.card import load_bundle
+from models.engine import Engine, aggregate_study, cam_to_image, verdict_for
+from models.errors import ConfigError, ModelIOMismatchError
+from models.imageio import load_image
+from models.preprocess import Placement
+
+
+def _images(phantom, n=3):
+    paths = sorted((phantom / "mura").rglob("*.png"))[:n]
+    return [load_image(p).pixels for p in paths]
+
+
+def test_openvino_and_onnxruntime_agree(tiny_bundle, phantom):
+    imgs = _images(phantom, 4)
+    ov_preds = Engine(tiny_bundle, artifact="openvino_fp32").predict(imgs)
+    ort_preds = Engine(tiny_bundle, backend="onnxruntime").predict(imgs)
+    for a, b in zip(ov_preds, ort_preds, strict=True):
+        assert a.probability == pytest.approx(b.probability, abs=1e-4)
+        assert a.body_part == b.body_part
+        np.testing.assert_allclose(a.cam, b.cam, atol=1e-3)
+
+
+def test_int8_engine_outputs_are_consistent(tiny_bundle, phantom):
+    eng = Engine(tiny_bundle)
+    assert eng.artifact == "openvino_int8" and eng.precision == "f32"
+    preds = eng.predict(_images(phantom, 3))
+    for p in preds:
+        assert 0 <= p.probability <= 1
+        assert sum(p.body_part_probs.values()) == pytest.approx(1, abs=1e-3)
+        assert p.body_part in eng.body_parts
+        # the CAM's mean is the logit: sigmoid(mean(cam)) == probability (up to INT8 noise)
+        assert 1 / (1 + np.exp(-p.cam.mean())) == pytest.approx(p.probability, abs=0.05)
+    study = aggregate_study(preds, eng.thresholds)
+    assert study.probability == pytest.approx(np.mean([p.probability for p in preds]))
+    assert study.n_images == 3 and study.verdict in ("likely", "suspicious", "negative")
+
+
+def test_card_output_mismatch_is_caught(bundle_copy):
+    card = json.loads((bundle_copy / "card.json").read_text())
+    card["outputs"]["cam"]["shape"] = [-1, 5, 5]
+    from models.card import write_bundle
+
+    write_bundle(bundle_copy, card)
+    with pytest.raises(ModelIOMismatchError, match="cam"):
+        Engine(bundle_copy)
+    card["input"]["name"] = "pixels"
+    write_bundle(bundle_copy, card)
+    with pytest.raises(ModelIOMismatchError, match="pixels"):
+        Engine(bundle_copy)
+
+
+def test_bad_backend_and_device(tiny_bundle):
+    with pytest.raises(ConfigError, match="backend"):
+        Engine(tiny_bundle, backend="tensorrt")
+    with pytest.raises(ConfigError, match="NOPE"):
+        Engine(tiny_bundle, device="NOPE")
+
+
+def test_verdicts_and_heatmap_mapping():
+    th = {"suspicious": 0.2, "likely": 0.6}
+    assert [verdict_for(p, th) for p in (0.1, 0.2, 0.59, 0.6)] == ["negative", "suspicious", "suspicious", "likely"]
+    # a tall image letterboxed into 8x8: content occupies columns 2..5
+    cam = np.full((4, 4), -5.0, np.float32)
+    cam[:, 2] = 5.0  # hot just right of centre
+    hm = cam_to_image(cam, Placement(scale=0.5, offset_x=2, offset_y=0, width=4, height=8), (16, 8))
+    assert hm.shape == (16, 8)
+    assert hm[:, 4:].mean() > hm[:, :4].mean()
+
+
+def test_bundle_precision_from_card(tiny_bundle):
+    assert load_bundle(tiny_bundle).card["validation"]["inference_precision"] == "f32"

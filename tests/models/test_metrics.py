@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score, roc_auc_score, roc_curve as sk_roc
+
+from models.metrics import (aggregate_studies, binary_metrics, cohen_kappa, roc_auc, roc_curve,
+                            threshold_for_sensitivity, youden_threshold)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auc_matches_sklearn_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.random(300) + y * 0.3, 1)  # heavy ties
+    assert roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_auc_hand_computed():
+    # pairs (pos, neg): (0.8>0.3) (0.8>0.5) (0.4>0.3) (0.4<0.5) -> 3/4
+    assert roc_auc([1, 1, 0, 0], [0.8, 0.4, 0.3, 0.5]) == 0.75
+    assert np.isnan(roc_auc([1, 1], [0.2, 0.3]))
+
+
+def test_kappa_matches_sklearn_and_hand_value():
+    rng = np.random.default_rng(1)
+    y, p = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    assert cohen_kappa(y, p) == pytest.approx(cohen_kappa_score(y, p))
+    # 2x2 table tp=20 fn=5 fp=10 tn=15: po=.7, pe=.5*.6+.5*.4=.5 -> kappa .4
+    y = [1] * 25 + [0] * 25
+    p = [1] * 20 + [0] * 5 + [1] * 10 + [0] * 15
+    assert cohen_kappa(y, p) == pytest.approx(0.4)
+    m = binary_metrics(y, p, 0.5)
+    assert m["sensitivity"] == pytest.approx(0.8) and m["specificity"] == pytest.approx(0.6)
+
+
+def test_roc_curve_matches_sklearn():
+    rng = np.random.default_rng(2)
+    y, s = rng.integers(0, 2, 100), np.round(rng.random(100), 2)
+    fpr, tpr, _ = roc_curve(y, s)
+    f2, t2, _ = sk_roc(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, f2)
+    np.testing.assert_allclose(tpr, t2)
+
+
+def test_study_aggregation_is_mean_of_images():
+    ids, ys, ps = aggregate_studies(["a", "a", "b"], [1, 1, 0], [0.2, 0.6, 0.9])
+    assert ids == ["a", "b"] and list(ys) == [1, 0] and ps == pytest.approx([0.4, 0.9])
+    with pytest.raises(Exception, match="different labels"):
+        aggregate_studies(["a", "a"], [1, 0], [0.1, 0.2])
+
+
+def test_operating_points():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.6, 0.25, 0.4, 0.5, 0.55, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95])
+    t = threshold_for_sensitivity(y, s, 0.9)
+    assert ((s[y == 1] >= t).mean()) >= 0.9
+    assert t == 0.4
+    yt = youden_threshold(y, s)
+    assert 0.3 < yt <= 0.6

@@ -1,0 +1,97 @@
+"""``mura-train``: a thin argparse CLI over :func:`trainer.train.train`, with an optional YAML config.
+
+Precedence: defaults < ``--config run.yaml`` < command-line flags. The resolved config is saved as
+``OUT/config.json`` beside the outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from models.errors import ConfigError, MuraError
+from models.networks import list_models
+from trainer.train import TrainConfig, train
+
+_HELP = {
+    "data": "training data: mura:PATH (MURA v1.1 root; its valid split becomes the test set), "
+    "folder:PATH ({split}/{fractured,not fractured}/ images) or csv:PATH (path,label[,body_part]"
+    "[,study_id][,patient_id])",
+    "out": "output folder (checkpoints, metrics.csv, config.json, summary.json)",
+    "arch": f"architecture: {', '.join(list_models())}",
+    "input_size": "square input side in pixels (0 = the architecture's default, 224)",
+    "epochs": "maximum number of epochs",
+    "batch_size": "images per optimisation step",
+    "lr": "peak learning rate of AdamW (cosine schedule after warm-up)",
+    "weight_decay": "AdamW weight decay",
+    "warmup_epochs": "linear warm-up length in epochs (fractions allowed)",
+    "lambda_body_part": "weight of the body-part cross-entropy (0 = single-task baseline)",
+    "val_fraction": "fraction of patients held out for internal validation (patient-level split)",
+    "patience": "early stopping: epochs without validation study-AUC improvement",
+    "grad_clip": "gradient norm clipping (0 = off)",
+    "seed": "random seed (split, initialisation, augmentation, shuffling)",
+    "workers": "DataLoader worker processes (0 = decode in the main process)",
+    "augment": "radiograph augmentation on/off (true/false)",
+    "pretrained_weights": "local ImageNet state dict to initialise the backbone (no downloads)",
+    "sensitivity_target": "study-level sensitivity of the 'suspicious' operating point",
+    "max_train_images": "cap on training images, for smoke runs (0 = all)",
+    "resume": "resume from OUT/checkpoint_last.pt if it exists (true/false)",
+}
+
+
+def _bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="mura-train",
+        description="Train a multi-task fracture/abnormality + body-part model on radiographs.",
+    )
+    ap.add_argument("--config", help="YAML file with any of the options below (flags override it)")
+    for f in fields(TrainConfig):
+        if f.name == "extra":
+            continue
+        typ = {bool: _bool, int: int, float: float}.get(type(f.default), str)
+        ap.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=typ, default=None, help=_HELP.get(f.name))
+    return ap
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    values: dict = {}
+    if args.config:
+        import yaml
+
+        p = Path(args.config)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of option: value")
+        known = {f.name for f in fields(TrainConfig)}
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            raise ConfigError(f"{p}: unknown options {unknown}")
+        values.update(loaded)
+    values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
+    return TrainConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        train(resolve_config(args))
+    except MuraError as e:
+        print(f"mura-train: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Torch datasets over :class:`Record` lists, through the shared preprocessing contract.
+
+Decode -> ``models.preprocess.to_unit`` -> augmentation (training only) -> ``standardize``: the same
+functions the engine calls at inference, so train/serve skew cannot creep in.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from models.errors import ImageDecodeError
+from models.imageio import load_image
+from models.preprocess import PreprocessConfig, standardize, to_unit
+from trainer.datasets import Record
+
+
+class Augment:
+    """Radiograph-appropriate augmentation on the [0, 1] letterboxed image.
+
+    Horizontal flip (left/right limbs look alike), small rotation, scale and shift, brightness,
+    contrast and gamma. No vertical flip or colour jitter: they produce images no device makes.
+    """
+
+    def __init__(self, rotate: float = 10.0, scale: tuple[float, float] = (0.9, 1.1), shift: float = 0.06,
+                 brightness: float = 0.1, contrast: float = 0.15, gamma: tuple[float, float] = (0.8, 1.25)):
+        self.rotate, self.scale, self.shift = rotate, scale, shift
+        self.brightness, self.contrast, self.gamma = brightness, contrast, gamma
+
+    def __call__(self, unit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        s = unit.shape[0]
+        angle = math.radians(rng.uniform(-self.rotate, self.rotate))
+        scale = rng.uniform(*self.scale)
+        tx, ty = (rng.uniform(-self.shift, self.shift, 2) * s).tolist()
+        flip = -1.0 if rng.random() < 0.5 else 1.0
+        # PIL wants the inverse map (output -> input) about the image centre.
+        c = (s - 1) / 2.0
+        cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+        a, b, d, e = flip * cos, sin, -flip * sin, cos
+        xo, yo = c + tx, c + ty
+        coeffs = (a, b, c - a * xo - b * yo, d, e, c - d * xo - e * yo)
+        img = Image.fromarray(unit, mode="F").transform((s, s), Image.AFFINE, coeffs, Image.BILINEAR, fillcolor=0.0)
+        x = np.asarray(img)
+        g = math.exp(rng.uniform(math.log(self.gamma[0]), math.log(self.gamma[1])))
+        x = np.clip(x, 0, 1) ** g
+        x = (x - 0.5) * (1 + rng.uniform(-self.contrast, self.contrast)) + 0.5
+        x = x + rng.uniform(-self.brightness, self.brightness)
+        return np.clip(x, 0, 1).astype(np.float32)
+
+
+class RecordDataset(Dataset):
+    """Yields ``(image (1,S,S), label, body_part_index, index)``.
+
+    A file that fails to decode yields ``None``; :func:`collate_skip` drops it so that one bad
+    image never stops an epoch (readers already report missing files up front).
+    """
+
+    def __init__(self, records: list[Record], cfg: PreprocessConfig, body_parts: list[str],
+                 augment: Augment | None = None, seed: int = 0):
+        self.records = records
+        self.cfg = cfg
+        self.bp_index = {b: i for i, b in enumerate(body_parts)}
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int):
+        r = self.records[i]
+        try:
+            unit, _ = to_unit(load_image(r.path).pixels, self.cfg)
+        except ImageDecodeError:
+            return None
+        if self.augment is not None:
+            # Seeded per (seed, epoch, index): identical across runs and worker counts.
+            unit = self.augment(unit, np.random.default_rng([self.seed, self.epoch, i]))
+        x = torch.from_numpy(standardize(unit, self.cfg))
+        return x, float(r.label), self.bp_index.get(r.body_part, 0), i
+
+
+def collate_skip(batch):
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return None
+    xs, ys, bps, idx = zip(*batch, strict=True)
+    return torch.stack(xs), torch.tensor(ys), torch.tensor(bps), torch.tensor(idx)

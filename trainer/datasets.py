@@ -1,0 +1,245 @@
+"""Dataset readers: every source becomes a list of :class:`Record` (torch-free).
+
+One interface for MURA v1.1 (its real layout and headerless CSVs), the external
+``{split}/{fractured,not fractured}/`` folder set and a generic CSV. Readers never crash on one bad
+row or one missing file: they report it in ``DatasetSplit.problems`` (with the file and line) and
+skip it, and raise :class:`DataError` only when the source as a whole is unusable.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.errors import ConfigError, DataError
+from models.imageio import is_ignored_file, sniff_kind
+from models.labels import MURA_BODY_PARTS
+
+
+@dataclass(frozen=True)
+class Record:
+    path: str
+    label: int  # 1 = abnormal / fractured
+    body_part: str
+    study_id: str
+    patient_id: str
+
+
+@dataclass
+class DatasetSplit:
+    name: str  # e.g. "mura-v1.1/valid"
+    task: str  # "abnormality" (MURA) or "fracture"
+    records: list[Record]
+    body_parts: list[str]
+    source: str  # the folder or file it came from
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {
+            "dataset": self.name,
+            "source": self.source,
+            "task": self.task,
+            "n_images": len(self.records),
+            "n_studies": len({r.study_id for r in self.records}),
+            "n_patients": len({r.patient_id for r in self.records}),
+            "n_positive_images": sum(r.label for r in self.records),
+            "body_parts": dict(sorted(Counter(r.body_part for r in self.records).items())),
+            "n_problems": len(self.problems),
+        }
+
+    def subset(self, records: list[Record], name: str) -> DatasetSplit:
+        return DatasetSplit(name, self.task, records, self.body_parts, self.source, [])
+
+
+# --- MURA v1.1 -----------------------------------------------------------------------------
+
+_MURA_STUDY = re.compile(
+    r"^MURA-v1\.1/(?P<split>train|valid)/XR_(?P<part>[A-Z]+)/(?P<patient>patient\d+)/"
+    r"(?P<study>study\d+_(?:positive|negative))/?$"
+)
+
+
+def find_mura_root(root: str | Path) -> Path:
+    """Accept either the folder that holds ``MURA-v1.1`` or ``MURA-v1.1`` itself."""
+    root = Path(root)
+    if (root / "MURA-v1.1").is_dir():
+        return root
+    if root.name == "MURA-v1.1" and root.is_dir():
+        return root.parent
+    raise DataError(f"{root}: not a MURA v1.1 root (expected a 'MURA-v1.1' folder in it)")
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    if not path.is_file():
+        raise DataError(f"{path}: MURA CSV not found")
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: not a readable CSV ({e})") from e
+
+
+def read_mura(root: str | Path, split: str, *, check_files: bool = True) -> DatasetSplit:
+    """Read ``{split}_image_paths.csv`` and ``{split}_labeled_studies.csv`` (headerless).
+
+    Labels are per study (the study CSV); body part and patient come from the path.
+    """
+    if split not in ("train", "valid"):
+        raise ConfigError(f"MURA split must be 'train' or 'valid', got {split!r}")
+    base = find_mura_root(root)
+    mura = base / "MURA-v1.1"
+    problems: list[str] = []
+    study_csv = mura / f"{split}_labeled_studies.csv"
+    labels: dict[str, int] = {}
+    for i, row in enumerate(_read_rows(study_csv), 1):
+        if not row or not "".join(row).strip():
+            continue
+        m = _MURA_STUDY.match(row[0].strip()) if len(row) == 2 else None
+        if m is None or row[1].strip() not in ("0", "1"):
+            problems.append(f"{study_csv}:{i}: not a '<study path>/,<0|1>' row: {','.join(row)[:120]!r}")
+            continue
+        labels[row[0].strip().rstrip("/")] = int(row[1])
+    if not labels:
+        raise DataError(f"{study_csv}: no valid study rows ({len(problems)} malformed)")
+    image_csv = mura / f"{split}_image_paths.csv"
+    records: list[Record] = []
+    for i, row in enumerate(_read_rows(image_csv), 1):
+        if not row or not row[0].strip():
+            continue
+        rel = row[0].strip()
+        study_path, _, fname = rel.rpartition("/")
+        m = _MURA_STUDY.match(study_path)
+        if len(row) != 1 or m is None or not fname:
+            problems.append(f"{image_csv}:{i}: not a MURA image path: {rel[:120]!r}")
+            continue
+        if study_path not in labels:
+            problems.append(f"{image_csv}:{i}: image of a study with no label row: {rel}")
+            continue
+        part = m["part"].lower()
+        if part not in MURA_BODY_PARTS:
+            problems.append(f"{image_csv}:{i}: unknown body part XR_{m['part']}")
+            continue
+        path = base / rel
+        if check_files and not path.is_file():
+            problems.append(f"{path}: image listed in {image_csv.name}:{i} is missing")
+            continue
+        records.append(Record(str(path), labels[study_path], part, study_path, m["patient"]))
+    if not records:
+        raise DataError(f"{image_csv}: no usable image rows ({len(problems)} problems, first: {problems[:1]})")
+    return DatasetSplit(f"mura-v1.1/{split}", "abnormality", records, list(MURA_BODY_PARTS), str(mura), problems)
+
+
+# --- external folder set -------------------------------------------------------------------
+
+EXTERNAL_CLASSES = {"fractured": 1, "not fractured": 0}
+_ROTATED = re.compile(r"(-rotated\d+)+$")
+
+
+def original_group(name: str) -> str:
+    """'57-rotated2-rotated1.jpg' -> '57': rotated copies of one original stay in one split."""
+    return _ROTATED.sub("", Path(name).stem)
+
+
+def read_image_folder(root: str | Path, splits: tuple[str, ...] = ("train", "test", "val")) -> DatasetSplit:
+    """The Bone Fracture Binary Classification layout: ``{split}/{fractured,not fractured}/*``.
+
+    All splits found are taken together (as an external set should be). Files are kept by content
+    (a PNG named .jpg is fine); system files are ignored; non-images are reported.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    records: list[Record] = []
+    problems: list[str] = []
+    found_any = False
+    for split in splits:
+        for cls, label in EXTERNAL_CLASSES.items():
+            d = root / split / cls
+            if not d.is_dir():
+                continue
+            found_any = True
+            for p in sorted(d.iterdir()):
+                if not p.is_file() or is_ignored_file(p):
+                    continue
+                if sniff_kind(p) is None:
+                    problems.append(f"{p}: not an image file (skipped)")
+                    continue
+                group = original_group(p.name)
+                records.append(Record(str(p), label, "unknown", f"{split}/{cls}/{p.name}", group))
+    if not found_any:
+        raise DataError(
+            f"{root}: no '{{split}}/fractured' or '{{split}}/not fractured' folders "
+            f"(looked for splits {', '.join(splits)})"
+        )
+    return DatasetSplit(f"folder:{root.name}", "fracture", records, ["unknown"], str(root), problems)
+
+
+# --- generic CSV ---------------------------------------------------------------------------
+
+
+def read_csv_dataset(path: str | Path, *, task: str = "fracture") -> DatasetSplit:
+    """``path,label[,body_part][,study_id][,patient_id]`` with a header; paths relative to the CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: dataset CSV not found")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise DataError(f"{path}: header must include 'path' and 'label', got {reader.fieldnames}")
+        records, problems = [], []
+        for i, row in enumerate(reader, 2):
+            lab = (row.get("label") or "").strip()
+            if lab not in ("0", "1"):
+                problems.append(f"{path}:{i}: label must be 0 or 1, got {lab!r}")
+                continue
+            p = Path(row["path"].strip())
+            p = p if p.is_absolute() else path.parent / p
+            if not p.is_file():
+                problems.append(f"{p}: image listed in {path.name}:{i} is missing")
+                continue
+            study = (row.get("study_id") or "").strip() or str(p)
+            records.append(
+                Record(
+                    str(p),
+                    int(lab),
+                    (row.get("body_part") or "").strip().lower() or "unknown",
+                    study,
+                    (row.get("patient_id") or "").strip() or study,
+                )
+            )
+    if not records:
+        raise DataError(f"{path}: no usable rows ({len(problems)} problems)")
+    parts = sorted({r.body_part for r in records})
+    return DatasetSplit(f"csv:{path.name}", task, records, parts, str(path), problems)
+
+
+# --- splitting and dispatch ----------------------------------------------------------------
+
+
+def group_split(records: list[Record], val_fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """Split by patient (group) so that no patient appears in both parts."""
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    groups = sorted({r.patient_id for r in records})
+    random.Random(seed).shuffle(groups)
+    n_val = max(1, round(len(groups) * val_fraction))
+    val_groups = set(groups[:n_val])
+    return [r for r in records if r.patient_id not in val_groups], [r for r in records if r.patient_id in val_groups]
+
+
+def load_source(spec: str, split: str = "train") -> DatasetSplit:
+    """``mura:PATH`` | ``folder:PATH`` | ``csv:PATH`` -> records (``split`` matters for MURA)."""
+    kind, sep, path = spec.partition(":")
+    if not sep or not path:
+        raise ConfigError(f"data source must look like 'mura:PATH', 'folder:PATH' or 'csv:PATH', got {spec!r}")
+    if kind == "mura":
+        return read_mura(path, split)
+    if kind == "folder":
+        return read_image_folder(path)
+    if kind == "csv":
+        return read_csv_dataset(path)
+    raise ConfigError(f"unknown data source kind {kind!r} in {spec!r} (mura, folder, csv)")

@@ -1,0 +1,309 @@
+"""The training loop for the multi-task network (fracture/abnormality + body part).
+
+Loss: BCE for the finding, weighted per body part as in MURA (w+ = N/(P+N), w- = P/(P+N)), plus
+``lambda_body_part`` x cross-entropy for the body part (0 gives the single-task baseline).
+Model selection on validation study-level AUC; operating points chosen on validation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from models.errors import ConfigError
+from models.fsutil import atomic_write_json, atomic_write_text
+from models.metrics import aggregate_studies, binary_metrics, threshold_for_sensitivity, youden_threshold
+from models.networks import create_model, list_models, model_defaults
+from models.preprocess import PreprocessConfig
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.data import Augment, RecordDataset, collate_skip
+from trainer.datasets import DatasetSplit, Record, group_split, load_source
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run; saved as ``config.json`` beside the outputs."""
+
+    data: str = ""  # mura:PATH | folder:PATH | csv:PATH
+    out: str = "runs/train"
+    arch: str = "efficientnet_b0"
+    input_size: int = 0  # 0 = the architecture's default
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    lambda_body_part: float = 0.3
+    val_fraction: float = 0.15
+    patience: int = 5
+    grad_clip: float = 1.0
+    seed: int = 0
+    workers: int = 0
+    augment: bool = True
+    pretrained_weights: str | None = None
+    sensitivity_target: float = 0.9
+    max_train_images: int = 0  # 0 = all; for smoke runs
+    resume: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ConfigError("no training data given (--data mura:PATH | folder:PATH | csv:PATH)")
+        if self.arch not in list_models():
+            raise ConfigError(f"unknown architecture {self.arch!r}; choose one of {', '.join(list_models())}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def body_part_class_weights(records: list[Record]) -> dict[str, tuple[float, float]]:
+    """MURA's per-body-part weights: (w_pos, w_neg) = (N/(P+N), P/(P+N))."""
+    out = {}
+    for bp in sorted({r.body_part for r in records}):
+        labels = [r.label for r in records if r.body_part == bp]
+        p, n = sum(labels), len(labels) - sum(labels)
+        out[bp] = (n / (p + n), p / (p + n)) if p and n else (0.5, 0.5)
+    return out
+
+
+def split_data(cfg: TrainConfig) -> tuple[DatasetSplit, DatasetSplit, DatasetSplit | None]:
+    """(train, internal validation, test): MURA's official valid split is the test set."""
+    full = load_source(cfg.data, "train")
+    train, val = group_split(full.records, cfg.val_fraction, cfg.seed)
+    if cfg.max_train_images:
+        train = random.Random(cfg.seed).sample(train, min(cfg.max_train_images, len(train)))
+    test = load_source(cfg.data, "valid") if cfg.data.startswith("mura:") else None
+    train_split = full.subset(train, f"{full.name} (train part)")
+    train_split.problems = full.problems  # reported once, with the training data
+    return train_split, full.subset(val, f"{full.name} (internal val)"), test
+
+
+@torch.no_grad()
+def predict(net: nn.Module, records: list[Record], pre: PreprocessConfig, body_parts: list[str],
+            batch_size: int = 32, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fracture probability and body-part probabilities per record (nan for undecodable files)."""
+    net.eval()
+    ds = RecordDataset(records, pre, body_parts)
+    dl = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip)
+    probs = np.full(len(records), np.nan, dtype=np.float64)
+    bps = np.full((len(records), len(body_parts)), np.nan, dtype=np.float64)
+    for batch in dl:
+        if batch is None:
+            continue
+        x, _, _, idx = batch
+        logit, bp = net(x.to(memory_format=torch.channels_last))
+        probs[idx.numpy()] = torch.sigmoid(logit).numpy()
+        bps[idx.numpy()] = torch.softmax(bp, 1).numpy()
+    return probs, bps
+
+
+def evaluate_predictions(records: list[Record], probs: np.ndarray, bps: np.ndarray | None,
+                         body_parts: list[str], threshold: float = 0.5) -> dict:
+    """Image- and study-level metrics (study = mean of its images' probabilities)."""
+    ok = ~np.isnan(probs)
+    recs = [r for r, k in zip(records, ok, strict=True) if k]
+    p = probs[ok]
+    y = np.array([r.label for r in recs])
+    out = {"n_images": int(len(recs)), "n_failed": int((~ok).sum())}
+    out["image"] = binary_metrics(y, p, threshold)
+    ids, ys, ps = aggregate_studies([r.study_id for r in recs], y, p)
+    out["n_studies"] = len(ids)
+    out["study"] = binary_metrics(ys, ps, threshold)
+    if bps is not None and len(body_parts) > 1:
+        true_bp = np.array([body_parts.index(r.body_part) if r.body_part in body_parts else -1 for r in recs])
+        out["body_part_accuracy"] = float((bps[ok].argmax(1) == true_bp).mean())
+    return out
+
+
+def choose_thresholds(records: list[Record], probs: np.ndarray, sensitivity: float) -> dict[str, float]:
+    """Operating points on validation *studies*: high-sensitivity 'suspicious' and Youden 'likely'."""
+    ok = ~np.isnan(probs)
+    recs = [r for r, k in zip(records, ok, strict=True) if k]
+    _, ys, ps = aggregate_studies([r.study_id for r in recs], [r.label for r in recs], probs[ok])
+    if ys.min() == ys.max():
+        return {"suspicious": 0.3, "likely": 0.5}
+    sus = threshold_for_sensitivity(ys, ps, sensitivity)
+    likely = max(youden_threshold(ys, ps), sus)
+    return {"suspicious": round(sus, 6), "likely": round(likely, 6)}
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int):
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(warmup_steps, 1)
+        prog = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(prog, 1.0)))
+
+    return f
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run one training job; returns the summary also written to ``summary.json``."""
+    cfg.validate()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    train_split, val_split, test_split = split_data(cfg)
+    body_parts = train_split.body_parts
+    size = cfg.input_size or model_defaults(cfg.arch).input_size
+    defaults = model_defaults(cfg.arch)
+    pre = PreprocessConfig(input_size=size, mean=defaults.mean, std=defaults.std)
+    atomic_write_json(out / "config.json", {**asdict(cfg), "input_size": size})
+    problems = train_split.problems + (test_split.problems if test_split else [])
+    atomic_write_text(out / "data_problems.txt", "".join(f"{p}\n" for p in problems))
+    if problems:
+        print(f"{len(problems)} data problems (skipped; listed in {out / 'data_problems.txt'})")
+
+    net = create_model(cfg.arch, num_body_parts=len(body_parts), pretrained_weights=cfg.pretrained_weights)
+    net = net.to(memory_format=torch.channels_last)
+    weights = body_part_class_weights(train_split.records)
+    w_pos = torch.tensor([weights[r.body_part][0] for r in train_split.records])
+    w_neg = torch.tensor([weights[r.body_part][1] for r in train_split.records])
+
+    ds = RecordDataset(train_split.records, pre, body_parts, Augment() if cfg.augment else None, cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    dl = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.workers,
+                    collate_fn=collate_skip, generator=gen, drop_last=len(ds) > cfg.batch_size,
+                    persistent_workers=cfg.workers > 0)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(len(dl), 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)))
+    start_epoch, best, best_epoch, history = 0, -1.0, -1, []
+    last_path, best_path = out / "checkpoint_last.pt", out / "checkpoint_best.pt"
+    if cfg.resume and last_path.is_file():
+        ck = load_checkpoint(last_path)
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start_epoch, best, best_epoch, history = ck["epoch"] + 1, ck["best_metric"], ck["best_epoch"], ck["history"]
+        gen.set_state(ck["rng"]["loader"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        print(f"resumed from {last_path} at epoch {start_epoch}")
+
+    meta = {
+        "architecture": cfg.arch,
+        "body_parts": body_parts,
+        "task": train_split.task,
+        "preprocess": pre.to_dict(),
+        "provenance": {
+            "training_data": train_split.summary(),
+            "validation_data": val_split.summary(),
+            "test_data": test_split.summary() if test_split else None,
+            "data_source": cfg.data,
+        },
+    }
+    bce = nn.BCEWithLogitsLoss(reduction="none")
+    ce = nn.CrossEntropyLoss()
+    for epoch in range(start_epoch, cfg.epochs):
+        net.train()
+        ds.set_epoch(epoch)
+        t0, seen, loss_sum = time.time(), 0, 0.0
+        bar = tqdm(dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+        for batch in bar:
+            if batch is None:
+                continue
+            x, y, bp, idx = batch
+            logit, bp_logits = net(x.to(memory_format=torch.channels_last))
+            w = torch.where(y > 0.5, w_pos[idx], w_neg[idx])
+            loss = (bce(logit, y) * w).mean() * 2  # x2: the weights average 0.5
+            if cfg.lambda_body_part > 0 and len(body_parts) > 1:
+                loss = loss + cfg.lambda_body_part * ce(bp_logits, bp)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            seen += len(x)
+            loss_sum += loss.item() * len(x)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        train_time = time.time() - t0
+        probs, bps = predict(net, val_split.records, pre, body_parts, workers=cfg.workers)
+        m = evaluate_predictions(val_split.records, probs, bps, body_parts)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "val_image_auc": m["image"]["auc"],
+            "val_study_auc": m["study"]["auc"],
+            "val_study_kappa": m["study"]["kappa"],
+            "val_body_part_acc": m.get("body_part_accuracy", float("nan")),
+            "lr": sched.get_last_lr()[0],
+            "images_per_s": seen / max(train_time, 1e-9),
+        }
+        history.append(row)
+        _write_history(out / "metrics.csv", history)
+        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        score = row["val_study_auc"] if not math.isnan(row["val_study_auc"]) else -row["train_loss"]
+        improved = score > best
+        if improved:
+            best, best_epoch = score, epoch + 1
+            save_checkpoint(best_path, {"model": net.state_dict(), "meta": meta, "epoch": epoch})
+        save_checkpoint(last_path, {
+            "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "epoch": epoch, "best_metric": best, "best_epoch": best_epoch, "history": history, "meta": meta,
+            "rng": {"torch": torch.get_rng_state(), "loader": gen.get_state()},
+        })
+        if epoch + 1 - best_epoch >= cfg.patience:
+            print(f"early stop: no validation improvement for {cfg.patience} epochs")
+            break
+
+    return finalize(best_path, val_split, test_split, cfg, out)
+
+
+def finalize(best_path: Path, val_split: DatasetSplit, test_split: DatasetSplit | None,
+             cfg: TrainConfig, out: Path) -> dict:
+    """Reload the best model, choose thresholds on validation, score val (and test), save card data."""
+    from trainer.checkpoint import model_from_checkpoint
+
+    ck = load_checkpoint(best_path)
+    meta = ck["meta"]
+    net = model_from_checkpoint(ck).to(memory_format=torch.channels_last)
+    pre = PreprocessConfig.from_dict(meta["preprocess"])
+    bp_names = meta["body_parts"]
+    probs, bps = predict(net, val_split.records, pre, bp_names, workers=cfg.workers)
+    thresholds = choose_thresholds(val_split.records, probs, cfg.sensitivity_target)
+    metrics = {"internal_validation": evaluate_predictions(val_split.records, probs, bps, bp_names, thresholds["likely"])}
+    if test_split is not None:
+        tp, tb = predict(net, test_split.records, pre, bp_names, workers=cfg.workers)
+        metrics["test"] = evaluate_predictions(test_split.records, tp, tb, bp_names, thresholds["likely"])
+    meta = {**meta, "thresholds": thresholds, "metrics": metrics, "best_epoch": int(ck["epoch"]) + 1}
+    save_checkpoint(best_path, {"model": ck["model"], "meta": meta, "epoch": ck["epoch"]})
+    summary = {"checkpoint": str(best_path), **{k: meta[k] for k in ("architecture", "thresholds", "metrics", "best_epoch")}}
+    atomic_write_json(out / "summary.json", summary)
+    for name, m in metrics.items():
+        print(f"[{name}] image AUC {m['image']['auc']:.4f}  study AUC {m['study']['auc']:.4f}  "
+              f"study kappa {m['study']['kappa']:.4f}  study acc {m['study']['accuracy']:.4f}  "
+              f"({m['n_images']} images, {m['n_studies']} studies)")
+    return summary
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def summary_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
