@@ -42,7 +42,7 @@ class Study:
 class Discovery:
     root: str
     studies: list[Study]
-    skipped: list[tuple[str, str]]  # (path, reason)
+    skipped: list[tuple[str, str]]  # (path, reason): unreadable or not an image at all
     duplicates: list[tuple[str, str]]  # (path, path of the first copy)
 
     @property

@@ -1,7 +1,8 @@
 """``mura-screen``: screen a folder of studies and write a worklist sorted by suspicion (Qt-free).
 
 Every decodable image gets a score; every file that cannot be used is listed with its reason and
-the run goes on. Exit status: 0 all files used, 1 some files failed or were skipped, 2 fatal error.
+the run goes on. Exit status: 0 every image was scored, 1 some images failed to decode, 2 fatal
+error. Files that are not images at all (notes, CSVs) are listed but are not failures.
 Patient names and IDs are never printed or logged.
 """
 
@@ -56,7 +57,7 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None) -> Scre
     """
     t0 = time.time()
     disc = discover(root)
-    failures = list(disc.skipped)
+    failures: list[tuple[str, str]] = []
     results: list[StudyResult] = []
     n_scored = 0
     for i, st in enumerate(disc.studies):
@@ -111,8 +112,10 @@ def write_outputs(res: ScreenResult, out: Path, model_id: str) -> tuple[Path, Pa
     wl = atomic_write_text(out / "worklist.csv", buf.getvalue())
     buf = io.StringIO()
     fw = csv.writer(buf)
-    fw.writerow(["path", "reason"])
-    fw.writerows(res.failures + [(p, f"duplicate of {q}") for p, q in res.discovery.duplicates])
+    fw.writerow(["path", "kind", "reason"])
+    fw.writerows([(p, "failed", r) for p, r in res.failures])
+    fw.writerows([(p, "skipped", r) for p, r in res.discovery.skipped])
+    fw.writerows([(p, "duplicate", f"same SOP Instance UID as {q}") for p, q in res.discovery.duplicates])
     fl = atomic_write_text(out / "failures.csv", buf.getvalue())
     return wl, fl
 
@@ -157,10 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(res, word, a.top))
     rate = res.n_scored_images / max(res.seconds, 1e-9)
     print(f"{len(res.results)} studies, {res.n_scored_images} images scored in {res.seconds:.1f}s "
-          f"({rate:.1f} images/s); {len(res.failures)} files failed or skipped, "
-          f"{len(res.discovery.duplicates)} duplicates")
+          f"({rate:.1f} images/s); {len(res.failures)} images failed, "
+          f"{len(res.discovery.skipped)} non-image files skipped, {len(res.discovery.duplicates)} duplicates")
     for path, reason in res.failures[:20]:
         print(f"  failed: {path}: {reason}")
+    if len(res.failures) > 20:
+        print(f"  … and {len(res.failures) - 20} more (see failures.csv with --out)")
     if a.out:
         wl, fl = write_outputs(res, Path(a.out), engine.bundle.model_id)
         print(f"worklist: {wl}\nfailures: {fl}")

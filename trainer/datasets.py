@@ -136,12 +136,17 @@ def read_mura(root: str | Path, split: str, *, check_files: bool = True) -> Data
 # --- external folder set -------------------------------------------------------------------
 
 EXTERNAL_CLASSES = {"fractured": 1, "not fractured": 0}
-_ROTATED = re.compile(r"(-rotated\d+)+$")
+_COPY_SUFFIX = re.compile(r"(\._jumbo)?( - Copy)?( \(\d+\))?$")
 
 
 def original_group(name: str) -> str:
-    """'57-rotated2-rotated1.jpg' -> '57': rotated copies of one original stay in one split."""
-    return _ROTATED.sub("", Path(name).stem)
+    """'57-rotated2-rotated1 - Copy (1).jpg' -> '57': copies of one original stay in one split.
+
+    The Kaggle set is mostly rotated copies (``-rotatedN`` chains) and duplicates (`` - Copy``,
+    `` (1)``); splitting them image by image would measure memory, not skill.
+    """
+    stem = Path(name).stem.split("-rotated")[0]
+    return _COPY_SUFFIX.sub("", stem)
 
 
 def read_image_folder(root: str | Path, splits: tuple[str, ...] = ("train", "test", "val")) -> DatasetSplit:
@@ -168,7 +173,7 @@ def read_image_folder(root: str | Path, splits: tuple[str, ...] = ("train", "tes
                 if sniff_kind(p) is None:
                     problems.append(f"{p}: not an image file (skipped)")
                     continue
-                group = original_group(p.name)
+                group = f"{cls}:{original_group(p.name)}"
                 records.append(Record(str(p), label, "unknown", f"{split}/{cls}/{p.name}", group))
     if not found_any:
         raise DataError(

@@ -318,55 +318,82 @@ _TALL_PARTS = frozenset({"finger", "forearm", "humerus"})
 # --------------------------------------------------------------------------------------------
 
 
-def _fracture(rng: np.random.Generator, anatomy: _Anatomy, apply: bool) -> _Anatomy:
-    """Break one long bone: gap, interlocking jagged edges, displacement and angulation.
+@dataclass(frozen=True)
+class _Break:
+    """Random parameters of one fracture, in units of the broken bone's length and radius."""
 
-    Every random number is drawn even when ``apply`` is False, so a fractured and an intact
-    render from the same generator state differ only by the fracture itself.
-    """
-    pick = int(rng.integers(len(anatomy.long_bones)))
-    t_frac = rng.uniform(0.0, 1.0)
+    pick: int  # which long bone
+    t: float  # where along its allowed range
+    gap_len: float  # gap as a fraction of the bone length ...
+    gap_r: float  # ... plus a fraction of its radius
+    slope: float  # obliquity of the fracture line
+    jag: tuple[float, float, float]  # zigzag amplitude, period (radii) and phase
+    disp: float  # sideways shift of the distal fragment (radii)
+    angle: float  # angulation (degrees)
+    shorten: float  # axial shift (radii); negative = overlapping fragments
+    butterfly: bool  # a small loose wedge fragment
+    swell: float  # soft-tissue swelling radius (radii)
+
+
+def _draw_break(rng: np.random.Generator, n_long: int) -> _Break:
+    """Draw a break; kinds: displaced only, angulated only, or both."""
+    pick, t = int(rng.integers(n_long)), rng.uniform(0.0, 1.0)
     gap_len, gap_r = rng.uniform(0.025, 0.06), rng.uniform(0.3, 0.8)
     slope = math.tan(math.radians(rng.uniform(-40.0, 40.0)))
-    jag_amp, jag_per, jag_ph = rng.uniform(0.0, 0.45), rng.uniform(0.5, 1.1), rng.uniform(0, 1)
+    jag = (rng.uniform(0.0, 0.45), rng.uniform(0.5, 1.1), rng.uniform(0.0, 1.0))
     disp = rng.uniform(0.4, 1.2) * rng.choice([-1.0, 1.0])
     angle = rng.uniform(6.0, 24.0) * rng.choice([-1.0, 1.0])
-    style = rng.random()  # < .35 displaced only, < .65 angulated only, else both
-    shorten = rng.uniform(-0.6, 0.1)
-    butterfly = rng.random() < 0.25
-    swell = rng.uniform(1.6, 2.4)
-    long_bone = anatomy.long_bones[pick]
-    tube = long_bone.tube
-    ax, ay, bx, by = *tube.a, *tube.b
-    length = math.hypot(bx - ax, by - ay)
-    ux, uy = (bx - ax) / length, (by - ay) / length
-    lo, hi = long_bone.t_range
-    s_f = (lo + (hi - lo) * t_frac) * length
-    gap = (gap_len * length + gap_r * tube.r) * long_bone.severity
-    amp, per = jag_amp * tube.r, jag_per * tube.r
-    near = _Cut(-1, s_f - gap / 2, slope, amp, per, jag_ph)
-    far = _Cut(+1, s_f + gap / 2, slope, amp, per, jag_ph)
-    if style < 0.35:
+    kind = rng.random()
+    if kind < 0.35:
         angle = 0.0
-    elif style < 0.65:
+    elif kind < 0.65:
         disp *= 0.25
-    angle *= min(1.0, 0.6 / max(length - s_f, 1e-3))  # long fragments: same tip excursion
-    pivot = (ax + ux * s_f, ay + uy * s_f)
-    if not apply:  # an intact twin is framed exactly like its fractured sibling
-        return replace(anatomy, site=pivot)
-    shift_perp, shift_ax = disp * tube.r * long_bone.severity, shorten * tube.r
-    distal = _rot_tube(replace(tube, cut=far), pivot, angle)
-    dx, dy = ux * shift_ax - uy * shift_perp, uy * shift_ax + ux * shift_perp
+    shorten, butterfly = rng.uniform(-0.6, 0.1), bool(rng.random() < 0.25)
+    return _Break(
+        pick, t, gap_len, gap_r, slope, jag, disp, angle, shorten, butterfly, rng.uniform(1.6, 2.4)
+    )
+
+
+def _break_bone(bone: _LongBone, brk: _Break) -> tuple[Point, list[_Tube], _Blob]:
+    """Split a tube into interlocking proximal and displaced distal fragments."""
+    tube = bone.tube
+    length = math.hypot(tube.b[0] - tube.a[0], tube.b[1] - tube.a[1])
+    ux, uy = (tube.b[0] - tube.a[0]) / length, (tube.b[1] - tube.a[1]) / length
+    s_f = (bone.t_range[0] + (bone.t_range[1] - bone.t_range[0]) * brk.t) * length
+    site = (tube.a[0] + ux * s_f, tube.a[1] + uy * s_f)
+    gap = (brk.gap_len * length + brk.gap_r * tube.r) * bone.severity
+    amp, per, phase = brk.jag[0] * tube.r, brk.jag[1] * tube.r, brk.jag[2]
+    near = replace(tube, cut=_Cut(-1, s_f - gap / 2, brk.slope, amp, per, phase))
+    angle = brk.angle * min(1.0, 0.6 / max(length - s_f, 1e-3))  # same tip excursion if long
+    distal = _rot_tube(
+        replace(tube, cut=_Cut(+1, s_f + gap / 2, brk.slope, amp, per, phase)), site, angle
+    )
+    perp, axial = brk.disp * tube.r * bone.severity, brk.shorten * tube.r
+    dx, dy = ux * axial - uy * perp, uy * axial + ux * perp
     distal = replace(
         distal, a=(distal.a[0] + dx, distal.a[1] + dy), b=(distal.b[0] + dx, distal.b[1] + dy)
     )
-    bones = [b for b in anatomy.bones if b is not tube]
-    bones += [replace(tube, cut=near), distal]
-    if butterfly:
-        c = (pivot[0] - uy * tube.r * 1.1, pivot[1] + ux * tube.r * 1.1)
-        bones.append(_Tube(c, (c[0] + ux * gap, c[1] + uy * gap), tube.r * 0.35, cortex=0.5))
-    soft = [*anatomy.soft, _Blob(pivot, pivot, tube.r * swell)]
-    return _Anatomy(anatomy.extent, bones, anatomy.long_bones, soft, pivot)
+    fragments = [near, distal]
+    if brk.butterfly:
+        c = (site[0] - uy * tube.r * 1.1, site[1] + ux * tube.r * 1.1)
+        fragments.append(_Tube(c, (c[0] + ux * gap, c[1] + uy * gap), tube.r * 0.35, cortex=0.5))
+    return site, fragments, _Blob(site, site, tube.r * brk.swell)
+
+
+def _fracture(rng: np.random.Generator, anatomy: _Anatomy, apply: bool) -> _Anatomy:
+    """Break one long bone: gap, interlocking jagged edges, displacement and angulation.
+
+    The same random numbers are drawn whether or not ``apply`` is set, so a fractured and an
+    intact render from equal generator states differ only by the fracture itself; the intact
+    twin still records the site so that both are framed alike.
+    """
+    brk = _draw_break(rng, len(anatomy.long_bones))
+    bone = anatomy.long_bones[brk.pick]
+    site, fragments, swelling = _break_bone(bone, brk)
+    if not apply:
+        return replace(anatomy, site=site)
+    bones = [b for b in anatomy.bones if b is not bone.tube] + fragments
+    return _Anatomy(anatomy.extent, bones, anatomy.long_bones, [*anatomy.soft, swelling], site)
 
 
 # --------------------------------------------------------------------------------------------
@@ -707,7 +734,7 @@ def _parallel_map(fn: Callable[[tuple], object], tasks: Sequence[tuple], jobs: i
     if jobs is None:
         jobs = min(os.cpu_count() or 1, 8)
     jobs = _check_count("jobs", jobs, 1)
-    if jobs == 1 or len(tasks) < 16:
+    if jobs == 1 or len(tasks) < 2 * jobs:
         return [fn(t) for t in tasks]
     from concurrent.futures import ProcessPoolExecutor
 
@@ -916,73 +943,120 @@ def _stored_pixels(img: np.ndarray, enc: _DicomImage, rng: np.random.Generator) 
     return raw.astype(np.uint8 if enc.bits_allocated == 8 else np.uint16)
 
 
-def _dicom_dataset(
-    pixels: np.ndarray, enc: _DicomImage, study: dict, k: int, uids: dict[str, str], modality: str
-):
-    """Build a complete Part 10 dataset (with file meta) for one image of a study."""
+@dataclass(frozen=True)
+class _DicomStudy:
+    """Study-level attributes shared by every file of one DICOM study."""
+
+    index: int
+    folder: str
+    uid: str
+    label: int
+    part: str
+    modality: str
+    n_images: int
+    date: str
+    laterality: str
+    spacing: str
+
+
+def _uid(seed: int, *parts: object) -> str:
+    """A valid UID that is a pure function of the seed: reruns must be byte-identical."""
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(entropy_srcs=[str(seed), *(str(p) for p in parts)]))
+
+
+def _dicom_header(st: _DicomStudy, k: int, sop_uid: str, series_uid: str):
+    """Patient/study/series/instance modules and file meta for image ``k`` of a study."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-    sop_class = _CR_STORAGE if modality == "CR" else _DX_PRESENTATION_STORAGE
+    sop_class = _CR_STORAGE if st.modality == "CR" else _DX_PRESENTATION_STORAGE
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = uids["sop"]
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.file_meta.ImplementationVersionName = "MURA_SYNTH_1"
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = uids["sop"]
-    ds.StudyInstanceUID = study["study_uid"]
-    ds.SeriesInstanceUID = uids["series"]
-    ds.PatientName = f"PHANTOM^{study['patient']}"
-    ds.PatientID = f"PHANTOM^{study['patient']}"
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
-    ds.StudyDate = study["date"]
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = st.uid, series_uid
+    ds.PatientName = ds.PatientID = f"PHANTOM^{st.index}"
+    ds.PatientBirthDate = ds.PatientSex = ds.ReferringPhysicianName = ""
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = st.date
     ds.StudyTime = "101500"
-    ds.SeriesDate = study["date"]
-    ds.ContentDate = study["date"]
-    ds.AccessionNumber = f"SYN{study['index']:06d}"
-    ds.StudyID = str(study["index"])
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = f"XR {study['body_part'].upper()} {len(study['images']) or 1} VIEWS"
-    ds.SeriesDescription = f"{study['body_part'].upper()} VIEW {k}"
-    ds.Modality = modality
+    ds.AccessionNumber = f"SYN{st.index:06d}"
+    ds.StudyID = str(st.index)
+    ds.StudyDescription = f"XR {st.part.upper()} {st.n_images} VIEW{'S' * (st.n_images > 1)}"
+    ds.SeriesDescription = f"{st.part.upper()} VIEW {k}"
+    ds.Modality = st.modality
     ds.Manufacturer = "mura-synth phantom"
     ds.InstitutionName = "SYNTHETIC"
-    ds.SeriesNumber = k if modality == "CR" else 1
+    ds.SeriesNumber = k if st.modality == "CR" else 1
     ds.InstanceNumber = k
-    ds.BodyPartExamined = study["body_part"].upper()
+    ds.BodyPartExamined = st.part.upper()
     ds.ViewPosition = ("AP", "LAT", "PA")[(k - 1) % 3]
-    ds.ImageLaterality = study["laterality"]
-    ds.Laterality = study["laterality"]
+    ds.ImageLaterality = ds.Laterality = st.laterality
     ds.PatientOrientation = ["A", "F"] if k % 2 else ["P", "F"]
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.BurnedInAnnotation = "NO"
-    ds.PixelSpacing = [study["spacing"], study["spacing"]]
-    ds.ImagerPixelSpacing = [study["spacing"], study["spacing"]]
-    if modality == "DX":
+    ds.PixelSpacing = ds.ImagerPixelSpacing = [st.spacing, st.spacing]
+    if st.modality == "DX":
         ds.PresentationIntentType = "FOR PRESENTATION"
+    return ds
+
+
+def _dicom_pixels(ds, pixels: np.ndarray, enc: _DicomImage) -> None:
+    """Image pixel module, modality and VOI LUT attributes, then the transfer syntax."""
     ds.PresentationLUTShape = "INVERSE" if enc.photometric == "MONOCHROME1" else "IDENTITY"
     ds.set_pixel_data(pixels, enc.photometric, enc.bits_stored, generate_instance_uid=False)
     slope, intercept = enc.rescale or (1.0, 0.0)
     if enc.rescale is not None:
-        ds.RescaleSlope = f"{slope:g}"
-        ds.RescaleIntercept = f"{intercept:g}"
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:g}", f"{intercept:g}"
         ds.RescaleType = "US"
     lo, hi = float(pixels.min()) * slope + intercept, float(pixels.max()) * slope + intercept
-    ds.WindowCenter = f"{(lo + hi) / 2:.1f}"
-    ds.WindowWidth = f"{max(hi - lo, 1.0):.1f}"
+    # PS3.3 C.11.2.1.2: this centre/width maps lo to black and hi to white exactly
+    ds.WindowCenter = f"{(lo + hi) / 2 + 0.5:.2f}"
+    ds.WindowWidth = f"{hi - lo + 1.0:.2f}"
     if enc.transfer_syntax in _TRANSFER_SYNTAXES[2:]:
         ds.compress(enc.transfer_syntax, pixels, generate_instance_uid=False)
     else:
         ds.file_meta.TransferSyntaxUID = enc.transfer_syntax
-    return ds
+
+
+def _write_dicom_study(task: tuple) -> list[dict[str, object]]:
+    """Write one study's files; CR gets a series per view, DX one series for the study."""
+    root, seed, st, anatomy, encodings = task
+    images: list[dict[str, object]] = []
+    for k, enc in enumerate(encodings, start=1):
+        irng = np.random.default_rng([seed, 3, 2, st.index, k])
+        shape = _shape_for(irng, st.part, (512, 1024))
+        pixels = _stored_pixels(_render(irng, anatomy, shape, _MURA_STYLE), enc, irng)
+        sop_uid = _uid(seed, "sop", st.index, k)
+        series = (st.index, k) if st.modality == "CR" else (st.index,)
+        ds = _dicom_header(st, k, sop_uid, _uid(seed, "series", *series))
+        _dicom_pixels(ds, pixels, enc)
+        name = f"IM{k:05d}" if st.index % 3 == 0 else f"image{k}.dcm"
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        _atomic_write(Path(root) / st.folder / name, buf.getvalue())
+        images.append(
+            {
+                "file": f"{st.folder}/{name}",
+                "sop_instance_uid": sop_uid,
+                "transfer_syntax": enc.transfer_syntax,
+                "photometric": enc.photometric,
+                "bits_allocated": enc.bits_allocated,
+                "bits_stored": enc.bits_stored,
+                "rescale": None if enc.rescale is None else list(enc.rescale),
+                "shape": list(shape),
+            }
+        )
+    return images
 
 
 def write_dicom_studies(
-    root: str | os.PathLike[str], *, seed: int, n_studies: int
+    root: str | os.PathLike[str], *, seed: int, n_studies: int, jobs: int | None = None
 ) -> list[dict[str, object]]:
     """Write phantom DICOM studies the way a PACS export delivers them, plus ``labels.csv``.
 
@@ -991,71 +1065,50 @@ def write_dicom_studies(
     must handle. Every third study names its files without the ``.dcm`` extension, as DICOMDIR
     exports do. Returns one dict per study: ``study_uid``, ``label`` (1 = fractured),
     ``body_part``, ``folder``, ``modality`` and ``images`` (per-file encoding details).
+    ``jobs`` worker processes (default: CPU count) write studies in parallel.
     """
-    from pydicom.uid import generate_uid
-
     n_studies = _check_count("n_studies", n_studies, 1)
     root = Path(root)
-    folders = [f"study_{i + 1:04d}" for i in range(n_studies)]
+    folders = [f"study_{i:04d}" for i in range(1, n_studies + 1)]
     _claim(root, "dicom", [*folders, "labels.csv"], {"seed": int(seed), "n_studies": n_studies})
     rng = np.random.default_rng([seed, 3, 0])
     offsets = [int(x) for x in rng.integers(0, 7, size=4)]
     parts = [MURA_BODY_PARTS[int(i)] for i in rng.permutation(len(MURA_BODY_PARTS))]
     labels = (np.arange(n_studies) % 2 == 1).tolist()
     rng.shuffle(labels)
-    studies: list[dict[str, object]] = []
+    tasks = []
     image_index = 0
-    for i, folder in enumerate(folders):
+    for i, folder in enumerate(folders, start=1):
         srng = np.random.default_rng([seed, 3, 1, i])
-        part, label = parts[i % len(parts)], bool(labels[i])
-        modality = ("CR", "DX")[i % 2]
-        study: dict = {
-            "study_uid": str(generate_uid(entropy_srcs=[str(seed), "study", str(i)])),
-            "label": int(label),
-            "body_part": part,
-            "folder": folder,
-            "modality": modality,
-            "images": [],
-            "patient": i + 1,
-            "index": i + 1,
-            "date": f"2024{int(srng.integers(1, 13)):02d}{int(srng.integers(1, 29)):02d}",
-            "laterality": "L" if srng.random() < 0.5 else "R",
-            "spacing": f"{srng.uniform(0.1, 0.2):.3f}",
+        st = _DicomStudy(
+            index=i,
+            folder=folder,
+            uid=_uid(seed, "study", i),
+            label=int(labels[i - 1]),
+            part=parts[(i - 1) % len(parts)],
+            modality=("CR", "DX")[i % 2],
+            n_images=int(srng.integers(1, 4)),
+            date=f"2024{int(srng.integers(1, 13)):02d}{int(srng.integers(1, 29)):02d}",
+            laterality="L" if srng.random() < 0.5 else "R",
+            spacing=f"{srng.uniform(0.1, 0.2):.3f}",
+        )
+        anatomy = _anatomy(srng, st.part, bool(st.label))
+        encodings = [_dicom_encoding(image_index + k, offsets) for k in range(st.n_images)]
+        image_index += st.n_images
+        tasks.append((str(root), seed, st, anatomy, encodings))
+    studies: list[dict[str, object]] = [
+        {
+            "study_uid": st.uid,
+            "label": st.label,
+            "body_part": st.part,
+            "folder": st.folder,
+            "modality": st.modality,
+            "images": images,
         }
-        anatomy = _anatomy(srng, part, label)
-        series_uid = str(generate_uid(entropy_srcs=[str(seed), "series", str(i)]))
-        for k in range(1, int(srng.integers(1, 4)) + 1):
-            enc = _dicom_encoding(image_index, offsets)
-            image_index += 1
-            irng = np.random.default_rng([seed, 3, 2, i, k])
-            shape = _shape_for(irng, part, (512, 1024))
-            pixels = _stored_pixels(_render(irng, anatomy, shape, _MURA_STYLE), enc, irng)
-            uids = {
-                "sop": str(generate_uid(entropy_srcs=[str(seed), "sop", str(i), str(k)])),
-                "series": series_uid
-                if modality == "DX"
-                else str(generate_uid(entropy_srcs=[str(seed), "series", str(i), str(k)])),
-            }
-            ds = _dicom_dataset(pixels, enc, study, k, uids, modality)
-            name = f"IM{k:05d}" if i % 3 == 2 else f"image{k}.dcm"
-            buf = io.BytesIO()
-            ds.save_as(buf, enforce_file_format=True)
-            _atomic_write(root / folder / name, buf.getvalue())
-            study["images"].append(
-                {
-                    "file": f"{folder}/{name}",
-                    "sop_instance_uid": uids["sop"],
-                    "transfer_syntax": enc.transfer_syntax,
-                    "photometric": enc.photometric,
-                    "bits_allocated": enc.bits_allocated,
-                    "bits_stored": enc.bits_stored,
-                    "rescale": enc.rescale,
-                    "shape": list(shape),
-                }
-            )
-        for key in ("patient", "index", "date", "laterality", "spacing"):
-            del study[key]
-        studies.append(study)
+        for (_, _, st, _, _), images in zip(
+            tasks, _parallel_map(_write_dicom_study, tasks, jobs), strict=True
+        )
+    ]
     rows = [[s["study_uid"], s["label"], s["body_part"], s["folder"]] for s in studies]
     header = ("study_uid", "label", "body_part", "folder")
     _atomic_write(root / "labels.csv", _csv_bytes(rows, header))
@@ -1086,10 +1139,18 @@ def _parser() -> argparse.ArgumentParser:
             "not fractured}/*.jpg) and OUT/dicom (DICOM studies + labels.csv). "
             "Synthetic data for development and tests only; not for diagnostic use."
         ),
+        epilog=(
+            "Rerunning into the same OUT replaces what an earlier mura-synth run wrote there "
+            "(recorded in hidden .mura-synth-*.json markers) and refuses to overwrite anything "
+            "else."
+        ),
     )
     p.add_argument("out", metavar="OUT", help="output folder (created if missing)")
     p.add_argument(
-        "--seed", type=int, default=0, help="random seed; equal seeds give byte-identical files"
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed (default 0); equal seeds give byte-identical files",
     )
     p.add_argument(
         "--mura-patients",
@@ -1153,7 +1214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for split, n in e.items():
                 print(f"external/{split}: " + ", ".join(f"{v} {k}" for k, v in n.items()))
         if "dicom" in kinds:
-            d = write_dicom_studies(out / "dicom", seed=args.seed, n_studies=args.dicom_studies)
+            d = write_dicom_studies(
+                out / "dicom", seed=args.seed, n_studies=args.dicom_studies, jobs=args.jobs
+            )
             n_files = sum(len(s["images"]) for s in d)  # type: ignore[arg-type]
             print(f"dicom: {len(d)} studies, {n_files} files, labels in {out / 'dicom/labels.csv'}")
     except ConfigError as exc:

@@ -1,0 +1,252 @@
+"""Qt-free display logic of the viewer: windowing to 8 bits, heatmap blending, result wording.
+
+Kept apart from the widgets so the exact pixels and words a user sees can be tested without a
+display, and so a later renderer (a report export, a web view) can reuse them unchanged. Nothing
+here imports Qt.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+
+import numpy as np
+
+from models.labels import TASK_WORDS
+
+__all__ = [
+    "DISCLAIMER",
+    "VERDICT_STYLES",
+    "blend_heatmap",
+    "card_html",
+    "colormap_lut",
+    "drag_window",
+    "format_probability",
+    "gray_to_rgb",
+    "operating_points_text",
+    "render_rgb",
+    "task_word",
+    "to_uint8",
+    "verdict_text",
+]
+
+#: Shown permanently in the window and in every export: the model output is not a diagnosis.
+DISCLAIMER = "Research use only — not for diagnostic use"
+
+#: (background, text) colours of the verdict badge.
+VERDICT_STYLES: dict[str, tuple[str, str]] = {
+    "likely": ("#b3261e", "#ffffff"),
+    "suspicious": ("#e8a317", "#1b1b1b"),
+    "negative": ("#3c6e47", "#ffffff"),
+    "failed": ("#5f6368", "#ffffff"),
+}
+
+
+def to_uint8(display01: np.ndarray, invert: bool = False) -> np.ndarray:
+    """Quantise a [0, 1] display image to uint8, optionally inverted.
+
+    Windowing happens before this (in :meth:`LoadedImage.display`), because Qt shows 12/16-bit
+    data as Grayscale16 nearly black; inversion happens after, on the 8-bit values, so that
+    "invert" is exactly ``255 - v`` and toggling it twice gives the same pixels back.
+    """
+    u8 = np.rint(np.clip(np.asarray(display01, dtype=np.float32), 0.0, 1.0) * 255.0)
+    u8 = u8.astype(np.uint8)
+    return (255 - u8) if invert else u8
+
+
+def gray_to_rgb(gray_u8: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 -> (H, W, 3) uint8, C-contiguous, ready for a QImage of Format_RGB888."""
+    return np.ascontiguousarray(np.repeat(gray_u8[:, :, None], 3, axis=2))
+
+
+# Anchors of a perceptually ordered "turbo"-like map: dark blue (cold) -> red (hot). A handful of
+# anchors interpolated linearly is enough for an overlay and avoids a matplotlib dependency.
+_COLORMAPS: dict[str, list[tuple[float, tuple[int, int, int]]]] = {
+    "turbo": [
+        (0.00, (48, 18, 59)),
+        (0.15, (70, 107, 227)),
+        (0.30, (40, 188, 235)),
+        (0.45, (50, 241, 151)),
+        (0.60, (164, 252, 60)),
+        (0.75, (251, 185, 56)),
+        (0.90, (228, 70, 10)),
+        (1.00, (122, 4, 3)),
+    ],
+    "hot": [
+        (0.00, (0, 0, 0)),
+        (0.40, (230, 0, 0)),
+        (0.75, (255, 210, 0)),
+        (1.00, (255, 255, 255)),
+    ],
+}
+
+
+def colormap_lut(name: str = "turbo") -> np.ndarray:
+    """A (256, 3) uint8 lookup table for the named colormap ("turbo" or "hot")."""
+    try:
+        anchors = _COLORMAPS[name]
+    except KeyError:
+        raise ValueError(f"unknown colormap {name!r}; choose one of {sorted(_COLORMAPS)}") from None
+    xs = np.array([a for a, _ in anchors], dtype=np.float64)
+    cols = np.array([c for _, c in anchors], dtype=np.float64)
+    t = np.linspace(0.0, 1.0, 256)
+    lut = np.stack([np.interp(t, xs, cols[:, k]) for k in range(3)], axis=1)
+    return np.rint(lut).astype(np.uint8)
+
+
+def blend_heatmap(
+    gray_u8: np.ndarray,
+    heat01: np.ndarray,
+    opacity: float = 0.5,
+    cmap: str = "turbo",
+) -> np.ndarray:
+    """Blend a [0, 1] heatmap over a gray image, (H, W, 3) uint8.
+
+    The colour's weight grows with the heat (``opacity * heat``), so cold regions keep the
+    radiograph readable instead of being washed in the map's coldest colour.
+    """
+    if gray_u8.shape != heat01.shape:
+        raise ValueError(f"heatmap shape {heat01.shape} differs from image shape {gray_u8.shape}")
+    h = np.clip(np.asarray(heat01, dtype=np.float32), 0.0, 1.0)
+    color = colormap_lut(cmap)[np.rint(h * 255.0).astype(np.uint8)].astype(np.float32)
+    alpha = (float(np.clip(opacity, 0.0, 1.0)) * h)[:, :, None]
+    gray = gray_u8.astype(np.float32)[:, :, None]
+    out = gray * (1.0 - alpha) + color * alpha
+    return np.ascontiguousarray(np.rint(out).astype(np.uint8))
+
+
+def render_rgb(
+    display01: np.ndarray,
+    *,
+    invert: bool = False,
+    heat01: np.ndarray | None = None,
+    opacity: float = 0.5,
+    cmap: str = "turbo",
+) -> np.ndarray:
+    """The exact (H, W, 3) uint8 picture the viewer shows for one image and its view settings.
+
+    One function for the whole chain, so the tests and the widget cannot disagree on the order
+    (window -> 8 bits -> invert -> heatmap): the heatmap is drawn on the inverted gray so its
+    colours keep their meaning when the gray scale is flipped.
+    """
+    gray = to_uint8(display01, invert=invert)
+    if heat01 is None:
+        return gray_to_rgb(gray)
+    return blend_heatmap(gray, heat01, opacity=opacity, cmap=cmap)
+
+
+def drag_window(
+    window: tuple[float, float],
+    dx: float,
+    dy: float,
+    span: float,
+    *,
+    pixels_per_span: float = 600.0,
+    min_width: float = 1.0,
+) -> tuple[float, float]:
+    """New (center, width) after a mouse drag of (dx, dy) screen pixels.
+
+    Right widens the window (less contrast), down raises the center (darker on MONOCHROME2),
+    as in most PACS viewers. The step scales with ``span`` (the data's full range) so a drag
+    across ``pixels_per_span`` pixels sweeps the whole range whether the data is 8-bit or 16-bit.
+    ``min_width`` keeps the window valid: VOI LINEAR needs a width of at least 1 in stored units,
+    plain images (scale [0, 1]) need a small positive width.
+    """
+    center, width = window
+    step = max(float(span), 1e-6) / pixels_per_span
+    return float(center + dy * step), float(max(width + dx * step, min_width))
+
+
+def task_word(card: Mapping) -> str:
+    """The word for a positive finding: MURA-trained models say "abnormality", never "fracture"."""
+    task = card.get("task", {})
+    return str(task.get("display_word") or TASK_WORDS.get(task.get("name", ""), "abnormality"))
+
+
+def verdict_text(verdict: str, word: str) -> str:
+    """The badge wording for a study verdict at the card's operating points."""
+    if verdict == "likely":
+        return f"Likely {word}"
+    if verdict == "suspicious":
+        return f"Suspicious for {word}"
+    if verdict == "negative":
+        return f"Negative for {word}"
+    return "No result"
+
+
+def format_probability(p: float | None) -> str:
+    """Three decimals: enough to rank studies, few enough not to suggest false precision."""
+    return "—" if p is None else f"{p:.3f}"
+
+
+def operating_points_text(thresholds: Mapping[str, float]) -> str:
+    """The two operating points of the card, so the verdict can be checked against the number."""
+    return (f"suspicious ≥ {format_probability(thresholds['suspicious'])}, "
+            f"likely ≥ {format_probability(thresholds['likely'])}")
+
+
+def _fmt_value(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt_value(x) for x in v)
+    if isinstance(v, Mapping):
+        return ", ".join(f"{k} {_fmt_value(x)}" for k, x in v.items())
+    return "—" if v is None else str(v)
+
+
+def card_html(card: Mapping) -> str:
+    """The model card as escaped HTML for the "Model card" dialog.
+
+    Shows what a reader needs to judge the number on screen: which model, what it was trained
+    and validated on, how well it did there, and what it is (not) for.
+    """
+    e = html.escape
+    task = card.get("task", {})
+    val = card.get("validation", {})
+    prov = card.get("provenance", {})
+    th = card.get("thresholds", {})
+    name, version = e(str(card.get("name", "?"))), e(str(card.get("version", "?")))
+    pos, neg = e(str(task.get("positive_label", ""))), e(str(task.get("negative_label", "")))
+    parts = [
+        f"<h2>{name} <small>v{version}</small></h2>",
+        f"<p><b>{e(DISCLAIMER)}.</b></p>",
+        f"<p><b>Intended use.</b> {e(str(card.get('intended_use', '')))}</p>",
+        "<h3>Task</h3><ul>",
+        f"<li>Output: probability of <b>{e(task_word(card))}</b> ({pos} vs {neg})</li>",
+        f"<li>Architecture: {e(str(card.get('architecture', '?')))}</li>",
+    ]
+    if th:
+        parts.append(f"<li>Operating points: {e(operating_points_text(th))}</li>")
+    parts.append(f"<li>Body parts: {e(', '.join(card.get('body_parts', [])))}</li></ul>")
+    parts.append("<h3>Data provenance</h3><ul>")
+    for key, label in (("training_data", "Training data"), ("validation_data", "Validation data"),
+                       ("test_data", "Test data"), ("calibration_data", "Calibration data"),
+                       ("gate_data", "Quantisation gate data")):
+        value = prov.get(key)
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            # one line per field: a dataset's name, source and counts must be readable at a glance
+            sub = "".join(f"<li>{e(str(k).replace('_', ' '))}: {e(_fmt_value(v))}</li>"
+                          for k, v in value.items())
+            parts.append(f"<li><b>{label}</b><ul>{sub}</ul></li>")
+        else:
+            parts.append(f"<li><b>{label}:</b> {e(_fmt_value(value))}</li>")
+    parts.append("</ul><h3>Validation</h3><ul>")
+    parts.append(f"<li>Verdict: <b>{e(str(val.get('verdict', 'not_validated')))}</b>, "
+                 f"precision {e(str(val.get('precision', '?')))}"
+                 + (f", inference precision {e(str(val['inference_precision']))}"
+                    if val.get("inference_precision") else "") + "</li>")
+    for reason in val.get("reasons", []) or []:
+        parts.append(f"<li>{e(str(reason))}</li>")
+    parts.append("</ul><h3>Metrics</h3>")
+    metrics = card.get("metrics", {})
+    if not metrics:
+        parts.append("<p>None recorded.</p>")
+    for name, m in metrics.items():
+        shown = {k: v for k, v in m.items() if isinstance(v, (int, float, str)) and k != "dataset"}
+        rows = "".join(f"<tr><td>{e(str(k))}</td><td>{e(_fmt_value(v))}</td></tr>"
+                       for k, v in shown.items())
+        parts.append(f"<p><b>{e(str(name))}</b></p><table cellpadding='2'>{rows}</table>")
+    return "\n".join(parts)

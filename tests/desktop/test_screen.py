@@ -1,0 +1,82 @@
+import csv
+import shutil
+
+import pytest
+
+from desktop.discovery import discover
+from desktop.screen import main, screen
+from models.engine import Engine
+from tests.conftest import shared_data
+
+
+@pytest.fixture
+def mixed_folder(phantom, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(phantom / "dicom", src)
+    dcms = sorted(src.rglob("*.dcm"))
+    shutil.copy(dcms[0], src / "copy_of_first.dcm")  # duplicate SOP Instance UID
+    import io
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(dcms[1])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    data = buf.getvalue()
+    (src / "bad").mkdir()
+    (src / "bad" / "truncated.dcm").write_bytes(data[: len(data) // 3])  # decodable header, cut pixels
+    (src / "bad" / "notes.txt").write_text("not an image")
+    (src / "bad" / "._hidden").write_bytes(b"x")
+    (src / "bad" / "Thumbs.db").write_bytes(b"x")
+    return src
+
+
+def test_discovery_groups_by_study_uid(phantom):
+    disc = discover(phantom / "dicom")
+    labels = list(csv.DictReader((phantom / "dicom" / "labels.csv").open()))
+    assert {s.key for s in disc.studies} == {r["study_uid"] for r in labels}
+    assert [p for p, _ in disc.skipped] == [str(phantom / "dicom" / "labels.csv")]
+
+
+def test_screen_counts_good_bad_duplicate(mixed_folder, phantom, tiny_bundle):
+    n_good = len([p for p in (phantom / "dicom").rglob("*") if p.is_file() and p.suffix != ".csv" and not p.name.startswith(".")])
+    res = screen(mixed_folder, Engine(tiny_bundle))
+    assert len(res.discovery.duplicates) == 1
+    assert any(p.endswith("copy_of_first.dcm") for pair in res.discovery.duplicates for p in pair)
+    assert [p.endswith("truncated.dcm") for p, _ in res.failures] == [True]
+    skipped = sorted(p.rsplit("/", 1)[-1] for p, _ in res.discovery.skipped)
+    assert skipped == ["labels.csv", "notes.txt"]
+    assert res.n_scored_images == n_good
+    probs = [r.probability for r in res.ranked if r.probability is not None]
+    assert probs == sorted(probs, reverse=True)
+
+
+def test_cli_writes_worklist_and_exit_code(mixed_folder, tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main([str(mixed_folder), "--model", str(tiny_bundle), "--out", str(out)])
+    assert rc == 1  # one image failed
+    rows = list(csv.DictReader((out / "worklist.csv").open()))
+    assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
+    assert all(r["model"].startswith("custom_cnn") for r in rows)
+    fails = list(csv.DictReader((out / "failures.csv").open()))
+    assert sorted(r["kind"] for r in fails) == ["duplicate", "failed", "skipped", "skipped"]
+    text = capsys.readouterr().out
+    assert "not for diagnostic use" in text.lower()
+    assert "PHANTOM" not in text  # patient names never printed
+    assert main([str(tmp_path / "nope"), "--model", str(tiny_bundle)]) == 2
+    assert main([str(mixed_folder), "--model", str(tmp_path)]) == 2
+
+
+def test_screen_real_dicom_folder(tiny_bundle):
+    """Every decodable file of ../shared/data/dicom gets a score, every bad one a reason."""
+    root = shared_data("dicom")
+    res = screen(root, Engine(tiny_bundle))
+    failed = {p.rsplit("/", 1)[-1] for p, _ in res.failures}
+    assert {"RG2_JPLY.dcm", "Issue56-NoPixelData.dcm", "MR_truncated.dcm"} <= failed
+    assert "RG2_JPLY_fixed.dcm" not in failed
+    assert all(reason for _, reason in res.failures)
+    scored = sum(len(r.image_probs) for r in res.results)
+    total = sum(len(s.images) for s in res.discovery.studies)
+    assert scored + len(res.failures) == total and scored >= 14

@@ -1,0 +1,343 @@
+"""The viewer shows exactly what the model said, in the task's words, and never crashes on a file.
+
+Runs offscreen (tests/conftest.py sets QT_QPA_PLATFORM). Probabilities are checked against an
+Engine the test builds itself, so the window cannot agree with itself by construction.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.uid import generate_uid
+from PySide6.QtCore import QPoint, QPointF, Qt, QThreadPool
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QApplication, QLabel
+
+from desktop import render
+from desktop.discovery import discover
+from desktop.viewer import Task, ViewerWindow, build_parser, main, qimage_to_rgb
+from models.engine import Engine, aggregate_study
+from models.imageio import load_image
+
+WAIT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_bundle) -> Engine:
+    return Engine(tiny_bundle)
+
+
+@pytest.fixture
+def win(qtbot, engine) -> ViewerWindow:
+    w = ViewerWindow(engine)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    w.activateWindow()
+    return w
+
+
+def _open(qtbot, win: ViewerWindow, *paths: Path) -> str:
+    with qtbot.waitSignal(win.analysis_ready, timeout=WAIT_MS) as blocker:
+        win.open_paths(list(paths))
+    qtbot.waitUntil(lambda: not win.busy, timeout=WAIT_MS)
+    return blocker.args[0]
+
+
+def _study_paths(folder: Path) -> list[str]:
+    (study,) = discover(folder).studies
+    return [r.path for r in study.images]
+
+
+def _reference(tiny_bundle, paths):
+    """The engine's own numbers for these files, computed without the viewer."""
+    eng = Engine(tiny_bundle)
+    preds = eng.predict([load_image(p).pixels for p in paths])
+    return eng, preds, aggregate_study(preds, eng.thresholds)
+
+
+# -- pure rendering ----------------------------------------------------------------------------
+def test_render_functions_are_exact():
+    x = np.array([[0.0, 0.5, 1.0], [-0.2, 0.25, 1.7]], dtype=np.float32)
+    u8 = render.to_uint8(x)
+    np.testing.assert_array_equal(u8, np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8))
+    np.testing.assert_array_equal(render.to_uint8(x, invert=True), 255 - u8)
+    rgb = render.render_rgb(x)
+    assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
+    assert all(np.array_equal(rgb[..., k], u8) for k in range(3))
+    # zero heat leaves the gray image untouched; full heat at opacity 1 is the colormap itself
+    np.testing.assert_array_equal(render.render_rgb(x, heat01=np.zeros_like(x)), rgb)
+    lut = render.colormap_lut()
+    full = render.blend_heatmap(u8, np.ones_like(x), opacity=1.0)
+    assert (full == lut[255]).all()
+    with pytest.raises(ValueError):
+        render.blend_heatmap(u8, np.ones((5, 5), np.float32))
+    # a drag right widens, a drag down raises the center; the width never drops below the minimum
+    assert render.drag_window((100.0, 50.0), 60, 30, 600) == (130.0, 110.0)
+    assert render.drag_window((100.0, 50.0), -6000, 0, 600)[1] == 1.0
+
+
+def test_window_level_render_matches_loaded_image_display(phantom):
+    path = _study_paths(phantom / "dicom" / "study_0004")[1]  # 16-bit MONOCHROME2
+    img = load_image(path)
+    (_, c, w), *_ = img.window_presets()
+    narrow = (c, w / 4)
+    got = render.render_rgb(img.display(narrow))
+    np.testing.assert_array_equal(got[..., 0], render.to_uint8(img.display(narrow)))
+    assert not np.array_equal(got, render.render_rgb(img.pixels))  # the window matters
+    # the file's own window reproduces the decoded pixels
+    np.testing.assert_array_equal(render.render_rgb(img.display((c, w))),
+                                  render.render_rgb(img.pixels))
+
+
+def test_wording_follows_the_card():
+    assert render.task_word({"task": {"name": "abnormality"}}) == "abnormality"
+    fracture_card = {"task": {"name": "fracture", "display_word": "fracture"}}
+    assert render.task_word(fracture_card) == "fracture"
+    assert render.verdict_text("suspicious", "abnormality") == "Suspicious for abnormality"
+    assert render.verdict_text("likely", "fracture") == "Likely fracture"
+    assert render.verdict_text("negative", "abnormality") == "Negative for abnormality"
+    assert render.format_probability(0.12345) == "0.123"
+
+
+# -- the window --------------------------------------------------------------------------------
+def test_shown_probabilities_equal_the_engines_own(qtbot, win, phantom, tiny_bundle):
+    folder = phantom / "dicom" / "study_0004"
+    paths = _study_paths(folder)
+    eng, preds, agg = _reference(tiny_bundle, paths)
+    key = _open(qtbot, win, folder)
+
+    assert key == win.current_key
+    word = render.task_word(eng.bundle.card)
+    assert win.study_prob_label.text() == f"{agg.probability:.3f}"
+    assert win.verdict_label.text() == render.verdict_text(agg.verdict, word)
+    assert win.body_part_label.text().startswith(agg.body_part)
+    assert win.images_label.text() == f"{len(paths)} of {len(paths)}"
+    assert win.operating_label.text() == render.operating_points_text(eng.thresholds)
+    by_path = dict(zip(paths, preds, strict=True))
+    assert len(win.current_outcome.images) == 3
+    for k in range(3):
+        assert win.current_index == k
+        shown = win.current_image
+        assert win.image_prob_label.text() == f"{by_path[shown.ref.path].probability:.3f}"
+        assert win.image_counter.text().startswith(f"Image {k + 1} of 3")
+        qtbot.keyClick(win, Qt.Key.Key_Right)  # arrow keys page through the study
+    assert win.current_index == 2  # stops at the last image
+    qtbot.keyClick(win, Qt.Key.Key_Left)
+    assert win.current_index == 1
+
+
+def test_drag_rewindows_through_loaded_image_display(qtbot, win, phantom):
+    folder = phantom / "dicom" / "study_0004"
+    _open(qtbot, win, folder)
+    img = win.current_image.image
+    before = win.current_rgb.copy()
+    np.testing.assert_array_equal(before, render.render_rgb(img.pixels))
+    start, span = win.start_window(), win.window_span()
+
+    vp = win.view.viewport()
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=QPoint(200, 200))
+    qtbot.mouseMove(vp, QPoint(230, 215))
+    qtbot.mouseMove(vp, QPoint(260, 230))
+    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=QPoint(260, 230))
+
+    expected = render.drag_window(start, 60, 30, span)
+    assert win.current_window == pytest.approx(expected)
+    want = render.render_rgb(img.display(win.current_window))
+    np.testing.assert_array_equal(win.current_rgb, want)
+    np.testing.assert_array_equal(qimage_to_rgb(win.view.pixmap_item.pixmap().toImage()), want)
+    assert not np.array_equal(win.current_rgb, before)
+
+    # a preset goes through the same call; "R" returns to the file's own window
+    idx = next(i for i in range(win.preset_combo.count()) if win.preset_combo.itemData(i))
+    preset = win.preset_combo.itemData(idx)
+    win.preset_combo.activated.emit(idx)
+    np.testing.assert_array_equal(win.current_rgb, render.render_rgb(img.display(tuple(preset))))
+    qtbot.keyClick(win, Qt.Key.Key_R)
+    assert win.current_window is None
+    np.testing.assert_array_equal(win.current_rgb, before)
+
+
+def test_invert_heatmap_and_zoom(qtbot, win, phantom, tiny_bundle):
+    folder = phantom / "dicom" / "study_0002"
+    _open(qtbot, win, folder)
+    v = win.current_image
+    plain = win.current_rgb.copy()
+
+    qtbot.keyClick(win, Qt.Key.Key_I)
+    assert win.invert_check.isChecked()
+    np.testing.assert_array_equal(win.current_rgb, 255 - plain)
+    qtbot.keyClick(win, Qt.Key.Key_I)
+    np.testing.assert_array_equal(win.current_rgb, plain)
+
+    # the heatmap is the engine's own, blended over the gray image
+    _, preds, _ = _reference(tiny_bundle, [v.ref.path])
+    np.testing.assert_allclose(v.heat, preds[0].heatmap(v.image.pixels.shape), atol=1e-5)
+    qtbot.keyClick(win, Qt.Key.Key_A)
+    assert win.heatmap_check.isChecked() and win.heatmap_action.isChecked()
+    assert not np.array_equal(win.current_rgb, plain)
+    gray = render.to_uint8(v.image.pixels)
+    opacity = win.opacity_slider.value() / 100
+    np.testing.assert_array_equal(win.current_rgb, render.blend_heatmap(gray, v.heat, opacity))
+    shown = qimage_to_rgb(win.view.pixmap_item.pixmap().toImage())
+    np.testing.assert_array_equal(shown, win.current_rgb)
+    win.heatmap_check.click()  # the checkbox and the key are the same switch
+    assert not win.heatmap_action.isChecked()
+    np.testing.assert_array_equal(win.current_rgb, plain)
+
+    z = win.view.zoom
+    pos = QPointF(win.view.viewport().rect().center())
+    ev = QWheelEvent(pos, win.view.viewport().mapToGlobal(pos), QPoint(0, 0), QPoint(0, 240),
+                     Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+                     Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(win.view.viewport(), ev)
+    assert win.view.zoom == pytest.approx(z * 1.15**2, rel=1e-3)
+
+
+def test_screenshot_shows_the_image(qtbot, win, phantom, tiny_bundle, tmp_path):
+    folder = phantom / "dicom" / "study_0001"
+    _open(qtbot, win, folder)
+    qtbot.wait(50)
+    out = win.save_screenshot(tmp_path / "win.png")
+    png = np.asarray(Image.open(out).convert("RGB"))
+    assert png.shape[:2] == (win.height(), win.width())
+    tl = win.view.mapTo(win, QPoint(0, 0))
+    region = png[tl.y(): tl.y() + win.view.height(), tl.x(): tl.x() + win.view.width()]
+    assert region.size and region.std() > 10 and len(np.unique(region)) > 50
+
+    # the command line does the same, waiting for the analysis before it grabs
+    cli = tmp_path / "cli.png"
+    rc = main([str(folder), "--model", str(tiny_bundle), "--screenshot", str(cli)])
+    assert rc == 0 and cli.stat().st_size > 10_000
+    big = np.asarray(Image.open(cli).convert("RGB"))
+    h, w = big.shape[:2]
+    centre = big[h // 3: 2 * h // 3, w // 3: 2 * w // 3]  # inside the image view
+    assert centre.std() > 10
+
+
+def test_corrupt_files_are_reported_not_fatal(qtbot, win, phantom, tiny_bundle, tmp_path):
+    root = tmp_path / "mixed"
+    study = root / "study"
+    shutil.copytree(phantom / "dicom" / "study_0004", study)
+    good = _study_paths(study)
+    # a member of the study whose pixel data was cut off in transfer
+    ds = pydicom.dcmread(good[0])
+    ds.SOPInstanceUID = generate_uid()
+    ds.InstanceNumber = 99
+    ds.save_as(study / "cut.dcm", enforce_file_format=True)
+    data = (study / "cut.dcm").read_bytes()
+    (study / "cut.dcm").write_bytes(data[: len(data) // 2])
+    # a file that says DICM and then is garbage, and a file that is no image at all
+    rng = np.random.default_rng(0)
+    (root / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + rng.bytes(2000))
+    (root / "notes.txt").write_text("not an image")
+
+    messages: list[str] = []
+    win.statusBar().messageChanged.connect(messages.append)
+    _open(qtbot, win, root)
+    assert any("skipped" in m and "notes.txt" in m for m in messages)
+    assert len(win.studies) == 2
+    # the first study is the broken file alone: no result, the reason on screen
+    assert win.current_outcome.prediction is None
+    assert "No result" in win.verdict_label.text()
+    assert win.errors_label.isVisible() and "broken.dcm" in win.errors_label.text()
+    assert "broken.dcm" in win.statusBar().currentMessage()
+    assert win.current_rgb is None
+
+    # the real study: the cut file is listed, the verdict rests on the three good images
+    with qtbot.waitSignal(win.analysis_ready, timeout=WAIT_MS):
+        win.study_list.setCurrentRow(1)
+    _, _, agg = _reference(tiny_bundle, good)
+    assert win.study_prob_label.text() == f"{agg.probability:.3f}"
+    assert win.images_label.text() == "3 of 4"
+    assert "cut.dcm" in win.errors_label.text() and win.errors_label.isVisible()
+    for _ in range(3):
+        qtbot.keyClick(win, Qt.Key.Key_Right)
+    assert win.current_image.ref.path.endswith("cut.dcm")
+    assert win.current_rgb is None and not win.view.has_image
+    assert win.image_prob_label.text() == "—"
+
+
+def test_disclaimer_and_abnormality_wording(qtbot, win, phantom, engine):
+    assert engine.bundle.card["task"]["name"] == "abnormality"
+    _open(qtbot, win, phantom / "dicom" / "study_0003")
+    lab = win.disclaimer
+    assert lab.isVisible() and "Research use only" in lab.text()
+    assert "not for diagnostic use" in lab.text()
+    assert lab.mapTo(win, QPoint(0, 0)).y() >= 0 and lab.height() > 10
+    texts = [win.result_panel.title()] + [w.text() for w in win.result_panel.findChildren(QLabel)]
+    joined = "\n".join(texts).lower()
+    assert "abnormality" in joined
+    assert "fracture" not in joined
+    item = win.study_list.item(0).text().lower()
+    assert "abnormality" in item and "fracture" not in item
+
+    dlg = win.show_model_card()
+    card = engine.bundle.card
+    text = dlg.browser.toPlainText()
+    for needle in (card["name"], card["version"], "Training data", "Validation data",
+                   "Intended use", "Metrics", "not for diagnostic use"):
+        assert needle.lower() in text.lower()
+    dlg.close()
+
+
+def test_no_model_shows_images_only(qtbot, phantom):
+    w = ViewerWindow(None, model_error="card.json: missing")
+    qtbot.addWidget(w)
+    w.show()
+    with qtbot.waitSignal(w.analysis_ready, timeout=WAIT_MS):
+        w.open_paths([phantom / "dicom" / "study_0001"])
+    assert w.current_rgb is not None
+    assert "could not be loaded" in w.model_label.text()
+    assert not w.card_button.isEnabled() and not w.heatmap_check.isEnabled()
+    w.set_heatmap(True)
+    assert not w.heatmap_check.isChecked()
+
+
+def test_task_cancellation_skips_the_result(qtbot):
+    pool = QThreadPool()
+    gate = threading.Event()
+
+    def slow(*, progress, cancelled):
+        gate.wait(5)
+        progress(1, 2, "half")
+        if cancelled():
+            from desktop.viewer import Cancelled
+
+            raise Cancelled
+        return 42
+
+    results: list[object] = []
+    task = Task("t", slow)
+    task.signals.result.connect(lambda _t, r: results.append(r))
+    with qtbot.waitSignal(task.signals.finished, timeout=WAIT_MS):
+        pool.start(task)
+        task.cancel()
+        gate.set()
+    assert results == []
+
+    errors: list[str] = []
+    bad = Task("b", lambda *, progress, cancelled: 1 / 0)
+    bad.signals.errored.connect(lambda _t, m: errors.append(m))
+    with qtbot.waitSignal(bad.signals.finished, timeout=WAIT_MS):
+        pool.start(bad)
+    assert errors and "ZeroDivisionError" in errors[0]
+    pool.waitForDone()
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for action in build_parser()._actions:
+        assert action.help
+        for opt in action.option_strings:
+            assert opt in out
+    assert "not for diagnostic use" in " ".join(out.split())
