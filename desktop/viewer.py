@@ -90,7 +90,9 @@ from models.imageio import LoadedImage, load_image
 
 __all__ = [
     "Cancelled",
+    "DiscoveryResult",
     "ImageView",
+    "ModelCardDialog",
     "StudyOutcome",
     "Task",
     "TaskSignals",

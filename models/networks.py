@@ -24,6 +24,9 @@ OUTPUT_NAMES = ("fracture_prob", "body_part_prob", "cam")
 INPUT_NAME = "image"
 
 
+CAM_POOLS = ("mean", "max", "lse")
+
+
 @dataclass(frozen=True)
 class ModelDefaults:
     """Per-architecture defaults (timm's pretrained_cfg, in spirit)."""
@@ -31,6 +34,7 @@ class ModelDefaults:
     input_size: int
     mean: float = 0.5
     std: float = 0.25
+    cam_pool: str = "lse"
 
 
 _REGISTRY: dict[str, tuple[Callable[..., tuple[nn.Module, int]], ModelDefaults]] = {}
@@ -60,13 +64,40 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"unknown architecture {name!r}; choose one of {', '.join(list_models())}")
 
 
-class MultiTaskNet(nn.Module):
-    """Backbone + fracture head + body-part head."""
+def pool_cam(cam: torch.Tensor, how: str, r: float = 5.0) -> torch.Tensor:
+    """Spatial pooling of the CAM (N, h, w) into the logit (N,).
 
-    def __init__(self, backbone: nn.Module, num_features: int, num_body_parts: int, drop: float = 0.2):
+    "mean" is classic CAM (logit = mean of the map); "max" and "lse" (log-mean-exp, between mean
+    and max) let one small focus — a cortical break — decide the study, which suits fractures.
+    """
+    if how == "mean":
+        return cam.mean(dim=(1, 2))
+    if how == "max":
+        return cam.amax(dim=(1, 2))
+    if how == "lse":
+        # Written out with the max subtracted: exporters lower logsumexp to a naive
+        # log(sum(exp(x))) that overflows in float32 (and in INT8 pipelines) for large maps.
+        flat = cam.flatten(1)
+        m = flat.amax(dim=1, keepdim=True)
+        return (m + torch.log(torch.exp(r * (flat - m)).mean(dim=1, keepdim=True)) / r).squeeze(1)
+    raise ConfigError(f"unknown cam_pool {how!r}; choose one of {CAM_POOLS}")
+
+
+class MultiTaskNet(nn.Module):
+    """Backbone + fracture head (applied per location, then pooled) + body-part head.
+
+    The fracture head is a 1x1 projection of the feature map — the CAM — pooled into the logit, so
+    the heatmap the runtime shows is exactly the evidence the score was computed from.
+    """
+
+    def __init__(self, backbone: nn.Module, num_features: int, num_body_parts: int, drop: float = 0.2,
+                 cam_pool: str = "lse"):
         super().__init__()
         if num_body_parts < 1:
             raise ConfigError(f"num_body_parts must be >= 1, got {num_body_parts}")
+        if cam_pool not in CAM_POOLS:
+            raise ConfigError(f"unknown cam_pool {cam_pool!r}; choose one of {CAM_POOLS}")
+        self.cam_pool = cam_pool
         self.backbone = backbone
         self.dropout = nn.Dropout(drop)
         self.fracture_head = nn.Linear(num_features, 1)
@@ -77,17 +108,15 @@ class MultiTaskNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training/eval: (fracture logit (N,), body-part logits (N, K))."""
-        pooled = self.features(x).mean(dim=(2, 3))
-        pooled = self.dropout(pooled)
-        return self.fracture_head(pooled).squeeze(1), self.body_part_head(pooled)
+        logit, bp, _ = self.forward_with_cam(x)
+        return logit, bp
 
     def forward_with_cam(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logit, body-part logits and the fracture CAM (N, h, w) in logit units."""
-        fmap = self.features(x)
-        w = self.fracture_head.weight[0]
-        cam = torch.einsum("nchw,c->nhw", fmap, w) + self.fracture_head.bias[0]
-        pooled = fmap.mean(dim=(2, 3))
-        return self.fracture_head(pooled).squeeze(1), self.body_part_head(pooled), cam
+        fmap = self.dropout(self.features(x))
+        cam = torch.einsum("nchw,c->nhw", fmap, self.fracture_head.weight[0]) + self.fracture_head.bias[0]
+        bp = self.body_part_head(fmap.mean(dim=(2, 3)))
+        return pool_cam(cam, self.cam_pool), bp, cam
 
 
 class ExportWrapper(nn.Module):
@@ -108,6 +137,7 @@ def create_model(
     *,
     pretrained_weights: str | Path | None = None,
     drop: float = 0.2,
+    cam_pool: str | None = None,
     **kwargs,
 ) -> MultiTaskNet:
     """The one factory: ``create_model("efficientnet_b0", num_body_parts=7)``.
@@ -116,11 +146,11 @@ def create_model(
     no download path here on purpose — clinic and CI machines are offline.
     """
     _check_name(name)
-    builder, _ = _REGISTRY[name]
+    builder, defaults = _REGISTRY[name]
     backbone, nf = builder(**kwargs)
     if pretrained_weights is not None:
         load_pretrained_backbone(backbone, pretrained_weights)
-    return MultiTaskNet(backbone, nf, num_body_parts, drop=drop)
+    return MultiTaskNet(backbone, nf, num_body_parts, drop=drop, cam_pool=cam_pool or defaults.cam_pool)
 
 
 def load_pretrained_backbone(backbone: nn.Module, path: str | Path) -> list[str]:
@@ -170,12 +200,20 @@ def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 @register_model("custom_cnn", ModelDefaults(input_size=224))
-def _custom_cnn(widths: tuple[int, ...] = (32, 64, 128, 256)) -> tuple[nn.Module, int]:
-    """A small VGG-style CNN (~1.2 M parameters): the seed's no-pretraining baseline."""
-    layers: list[nn.Module] = [_conv_bn(1, widths[0], stride=2)]
-    cin = widths[0]
-    for w in widths:
-        layers += [_conv_bn(cin, w, stride=2), _conv_bn(w, w)]
+def _custom_cnn(widths: tuple[int, ...] = (32, 64, 128, 256), stem: int = 24) -> tuple[nn.Module, int]:
+    """A small VGG-style CNN (~1.2 M parameters): the seed's no-pretraining baseline.
+
+    Two 3x3 convolutions per stage *before* each 2x2 max-pool: a cortical break is a line one or
+    two pixels wide at screening resolution, and strided convolutions alone lose it early.
+    """
+    layers: list[nn.Module] = [
+        nn.Conv2d(1, stem, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)
+    ]
+    cin = stem
+    for i, w in enumerate(widths):
+        layers += [_conv_bn(cin, w), _conv_bn(w, w)]
+        if i < len(widths) - 1:
+            layers.append(nn.MaxPool2d(2))
         cin = w
     return nn.Sequential(*layers), cin
 

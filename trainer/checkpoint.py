@@ -42,6 +42,7 @@ def model_from_checkpoint(ckpt: dict):
     from models.networks import create_model
 
     meta = ckpt["meta"]
-    net = create_model(meta["architecture"], num_body_parts=len(meta["body_parts"]))
+    net = create_model(meta["architecture"], num_body_parts=len(meta["body_parts"]),
+                       cam_pool=meta.get("cam_pool", "mean"))
     net.load_state_dict(ckpt["model"])
     return net.eval()

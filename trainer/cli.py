@@ -35,6 +35,8 @@ _HELP = {
     "workers": "DataLoader worker processes (0 = decode in the main process)",
     "augment": "radiograph augmentation on/off (true/false)",
     "pretrained_weights": "local ImageNet state dict to initialise the backbone (no downloads)",
+    "cam_pool": "how the fracture CAM is pooled into the logit: mean, max or lse (default: the "
+    "architecture's, lse)",
     "sensitivity_target": "study-level sensitivity of the 'suspicious' operating point",
     "max_train_images": "cap on training images, for smoke runs (0 = all)",
     "resume": "resume from OUT/checkpoint_last.pt if it exists (true/false)",

@@ -338,16 +338,17 @@ class _Break:
 def _draw_break(rng: np.random.Generator, n_long: int) -> _Break:
     """Draw a break; kinds: displaced only, angulated only, or both."""
     pick, t = int(rng.integers(n_long)), rng.uniform(0.0, 1.0)
-    gap_len, gap_r = rng.uniform(0.025, 0.06), rng.uniform(0.3, 0.8)
+    # Conspicuous on purpose: the phantom must be learnable by a small CNN at 128 px in minutes.
+    gap_len, gap_r = rng.uniform(0.08, 0.13), rng.uniform(0.8, 1.3)
     slope = math.tan(math.radians(rng.uniform(-40.0, 40.0)))
     jag = (rng.uniform(0.0, 0.45), rng.uniform(0.5, 1.1), rng.uniform(0.0, 1.0))
-    disp = rng.uniform(0.4, 1.2) * rng.choice([-1.0, 1.0])
+    disp = rng.uniform(1.0, 1.8) * rng.choice([-1.0, 1.0])
     angle = rng.uniform(6.0, 24.0) * rng.choice([-1.0, 1.0])
     kind = rng.random()
     if kind < 0.35:
         angle = 0.0
     elif kind < 0.65:
-        disp *= 0.25
+        disp *= 0.5
     shorten, butterfly = rng.uniform(-0.6, 0.1), bool(rng.random() < 0.25)
     return _Break(
         pick, t, gap_len, gap_r, slope, jag, disp, angle, shorten, butterfly, rng.uniform(1.6, 2.4)
@@ -388,7 +389,9 @@ def _fracture(rng: np.random.Generator, anatomy: _Anatomy, apply: bool) -> _Anat
     twin still records the site so that both are framed alike.
     """
     brk = _draw_break(rng, len(anatomy.long_bones))
-    bone = anatomy.long_bones[brk.pick]
+    # Mostly the thickest long bone: the phantom must be learnable by a small CNN in minutes.
+    thickest = max(range(len(anatomy.long_bones)), key=lambda i: anatomy.long_bones[i].tube.r)
+    bone = anatomy.long_bones[thickest if brk.t < 0.7 else brk.pick]
     site, fragments, swelling = _break_bone(bone, brk)
     if not apply:
         return replace(anatomy, site=site)
@@ -560,7 +563,7 @@ def _upsample(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.array(img.resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=4096)
 def _taps(n: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
     """Four-tap Gaussian interpolation from ``cells`` coarse samples to ``n`` pixels."""
     pos = (np.arange(n, dtype=np.float64) + 0.5) / n * cells - 0.5
@@ -578,8 +581,11 @@ def _lowfreq(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np
     """
     grid = rng.uniform(-1.6, 1.6, size=(cells, cells)).astype(np.float32)
     (iy, wy), (ix, wx) = _taps(shape[0], cells), _taps(shape[1], cells)
-    rows = sum(grid[iy[:, t]] * wy[:, t, None] for t in range(4))
-    return sum(rows[:, ix[:, t]] * wx[None, :, t] for t in range(4))
+    cols = sum(grid[:, ix[:, t]] * wx[None, :, t] for t in range(4))  # (cells, W): tiny
+    out = cols[iy[:, 0]] * wy[:, 0, None]
+    for t in range(1, 4):  # whole-row gathers are the cheap direction
+        out += cols[iy[:, t]] * wy[:, t, None]
+    return out
 
 
 def _blur(x: np.ndarray) -> np.ndarray:
@@ -678,10 +684,14 @@ def _png_bytes(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _check_range(name: str, rng_: Sequence[int], lo: int) -> tuple[int, int]:
-    if len(rng_) != 2 or int(rng_[0]) < lo or int(rng_[0]) > int(rng_[1]):
-        raise ConfigError(f"{name} {tuple(rng_)!r} must be (min, max) with {lo} <= min <= max")
-    return int(rng_[0]), int(rng_[1])
+def _check_range(name: str, pair: Sequence[int], lo: int) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in pair)
+    except (TypeError, ValueError):
+        a, b = -1, -2
+    if not lo <= a <= b:
+        raise ConfigError(f"{name} {tuple(pair)!r} must be (min, max) with {lo} <= min <= max")
+    return a, b
 
 
 def _check_count(name: str, value: int, lo: int) -> int:
@@ -729,16 +739,23 @@ def _claim(root: Path, kind: str, entries: Sequence[str], meta: dict) -> None:
     _atomic_write(marker, json.dumps({**meta, "kind": kind, "entries": list(entries)}).encode())
 
 
-def _parallel_map(fn: Callable[[tuple], object], tasks: Sequence[tuple], jobs: int | None) -> list:
-    """Map in worker processes when it pays off; results keep task order (determinism)."""
-    if jobs is None:
-        jobs = min(os.cpu_count() or 1, 8)
-    jobs = _check_count("jobs", jobs, 1)
-    if jobs == 1 or len(tasks) < 2 * jobs:
+def _check_jobs(jobs: int | None) -> int:
+    return min(os.cpu_count() or 1, 8) if jobs is None else _check_count("jobs", jobs, 1)
+
+
+def _parallel_map(fn: Callable[[tuple], object], tasks: Sequence[tuple], jobs: int) -> list:
+    """Map in worker processes when it pays off; results keep task order (determinism).
+
+    Workers are spawned, not forked: a caller that already imported torch (the end-to-end
+    tests, the trainer) must not fork its OpenMP thread pools.
+    """
+    if jobs == 1 or len(tasks) < 4 * jobs:
         return [fn(t) for t in tasks]
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         return list(pool.map(fn, tasks, chunksize=max(1, len(tasks) // (jobs * 8))))
 
 
@@ -809,6 +826,7 @@ def write_mura(
     """
     n_patients = _check_count("n_patients", n_patients, 2)
     size_range = _check_range("size_range", size_range, 32)
+    seed, jobs = _check_count("seed", seed, 0), _check_jobs(jobs)
     root = Path(root)
     _claim(root, "mura", [_MURA_DIR], {"seed": int(seed), "n_patients": n_patients})
     images: dict[str, list[list[str]]] = {"train": [], "valid": []}
@@ -871,6 +889,7 @@ def write_external(
     """
     n_images = _check_count("n_images", n_images, 4)
     size_range = _check_range("size_range", size_range, 32)
+    seed, jobs = _check_count("seed", seed, 0), _check_jobs(jobs)
     root = Path(root)
     _claim(root, "external", ["train", "test"], {"seed": int(seed), "n_images": n_images})
     rng = np.random.default_rng([seed, 2, 0])
@@ -1030,7 +1049,9 @@ def _write_dicom_study(task: tuple) -> list[dict[str, object]]:
     images: list[dict[str, object]] = []
     for k, enc in enumerate(encodings, start=1):
         irng = np.random.default_rng([seed, 3, 2, st.index, k])
-        shape = _shape_for(irng, st.part, (512, 1024))
+        # pydicom's RLE encoder is pure Python (~1 s per megapixel): keep those frames small
+        sizes = (512, 600) if enc.transfer_syntax == _TRANSFER_SYNTAXES[2] else (512, 1024)
+        shape = _shape_for(irng, st.part, sizes)
         pixels = _stored_pixels(_render(irng, anatomy, shape, _MURA_STYLE), enc, irng)
         sop_uid = _uid(seed, "sop", st.index, k)
         series = (st.index, k) if st.modality == "CR" else (st.index,)
@@ -1068,6 +1089,7 @@ def write_dicom_studies(
     ``jobs`` worker processes (default: CPU count) write studies in parallel.
     """
     n_studies = _check_count("n_studies", n_studies, 1)
+    seed, jobs = _check_count("seed", seed, 0), _check_jobs(jobs)
     root = Path(root)
     folders = [f"study_{i:04d}" for i in range(1, n_studies + 1)]
     _claim(root, "dicom", [*folders, "labels.csv"], {"seed": int(seed), "n_studies": n_studies})

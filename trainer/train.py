@@ -52,6 +52,7 @@ class TrainConfig:
     workers: int = 0
     augment: bool = True
     pretrained_weights: str | None = None
+    cam_pool: str = ""  # "" = architecture default; mean | max | lse
     sensitivity_target: float = 0.9
     max_train_images: int = 0  # 0 = all; for smoke runs
     resume: bool = False
@@ -171,7 +172,8 @@ def train(cfg: TrainConfig) -> dict:
     if problems:
         print(f"{len(problems)} data problems (skipped; listed in {out / 'data_problems.txt'})")
 
-    net = create_model(cfg.arch, num_body_parts=len(body_parts), pretrained_weights=cfg.pretrained_weights)
+    net = create_model(cfg.arch, num_body_parts=len(body_parts), pretrained_weights=cfg.pretrained_weights,
+                       cam_pool=cfg.cam_pool or None)
     net = net.to(memory_format=torch.channels_last)
     weights = body_part_class_weights(train_split.records)
     w_pos = torch.tensor([weights[r.body_part][0] for r in train_split.records])
@@ -200,6 +202,7 @@ def train(cfg: TrainConfig) -> dict:
 
     meta = {
         "architecture": cfg.arch,
+        "cam_pool": net.cam_pool,
         "body_parts": body_parts,
         "task": train_split.task,
         "preprocess": pre.to_dict(),

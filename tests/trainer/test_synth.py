@@ -193,8 +193,8 @@ def test_mura_is_deterministic_and_independent_of_jobs(tmp_path: Path) -> None:
 
 
 def test_mura_rewrite_replaces_its_own_output_only(tmp_path: Path) -> None:
-    synth.write_mura(tmp_path, seed=1, n_patients=8, size_range=(40, 40))
-    synth.write_mura(tmp_path, seed=1, n_patients=2, size_range=(40, 40))
+    synth.write_mura(tmp_path, seed=1, n_patients=8, size_range=(40, 40), jobs=1)
+    synth.write_mura(tmp_path, seed=1, n_patients=2, size_range=(40, 40), jobs=1)
     listed = {
         r[0]
         for split in ("train", "valid")
@@ -211,14 +211,17 @@ def test_mura_rewrite_replaces_its_own_output_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"n_patients": 1}, "n_patients"),
-        ({"n_patients": 4, "size_range": (64, 32)}, r"\(64, 32\)"),
-        ({"n_patients": 4, "size_range": (8, 32)}, "size_range"),
+        ({"seed": 0, "n_patients": 1}, "n_patients"),
+        ({"seed": 0, "n_patients": 4, "size_range": (64, 32)}, r"\(64, 32\)"),
+        ({"seed": 0, "n_patients": 4, "size_range": (8, 32)}, "size_range"),
+        ({"seed": -1, "n_patients": 4}, "seed"),
+        ({"seed": 0, "n_patients": 4, "jobs": 0}, "jobs"),
     ],
 )
 def test_mura_rejects_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        synth.write_mura(tmp_path, seed=0, **kwargs)
+        synth.write_mura(tmp_path, **kwargs)
+    assert not (tmp_path / "MURA-v1.1").exists()
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from compress.evalset import EvalSet, stratified_sample
+from compress.validate import compare_set, gate, markdown_report
+from trainer.datasets import Record
+
+
+def _evalset(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    recs = [Record(f"/x/{i}.png", int(y[i]), "hand", f"s{i // 2}", f"p{i // 2}") for i in range(n)]
+    # studies must have a single label: make pairs share the label of their first image
+    recs = [Record(r.path, recs[2 * (i // 2)].label, r.body_part, r.study_id, r.patient_id) for i, r in enumerate(recs)]
+    return EvalSet("toy", "fracture", recs, np.zeros((n, 1, 8, 8), np.float32)), rng
+
+
+def test_identical_models_pass_and_degraded_fail():
+    es, rng = _evalset()
+    good = np.clip(es.labels * 0.6 + rng.random(len(es.labels)) * 0.5, 0, 1)
+    th = {"suspicious": 0.3, "likely": 0.6}
+    same = compare_set(es, good, good + 1e-4, th)
+    assert same["image_auc_drop"] == pytest.approx(0, abs=1e-9) and same["image_agreement_likely"] > 0.99
+    noisy = np.clip(good + rng.normal(0, 0.4, len(good)), 0, 1)
+    bad = compare_set(es, good, noisy, th)
+    assert bad["image_auc_drop"] > 0.05
+    ok, reasons = gate([same], 0.01)
+    assert ok and not reasons
+    ok, reasons = gate([same, bad], 0.01)
+    assert not ok and any("toy: image-level AUC dropped" in r for r in reasons)
+    md = markdown_report([same, bad], ok, 0.01, "f32")
+    assert "FAILED" in md and md.count("| toy |") == 4
+
+
+def test_one_class_set_is_reported_not_gated():
+    es, _ = _evalset()
+    es.records = [Record(r.path, 1, r.body_part, r.study_id, r.patient_id) for r in es.records]
+    r = compare_set(es, np.full(len(es.records), 0.5), np.full(len(es.records), 0.5), {"suspicious": 0.3, "likely": 0.6})
+    ok, reasons = gate([r], 0.01)
+    assert ok and all("not gated" in x for x in reasons)
+
+
+def test_stratified_sample_covers_strata():
+    recs = [Record(f"{i}", i % 2, ["hand", "wrist", "elbow"][i % 3], f"{i}", f"{i}") for i in range(600)]
+    s = stratified_sample(recs, 60, seed=0)
+    assert len(s) == 60 and len(set(s)) == 60
+    counts = {}
+    for r in s:
+        counts[(r.body_part, r.label)] = counts.get((r.body_part, r.label), 0) + 1
+    assert len(counts) == 6 and set(counts.values()) == {10}
