@@ -212,7 +212,7 @@ class Engine:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if self.backend == "openvino":
             res = self._req.infer({self.input_name: batch})
-            return {name: np.array(res[port]) for name, port in zip(self._out_names, self._compiled.outputs)}
+            return {name: np.array(res[port]) for name, port in zip(self._out_names, self._compiled.outputs, strict=True)}
         outs = self._sess.run(None, {self.input_name: batch})
         return dict(zip(self._out_names, outs, strict=True))
 

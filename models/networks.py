@@ -200,8 +200,8 @@ def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 @register_model("custom_cnn", ModelDefaults(input_size=224))
-def _custom_cnn(widths: tuple[int, ...] = (32, 64, 128, 256), stem: int = 24) -> tuple[nn.Module, int]:
-    """A small VGG-style CNN (~1.2 M parameters): the seed's no-pretraining baseline.
+def _custom_cnn(widths: tuple[int, ...] = (32, 48, 64, 64), stem: int = 16) -> tuple[nn.Module, int]:
+    """A small VGG-style CNN (~0.2 M parameters): the seed's no-pretraining baseline.
 
     Two 3x3 convolutions per stage *before* each 2x2 max-pool: a cortical break is a line one or
     two pixels wide at screening resolution, and strided convolutions alone lose it early.
@@ -210,10 +210,8 @@ def _custom_cnn(widths: tuple[int, ...] = (32, 64, 128, 256), stem: int = 24) ->
         nn.Conv2d(1, stem, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)
     ]
     cin = stem
-    for i, w in enumerate(widths):
-        layers += [_conv_bn(cin, w), _conv_bn(w, w)]
-        if i < len(widths) - 1:
-            layers.append(nn.MaxPool2d(2))
+    for w in widths:
+        layers += [_conv_bn(cin, w), _conv_bn(w, w), nn.MaxPool2d(2)]
         cin = w
     return nn.Sequential(*layers), cin
 

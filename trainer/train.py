@@ -23,7 +23,12 @@ from tqdm import tqdm
 
 from models.errors import ConfigError
 from models.fsutil import atomic_write_json, atomic_write_text
-from models.metrics import aggregate_studies, binary_metrics, threshold_for_sensitivity, youden_threshold
+from models.metrics import (
+    aggregate_studies,
+    binary_metrics,
+    threshold_for_sensitivity,
+    youden_threshold,
+)
 from models.networks import create_model, list_models, model_defaults
 from models.preprocess import PreprocessConfig
 from trainer.checkpoint import load_checkpoint, save_checkpoint

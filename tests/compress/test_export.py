@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from compress.export import ExportError, check_export, convert_to_openvino, export_onnx, onnx_outputs
+from compress.export import (
+    ExportError,
+    check_export,
+    convert_to_openvino,
+    export_onnx,
+    onnx_outputs,
+)
 from models.networks import OUTPUT_NAMES, create_model
 
 

@@ -1,9 +1,17 @@
 import numpy as np
 import pytest
-from sklearn.metrics import cohen_kappa_score, roc_auc_score, roc_curve as sk_roc
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc
 
-from models.metrics import (aggregate_studies, binary_metrics, cohen_kappa, roc_auc, roc_curve,
-                            threshold_for_sensitivity, youden_threshold)
+from models.metrics import (
+    aggregate_studies,
+    binary_metrics,
+    cohen_kappa,
+    roc_auc,
+    roc_curve,
+    threshold_for_sensitivity,
+    youden_threshold,
+)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from models.errors import ConfigError
-from models.networks import ExportWrapper, create_model, list_models, load_pretrained_backbone, pool_cam
+from models.networks import (
+    ExportWrapper,
+    create_model,
+    list_models,
+    load_pretrained_backbone,
+    pool_cam,
+)
 
 
 def test_registry_lists_the_four_backbones():

@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from models.errors import ConfigError
-from models.preprocess import PreprocessConfig, preprocess, preprocess_batch, scale_intensity, to_unit
+from models.preprocess import (
+    PreprocessConfig,
+    preprocess,
+    preprocess_batch,
+    scale_intensity,
+    to_unit,
+)
 
 
 def test_output_shape_dtype_and_letterbox():

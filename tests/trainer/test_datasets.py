@@ -4,8 +4,14 @@ import pytest
 
 from models.errors import ConfigError, DataError
 from tests.conftest import shared_data
-from trainer.datasets import (group_split, load_source, original_group, read_csv_dataset,
-                              read_image_folder, read_mura)
+from trainer.datasets import (
+    group_split,
+    load_source,
+    original_group,
+    read_csv_dataset,
+    read_image_folder,
+    read_mura,
+)
 
 
 def test_official_mura_csvs_full_scale():
