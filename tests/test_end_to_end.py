@@ -19,11 +19,11 @@ from trainer.train import TrainConfig, train
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    write_mura(root / "mura", seed=11, n_patients=160, size_range=(128, 160))
+    write_mura(root / "mura", seed=11, n_patients=400, size_range=(128, 192))
     write_external(root / "external", seed=12, n_images=60, size_range=(128, 160))
     write_dicom_studies(root / "dicom", seed=13, n_studies=6)
     summary = train(TrainConfig(data=f"mura:{root / 'mura'}", out=str(root / "train"), arch="custom_cnn",
-                                input_size=96, epochs=6, batch_size=32, lr=3e-3, patience=6, seed=0))
+                                input_size=128, epochs=5, batch_size=32, lr=2e-3, patience=5, seed=0))
     return root, summary
 
 
