@@ -1,0 +1,62 @@
+"""``mura-evaluate``: score a checkpoint on a data source, image and study level (torch FP32)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from models.errors import MuraError
+from models.preprocess import PreprocessConfig
+from trainer.checkpoint import load_checkpoint, model_from_checkpoint
+from trainer.datasets import load_source
+from trainer.train import evaluate_predictions, predict
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="mura-evaluate",
+        description="Evaluate a mura-train checkpoint: image- and study-level AUC, accuracy, sensitivity, "
+        "specificity and Cohen's kappa (a study's probability is the mean of its images').",
+    )
+    ap.add_argument("--checkpoint", required=True, help="checkpoint_best.pt written by mura-train")
+    ap.add_argument("--data", required=True, help="mura:PATH (its valid split) | folder:PATH | csv:PATH")
+    ap.add_argument("--split", default="valid", choices=["train", "valid"], help="MURA split to score (default valid)")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="decision threshold (default: the checkpoint's 'likely' operating point, else 0.5)")
+    ap.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        ck = load_checkpoint(a.checkpoint)
+        meta = ck["meta"]
+        split = load_source(a.data, a.split)
+        net = model_from_checkpoint(ck)
+        pre = PreprocessConfig.from_dict(meta["preprocess"])
+        probs, bps = predict(net, split.records, pre, meta["body_parts"])
+        th = a.threshold if a.threshold is not None else meta.get("thresholds", {}).get("likely", 0.5)
+        m = evaluate_predictions(split.records, probs, bps, meta["body_parts"], th)
+    except MuraError as e:
+        print(f"mura-evaluate: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{split.name}: {m['n_images']} images ({m['n_failed']} undecodable), {m['n_studies']} studies; "
+          f"threshold {th:.4f}")
+    print(f"{'level':<6} {'AUC':>7} {'acc':>7} {'sens':>7} {'spec':>7} {'kappa':>7}")
+    for level in ("image", "study"):
+        x = m[level]
+        print(f"{level:<6} {x['auc']:>7.4f} {x['accuracy']:>7.4f} {x['sensitivity']:>7.4f} "
+              f"{x['specificity']:>7.4f} {x['kappa']:>7.4f}")
+    if "body_part_accuracy" in m:
+        print(f"body-part accuracy {m['body_part_accuracy']:.4f}")
+    if a.json:
+        from models.fsutil import atomic_write_json
+
+        atomic_write_json(a.json, {"dataset": split.summary(), "metrics": m})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
