@@ -114,6 +114,17 @@ def threshold_for_sensitivity(y_true: Sequence[int], scores: Sequence[float], ta
     return float(pos[min(max(k, 0), len(pos) - 1)])
 
 
+def threshold_for_specificity(y_true: Sequence[int], scores: Sequence[float], target: float) -> float:
+    """Lowest threshold whose specificity (negatives scored below it) reaches ``target``."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    neg = np.sort(s[~y])
+    if len(neg) == 0:
+        raise ConfigError("no negative cases: cannot choose a specificity threshold")
+    k = min(max(int(np.ceil(target * len(neg))), 1), len(neg))
+    return float(np.nextafter(neg[k - 1], np.inf))
+
+
 def youden_threshold(y_true: Sequence[int], scores: Sequence[float]) -> float:
     """Threshold maximising sensitivity + specificity - 1 (the "likely" operating point)."""
     fpr, tpr, thr = roc_curve(y_true, scores)

@@ -27,6 +27,7 @@ from models.metrics import (
     aggregate_studies,
     binary_metrics,
     threshold_for_sensitivity,
+    threshold_for_specificity,
     youden_threshold,
 )
 from models.networks import create_model, list_models, model_defaults
@@ -137,16 +138,21 @@ def evaluate_predictions(records: list[Record], probs: np.ndarray, bps: np.ndarr
     return out
 
 
-def choose_thresholds(records: list[Record], probs: np.ndarray, sensitivity: float) -> dict[str, float]:
-    """Operating points on validation *studies*: high-sensitivity 'suspicious' and Youden 'likely'."""
+def choose_thresholds(records: list[Record], probs: np.ndarray, sensitivity: float,
+                      specificity: float = 0.95) -> dict[str, float]:
+    """Operating points on validation *studies*.
+
+    'likely': the stricter of Youden's point and the ``specificity`` point (few false alarms);
+    'suspicious': the ``sensitivity`` point, never above 'likely' (few misses).
+    """
     ok = ~np.isnan(probs)
     recs = [r for r, k in zip(records, ok, strict=True) if k]
     _, ys, ps = aggregate_studies([r.study_id for r in recs], [r.label for r in recs], probs[ok])
     if ys.min() == ys.max():
         return {"suspicious": 0.3, "likely": 0.5}
-    sus = threshold_for_sensitivity(ys, ps, sensitivity)
-    likely = max(youden_threshold(ys, ps), sus)
-    return {"suspicious": round(sus, 6), "likely": round(likely, 6)}
+    likely = min(max(youden_threshold(ys, ps), threshold_for_specificity(ys, ps, specificity)), 1.0)
+    sus = min(threshold_for_sensitivity(ys, ps, sensitivity), likely)
+    return {"suspicious": float(sus), "likely": float(likely)}
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int):

@@ -10,6 +10,7 @@ from models.metrics import (
     roc_auc,
     roc_curve,
     threshold_for_sensitivity,
+    threshold_for_specificity,
     youden_threshold,
 )
 
@@ -64,3 +65,25 @@ def test_operating_points():
     assert t == 0.4
     yt = youden_threshold(y, s)
     assert 0.3 < yt <= 0.6
+
+
+def test_specificity_threshold():
+    y = np.array([0] * 10 + [1] * 3)
+    s = np.array([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.9, 0.5, 0.6, 0.95])
+    t = threshold_for_specificity(y, s, 0.9)  # 9 of 10 negatives must fall below t
+    assert 0.45 < t < 0.46 and (s[y == 0] < t).mean() == 0.9
+    assert (s[y == 0] < threshold_for_specificity(y, s, 1.0)).all()
+
+
+def test_two_distinct_operating_points():
+    from trainer.datasets import Record
+    from trainer.train import choose_thresholds
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    p = np.clip(0.5 * y + rng.normal(0.25, 0.2, 400), 0, 1)
+    recs = [Record(str(i), int(y[i]), "hand", str(i), str(i)) for i in range(400)]
+    th = choose_thresholds(recs, p, 0.9)
+    assert th["suspicious"] < th["likely"]
+    assert (p[y == 1] >= th["suspicious"]).mean() >= 0.9
+    assert (p[y == 0] < th["likely"]).mean() >= 0.95
