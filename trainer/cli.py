@@ -17,7 +17,8 @@ from trainer.train import TrainConfig, train
 
 _HELP = {
     "data": "training data: mura:PATH (MURA v1.1 root; its valid split becomes the test set), "
-    "folder:PATH ({split}/{fractured,not fractured}/ images) or csv:PATH (path,label[,body_part]"
+    "folder:PATH ({split}/{fractured,not fractured}/ images), fracatlas:PATH (dataset.csv + images/, "
+    "split by blocks of consecutive ids) or csv:PATH (path,label[,body_part]"
     "[,study_id][,patient_id])",
     "out": "output folder (checkpoints, metrics.csv, config.json, summary.json)",
     "arch": f"architecture: {', '.join(list_models())}",

@@ -183,6 +183,68 @@ def read_image_folder(root: str | Path, splits: tuple[str, ...] = ("train", "tes
     return DatasetSplit(f"folder:{root.name}", "fracture", records, ["unknown"], str(root), problems)
 
 
+# --- FracAtlas ------------------------------------------------------------------------------
+
+#: FracAtlas's dataset.csv lists the body-part flags between ``image_id`` and ``hardware``.
+_FRACATLAS_FIRST_NON_PART = "hardware"
+
+
+def read_fracatlas(root: str | Path, *, block_size: int = 20) -> DatasetSplit:
+    """FracAtlas (``dataset.csv`` + ``images/``): label ``fractured``, body part from its flags.
+
+    Body-part classes are the flag columns the file itself declares (hand, leg, hip, shoulder,
+    mixed), not MURA's seven; an image with several flags is "mixed". FracAtlas has no patient
+    ids and neighbouring ids are often one patient, so ``patient_id`` is a block of
+    ``block_size`` consecutive ids: splitting by it keeps neighbours together.
+    """
+    root = Path(root)
+    table = root / "dataset.csv"
+    if not table.is_file():
+        raise DataError(f"{table}: FracAtlas dataset.csv not found")
+    with table.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        if "image_id" not in cols or "fractured" not in cols or _FRACATLAS_FIRST_NON_PART not in cols:
+            raise DataError(f"{table}: expected columns image_id, <body parts>, hardware, ..., fractured; got {cols}")
+        parts = cols[cols.index("image_id") + 1 : cols.index(_FRACATLAS_FIRST_NON_PART)]
+        rows = list(enumerate(reader, 2))
+    files = {p.name: p for p in (root / "images").rglob("*") if p.is_file()} if (root / "images").is_dir() else {}
+    records, problems = [], []
+    for line, row in rows:
+        name = (row.get("image_id") or "").strip()
+        m = re.search(r"(\d+)", name)
+        if not name or m is None or row.get("fractured", "").strip() not in ("0", "1"):
+            problems.append(f"{table}:{line}: malformed row {dict(row)!r:.120}")
+            continue
+        if name not in files:
+            problems.append(f"{root / 'images' / name}: image listed in dataset.csv:{line} is missing")
+            continue
+        flagged = [p for p in parts if (row.get(p) or "0").strip() == "1"]
+        part = flagged[0] if len(flagged) == 1 else ("mixed" if flagged else "unknown")
+        block = int(m.group(1)) // block_size
+        records.append(Record(str(files[name]), int(row["fractured"]), part, name, f"block{block:05d}"))
+    if not records:
+        raise DataError(f"{table}: no usable rows ({len(problems)} problems)")
+    body_parts = sorted({*parts, *(r.body_part for r in records)})
+    return DatasetSplit("fracatlas", "fracture", records, body_parts, str(root), problems)
+
+
+def read_fracatlas_boxes(root: str | Path) -> dict[str, list[tuple[float, float, float, float]]]:
+    """``boxes.csv``: image id -> fracture boxes (x, y, width, height) in image pixels."""
+    path = Path(root) / "boxes.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: FracAtlas boxes.csv not found")
+    out: dict[str, list[tuple[float, float, float, float]]] = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        for i, row in enumerate(csv.DictReader(f), 2):
+            try:
+                box = tuple(float(row[k]) for k in ("x", "y", "width", "height"))
+            except (KeyError, TypeError, ValueError) as e:
+                raise DataError(f"{path}:{i}: malformed box row ({e})") from e
+            out.setdefault(row["image_id"], []).append(box)  # type: ignore[arg-type]
+    return out
+
+
 # --- generic CSV ---------------------------------------------------------------------------
 
 
@@ -237,14 +299,22 @@ def group_split(records: list[Record], val_fraction: float, seed: int) -> tuple[
 
 
 def load_source(spec: str, split: str = "train") -> DatasetSplit:
-    """``mura:PATH`` | ``folder:PATH`` | ``csv:PATH`` -> records (``split`` matters for MURA)."""
+    """``mura:PATH`` | ``folder:PATH`` | ``fracatlas:PATH`` | ``csv:PATH`` -> records.
+
+    ``split`` matters for MURA only (its official train/valid); the others are one pool that the
+    trainer splits by group.
+    """
     kind, sep, path = spec.partition(":")
     if not sep or not path:
-        raise ConfigError(f"data source must look like 'mura:PATH', 'folder:PATH' or 'csv:PATH', got {spec!r}")
+        raise ConfigError(
+            f"data source must look like 'mura:PATH', 'folder:PATH', 'fracatlas:PATH' or 'csv:PATH', got {spec!r}"
+        )
     if kind == "mura":
         return read_mura(path, split)
     if kind == "folder":
         return read_image_folder(path)
     if kind == "csv":
         return read_csv_dataset(path)
-    raise ConfigError(f"unknown data source kind {kind!r} in {spec!r} (mura, folder, csv)")
+    if kind == "fracatlas":
+        return read_fracatlas(path)
+    raise ConfigError(f"unknown data source kind {kind!r} in {spec!r} (mura, folder, fracatlas, csv)")

@@ -125,3 +125,37 @@ def test_load_source_dispatch(phantom):
         load_source("zip:/x")
     with pytest.raises(ConfigError, match="must look like"):
         load_source("/just/a/path")
+
+
+def test_fracatlas_real_set():
+    from trainer.datasets import read_fracatlas, read_fracatlas_boxes
+
+    root = shared_data("fracatlas")
+    s = read_fracatlas(root)
+    assert len(s.records) == 3259 and sum(r.label for r in s.records) == 592
+    assert {"hand", "leg", "hip", "shoulder"} <= set(s.body_parts) and "elbow" not in s.body_parts
+    a, b = group_split(s.records, 0.2, seed=0)
+    assert not {r.patient_id for r in a} & {r.patient_id for r in b}  # id blocks never straddle
+    boxes = read_fracatlas_boxes(root)
+    fractured = {Path(r.path).name for r in s.records if r.label}
+    assert set(boxes) <= {Path(r.path).name for r in s.records} and len(set(boxes) & fractured) > 500
+
+
+def test_fracatlas_layout_and_problems(tmp_path):
+    from PIL import Image
+
+    from trainer.datasets import read_fracatlas
+
+    (tmp_path / "images" / "Fractured").mkdir(parents=True)
+    for i in (1, 2, 45):
+        Image.new("L", (8, 8)).save(tmp_path / "images" / "Fractured" / f"IMG{i:07d}.jpg")
+    (tmp_path / "dataset.csv").write_text(
+        "image_id,hand,leg,hip,shoulder,mixed,hardware,fractured\n"
+        "IMG0000001.jpg,1,0,0,0,0,0,1\nIMG0000002.jpg,0,1,1,0,0,0,0\nIMG0000045.jpg,0,0,0,0,0,0,0\n"
+        "IMG0000099.jpg,1,0,0,0,0,0,1\nbad,1,0,0,0,0,0,x\n")
+    s = read_fracatlas(tmp_path)
+    assert [(r.body_part, r.label, r.patient_id) for r in s.records] == [
+        ("hand", 1, "block00000"), ("mixed", 0, "block00000"), ("unknown", 0, "block00002")]
+    assert len(s.problems) == 2 and any("IMG0000099.jpg" in p and "missing" in p for p in s.problems)
+    with pytest.raises(DataError, match="dataset.csv not found"):
+        read_fracatlas(tmp_path / "nope")
