@@ -40,6 +40,8 @@ _HELP = {
     "architecture's, lse)",
     "sensitivity_target": "study-level sensitivity of the 'suspicious' operating point",
     "max_train_images": "cap on training images, for smoke runs (0 = all)",
+    "cache_dir": "folder for decoded, resized images keyed by file content and input size (empty = off); "
+    "later epochs and runs skip decoding",
     "resume": "resume from OUT/checkpoint_last.pt if it exists (true/false)",
 }
 

@@ -6,7 +6,11 @@ functions the engine calls at inference, so train/serve skew cannot creep in.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from models.errors import ImageDecodeError
+from models.fsutil import atomic_write_bytes
 from models.imageio import load_image
 from models.preprocess import PreprocessConfig, standardize, to_unit
 from trainer.datasets import Record
@@ -52,6 +57,41 @@ class Augment:
         return np.clip(x, 0, 1).astype(np.float32)
 
 
+class DecodeCache:
+    """Decoded, preprocessed ([0, 1] letterboxed) images on disk, keyed by file content and size.
+
+    Radiographs are 2,000-px PNG/DICOM files whose decoding dominates an epoch on a CPU; the
+    cache turns every epoch after the first into a memory-mapped read. The key hashes the file's
+    bytes with the preprocessing settings, so an edited image or a new input size never hits a
+    stale entry. Entries are written atomically, so parallel workers and killed runs are safe.
+    """
+
+    def __init__(self, root: str | Path, cfg: PreprocessConfig):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.salt = json.dumps(cfg.to_dict(), sort_keys=True).encode()
+
+    def key(self, path: str | Path) -> str:
+        h = hashlib.blake2b(self.salt, digest_size=20)
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        return h.hexdigest()
+
+    def get(self, path: str | Path, cfg: PreprocessConfig) -> np.ndarray:
+        entry = self.root / (self.key(path) + ".npy")
+        if entry.is_file():
+            try:
+                return np.load(entry).astype(np.float32)
+            except (OSError, ValueError):
+                entry.unlink(missing_ok=True)  # a torn or foreign file: rebuild it
+        unit, _ = to_unit(load_image(path).pixels, cfg)
+        buf = io.BytesIO()
+        np.save(buf, unit.astype(np.float16))
+        atomic_write_bytes(entry, buf.getvalue())
+        return unit
+
+
 class RecordDataset(Dataset):
     """Yields ``(image (1,S,S), label, body_part_index, index)``.
 
@@ -60,8 +100,9 @@ class RecordDataset(Dataset):
     """
 
     def __init__(self, records: list[Record], cfg: PreprocessConfig, body_parts: list[str],
-                 augment: Augment | None = None, seed: int = 0):
+                 augment: Augment | None = None, seed: int = 0, cache: DecodeCache | None = None):
         self.records = records
+        self.cache = cache
         self.cfg = cfg
         self.bp_index = {b: i for i, b in enumerate(body_parts)}
         self.augment = augment
@@ -77,8 +118,11 @@ class RecordDataset(Dataset):
     def __getitem__(self, i: int):
         r = self.records[i]
         try:
-            unit, _ = to_unit(load_image(r.path).pixels, self.cfg)
-        except ImageDecodeError:
+            if self.cache is not None:
+                unit = self.cache.get(r.path, self.cfg)
+            else:
+                unit, _ = to_unit(load_image(r.path).pixels, self.cfg)
+        except (ImageDecodeError, OSError):
             return None
         if self.augment is not None:
             # Seeded per (seed, epoch, index): identical across runs and worker counts.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,7 @@ from models.metrics import (
 from models.networks import create_model, list_models, model_defaults
 from models.preprocess import PreprocessConfig
 from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.data import Augment, RecordDataset, collate_skip
+from trainer.data import Augment, DecodeCache, RecordDataset, collate_skip
 from trainer.datasets import DatasetSplit, Record, group_split, load_source
 
 
@@ -62,6 +63,7 @@ class TrainConfig:
     sensitivity_target: float = 0.9
     max_train_images: int = 0  # 0 = all; for smoke runs
     resume: bool = False
+    cache_dir: str = ""  # decoded-image cache ("" = off); shared safely between runs
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -103,10 +105,10 @@ def split_data(cfg: TrainConfig) -> tuple[DatasetSplit, DatasetSplit, DatasetSpl
 
 @torch.no_grad()
 def predict(net: nn.Module, records: list[Record], pre: PreprocessConfig, body_parts: list[str],
-            batch_size: int = 32, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+            batch_size: int = 32, workers: int = 0, cache: DecodeCache | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fracture probability and body-part probabilities per record (nan for undecodable files)."""
     net.eval()
-    ds = RecordDataset(records, pre, body_parts)
+    ds = RecordDataset(records, pre, body_parts, cache=cache)
     dl = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip)
     probs = np.full(len(records), np.nan, dtype=np.float64)
     bps = np.full((len(records), len(body_parts)), np.nan, dtype=np.float64)
@@ -190,7 +192,8 @@ def train(cfg: TrainConfig) -> dict:
     w_pos = torch.tensor([weights[r.body_part][0] for r in train_split.records])
     w_neg = torch.tensor([weights[r.body_part][1] for r in train_split.records])
 
-    ds = RecordDataset(train_split.records, pre, body_parts, Augment() if cfg.augment else None, cfg.seed)
+    cache = DecodeCache(cfg.cache_dir, pre) if cfg.cache_dir else None
+    ds = RecordDataset(train_split.records, pre, body_parts, Augment() if cfg.augment else None, cfg.seed, cache)
     gen = torch.Generator().manual_seed(cfg.seed)
     dl = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.workers,
                     collate_fn=collate_skip, generator=gen, drop_last=len(ds) > cfg.batch_size,
@@ -250,7 +253,7 @@ def train(cfg: TrainConfig) -> dict:
             loss_sum += loss.item() * len(x)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         train_time = time.time() - t0
-        probs, bps = predict(net, val_split.records, pre, body_parts, workers=cfg.workers)
+        probs, bps = predict(net, val_split.records, pre, body_parts, workers=cfg.workers, cache=cache)
         m = evaluate_predictions(val_split.records, probs, bps, body_parts)
         row = {
             "epoch": epoch + 1,
@@ -275,6 +278,8 @@ def train(cfg: TrainConfig) -> dict:
             "epoch": epoch, "best_metric": best, "best_epoch": best_epoch, "history": history, "meta": meta,
             "rng": {"torch": torch.get_rng_state(), "loader": gen.get_state()},
         })
+        if os.environ.get("MURA_TRAIN_DIE_AFTER_EPOCH") == str(epoch + 1):  # crash-test hook
+            os._exit(137)
         if epoch + 1 - best_epoch >= cfg.patience:
             print(f"early stop: no validation improvement for {cfg.patience} epochs")
             break

@@ -1,0 +1,52 @@
+import numpy as np
+
+import trainer.data as data
+from models.imageio import load_image
+from models.preprocess import PreprocessConfig, to_unit
+from trainer.data import Augment, DecodeCache, RecordDataset
+from trainer.datasets import read_mura
+
+
+def test_decode_cache_hits_and_matches(phantom, tmp_path, monkeypatch):
+    cfg = PreprocessConfig(input_size=64)
+    recs = read_mura(phantom / "mura", "train").records[:5]
+    calls = []
+    real = data.load_image
+    monkeypatch.setattr(data, "load_image", lambda p: calls.append(p) or real(p))
+    cache = DecodeCache(tmp_path / "c", cfg)
+    first = [cache.get(r.path, cfg) for r in recs]
+    again = [cache.get(r.path, cfg) for r in recs]
+    assert len(calls) == 5  # second pass decoded nothing
+    for r, a, b in zip(recs, first, again, strict=True):
+        ref, _ = to_unit(load_image(r.path).pixels, cfg)
+        np.testing.assert_allclose(b, ref, atol=1e-3)  # float16 storage
+        np.testing.assert_allclose(a, ref, atol=1e-3)
+    # another input size is another entry, never a stale hit
+    assert DecodeCache(tmp_path / "c", PreprocessConfig(input_size=32)).get(recs[0].path, PreprocessConfig(input_size=32)).shape == (32, 32)
+    # a torn entry is rebuilt
+    entry = next((tmp_path / "c").glob("*.npy"))
+    entry.write_bytes(b"torn")
+    assert len(list((tmp_path / "c").glob("*.npy"))) == 6
+    assert all(cache.get(r.path, cfg).shape == (64, 64) for r in recs)
+
+
+def test_dataset_with_cache_equals_without(phantom, tmp_path):
+    cfg = PreprocessConfig(input_size=64)
+    split = read_mura(phantom / "mura", "train")
+    recs = split.records[:4]
+    plain = RecordDataset(recs, cfg, split.body_parts, Augment(), seed=3)
+    cached = RecordDataset(recs, cfg, split.body_parts, Augment(), seed=3, cache=DecodeCache(tmp_path, cfg))
+    for i in range(4):
+        a, b = plain[i], cached[i]
+        assert a[1:] == b[1:]
+        np.testing.assert_allclose(a[0].numpy(), b[0].numpy(), atol=0.02)
+
+
+def test_augmentation_is_seeded_and_bounded():
+    unit = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    aug = Augment()
+    a = aug(unit, np.random.default_rng([1, 2, 3]))
+    b = aug(unit, np.random.default_rng([1, 2, 3]))
+    c = aug(unit, np.random.default_rng([1, 2, 4]))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and a.min() >= 0 and a.max() <= 1 and a.shape == unit.shape
