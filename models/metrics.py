@@ -130,3 +130,38 @@ def youden_threshold(y_true: Sequence[int], scores: Sequence[float]) -> float:
     fpr, tpr, thr = roc_curve(y_true, scores)
     i = int(np.argmax(tpr - fpr))
     return float(min(thr[i], 1.0)) if np.isfinite(thr[i]) else 1.0
+
+
+def bootstrap_ci(
+    metric, y_true: Sequence[int], scores: Sequence[float], *, n: int = 1000, seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) CI of ``metric(y, s)``; resamples with both classes kept."""
+    y = np.asarray(y_true)
+    s = np.asarray(scores, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].min() == y[idx].max():
+            continue
+        v = metric(y[idx], s[idx])
+        if not np.isnan(v):
+            vals.append(v)
+    if not vals:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def expected_calibration_error(y_true: Sequence[int], probs: Sequence[float], bins: int = 10) -> float:
+    """ECE with equal-width bins: how far predicted probabilities are from observed frequencies."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(probs, dtype=np.float64)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            ece += m.mean() * abs(p[m].mean() - y[m].mean())
+    return float(ece)

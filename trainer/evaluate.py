@@ -37,17 +37,21 @@ def main(argv: list[str] | None = None) -> int:
         pre = PreprocessConfig.from_dict(meta["preprocess"])
         probs, bps = predict(net, split.records, pre, meta["body_parts"])
         th = a.threshold if a.threshold is not None else meta.get("thresholds", {}).get("likely", 0.5)
-        m = evaluate_predictions(split.records, probs, bps, meta["body_parts"], th)
+        m = evaluate_predictions(split.records, probs, bps, meta["body_parts"], th, ci=True)
     except MuraError as e:
         print(f"mura-evaluate: error: {e}", file=sys.stderr)
         return 2
     print(f"{split.name}: {m['n_images']} images ({m['n_failed']} undecodable), {m['n_studies']} studies; "
           f"threshold {th:.4f}")
-    print(f"{'level':<6} {'AUC':>7} {'acc':>7} {'sens':>7} {'spec':>7} {'kappa':>7}")
-    for level in ("image", "study"):
-        x = m[level]
-        print(f"{level:<6} {x['auc']:>7.4f} {x['accuracy']:>7.4f} {x['sensitivity']:>7.4f} "
+    print(f"{'level':<10} {'n':>5} {'AUC':>7} {'AUC 95% CI':>17} {'acc':>7} {'sens':>7} {'spec':>7} {'kappa':>7}")
+    rows = [("image", m["image"]), ("study", m["study"])]
+    rows += [(f"  {bp}", x) for bp, x in m["per_body_part"].items()]
+    for name, x in rows:
+        lo, hi = x.get("auc_ci95", (float("nan"), float("nan")))
+        ci = f"[{lo:.3f}, {hi:.3f}]" if lo == lo else ""
+        print(f"{name:<10} {x['n']:>5} {x['auc']:>7.4f} {ci:>17} {x['accuracy']:>7.4f} {x['sensitivity']:>7.4f} "
               f"{x['specificity']:>7.4f} {x['kappa']:>7.4f}")
+    print(f"study-level calibration: ECE {m['study']['ece']:.4f}")
     if "body_part_accuracy" in m:
         print(f"body-part accuracy {m['body_part_accuracy']:.4f}")
     if a.json:

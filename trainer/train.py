@@ -27,6 +27,10 @@ from models.fsutil import atomic_write_json, atomic_write_text
 from models.metrics import (
     aggregate_studies,
     binary_metrics,
+    bootstrap_ci,
+    cohen_kappa,
+    expected_calibration_error,
+    roc_auc,
     threshold_for_sensitivity,
     threshold_for_specificity,
     youden_threshold,
@@ -123,8 +127,11 @@ def predict(net: nn.Module, records: list[Record], pre: PreprocessConfig, body_p
 
 
 def evaluate_predictions(records: list[Record], probs: np.ndarray, bps: np.ndarray | None,
-                         body_parts: list[str], threshold: float = 0.5) -> dict:
-    """Image- and study-level metrics (study = mean of its images' probabilities)."""
+                         body_parts: list[str], threshold: float = 0.5, ci: bool = False) -> dict:
+    """Image- and study-level metrics (study = mean of its images' probabilities).
+
+    ``ci`` adds 95 % bootstrap intervals, study-level calibration (ECE) and a per-body-part table.
+    """
     ok = ~np.isnan(probs)
     recs = [r for r, k in zip(records, ok, strict=True) if k]
     p = probs[ok]
@@ -137,6 +144,17 @@ def evaluate_predictions(records: list[Record], probs: np.ndarray, bps: np.ndarr
     if bps is not None and len(body_parts) > 1:
         true_bp = np.array([body_parts.index(r.body_part) if r.body_part in body_parts else -1 for r in recs])
         out["body_part_accuracy"] = float((bps[ok].argmax(1) == true_bp).mean())
+    if ci and len(recs):
+        out["image"]["auc_ci95"] = bootstrap_ci(roc_auc, y, p)
+        out["study"]["auc_ci95"] = bootstrap_ci(roc_auc, ys, ps)
+        out["study"]["kappa_ci95"] = bootstrap_ci(lambda a, b: cohen_kappa(a, b >= threshold), ys, ps)
+        out["study"]["ece"] = expected_calibration_error(ys, ps)
+        parts = {}
+        for bp in sorted({r.body_part for r in recs}):
+            sel = [i for i, r in enumerate(recs) if r.body_part == bp]
+            sid, sy, sp = aggregate_studies([recs[i].study_id for i in sel], y[sel], p[sel])
+            parts[bp] = {"n_studies": len(sid), **binary_metrics(sy, sp, threshold)}
+        out["per_body_part"] = parts
     return out
 
 
@@ -299,10 +317,11 @@ def finalize(best_path: Path, val_split: DatasetSplit, test_split: DatasetSplit 
     bp_names = meta["body_parts"]
     probs, bps = predict(net, val_split.records, pre, bp_names, workers=cfg.workers)
     thresholds = choose_thresholds(val_split.records, probs, cfg.sensitivity_target)
-    metrics = {"internal_validation": evaluate_predictions(val_split.records, probs, bps, bp_names, thresholds["likely"])}
+    metrics = {"internal_validation": evaluate_predictions(val_split.records, probs, bps, bp_names,
+                                                           thresholds["likely"], ci=True)}
     if test_split is not None:
         tp, tb = predict(net, test_split.records, pre, bp_names, workers=cfg.workers)
-        metrics["test"] = evaluate_predictions(test_split.records, tp, tb, bp_names, thresholds["likely"])
+        metrics["test"] = evaluate_predictions(test_split.records, tp, tb, bp_names, thresholds["likely"], ci=True)
     meta = {**meta, "thresholds": thresholds, "metrics": metrics, "best_epoch": int(ck["epoch"]) + 1}
     save_checkpoint(best_path, {"model": ck["model"], "meta": meta, "epoch": ck["epoch"]})
     summary = {"checkpoint": str(best_path), **{k: meta[k] for k in ("architecture", "thresholds", "metrics", "best_epoch")}}

@@ -87,3 +87,16 @@ def test_two_distinct_operating_points():
     assert th["suspicious"] < th["likely"]
     assert (p[y == 1] >= th["suspicious"]).mean() >= 0.9
     assert (p[y == 0] < th["likely"]).mean() >= 0.95
+
+
+def test_bootstrap_ci_and_ece():
+    from models.metrics import bootstrap_ci, expected_calibration_error
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    s = y * 0.4 + rng.random(300) * 0.6
+    lo, hi = bootstrap_ci(roc_auc, y, s, n=300)
+    assert lo < roc_auc(y, s) < hi and hi - lo < 0.15
+    assert expected_calibration_error([0, 1, 0, 1], [0.0, 1.0, 0.0, 1.0]) == 0
+    # always saying 0.9 when half are positive: ECE 0.4
+    assert expected_calibration_error([0, 1] * 50, [0.9] * 100) == pytest.approx(0.4)
