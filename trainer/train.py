@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from models.errors import ConfigError
@@ -40,6 +40,7 @@ from models.preprocess import PreprocessConfig
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.data import Augment, DecodeCache, RecordDataset, collate_skip
 from trainer.datasets import DatasetSplit, Record, group_split, load_source
+from trainer.distributed import DistInfo, barrier, gather_rows, init_distributed, shutdown
 
 
 @dataclass
@@ -109,20 +110,29 @@ def split_data(cfg: TrainConfig) -> tuple[DatasetSplit, DatasetSplit, DatasetSpl
 
 @torch.no_grad()
 def predict(net: nn.Module, records: list[Record], pre: PreprocessConfig, body_parts: list[str],
-            batch_size: int = 32, workers: int = 0, cache: DecodeCache | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Fracture probability and body-part probabilities per record (nan for undecodable files)."""
+            batch_size: int = 32, workers: int = 0, cache: DecodeCache | None = None,
+            dist_info: DistInfo | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fracture probability and body-part probabilities per record (nan for undecodable files).
+
+    Under DDP each rank scores its shard and the results are gathered, so all ranks agree.
+    """
+    dist_info = dist_info or DistInfo()
     net.eval()
     ds = RecordDataset(records, pre, body_parts, cache=cache)
-    dl = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip)
+    mine = np.arange(len(records))[dist_info.rank :: dist_info.world]  # this rank's shard
+    dl = DataLoader(torch.utils.data.Subset(ds, mine.tolist()), batch_size=batch_size, shuffle=False,
+                    num_workers=workers, collate_fn=collate_skip)
     probs = np.full(len(records), np.nan, dtype=np.float64)
     bps = np.full((len(records), len(body_parts)), np.nan, dtype=np.float64)
+    device = next(net.parameters()).device
     for batch in dl:
         if batch is None:
             continue
         x, _, _, idx = batch
-        logit, bp = net(x.to(memory_format=torch.channels_last))
-        probs[idx.numpy()] = torch.sigmoid(logit).numpy()
-        bps[idx.numpy()] = torch.softmax(bp, 1).numpy()
+        logit, bp = net(x.to(device).to(memory_format=torch.channels_last))
+        probs[idx.numpy()] = torch.sigmoid(logit).float().cpu().numpy()
+        bps[idx.numpy()] = torch.softmax(bp, 1).float().cpu().numpy()
+    probs, bps = gather_rows(dist_info, len(records), mine, probs[mine], bps[mine])
     return probs, bps
 
 
@@ -188,19 +198,28 @@ def _lr_lambda(total_steps: int, warmup_steps: int):
 def train(cfg: TrainConfig) -> dict:
     """Run one training job; returns the summary also written to ``summary.json``."""
     cfg.validate()
+    di = init_distributed()
+    try:
+        return _train(cfg, di)
+    finally:
+        shutdown(di)
+
+
+def _train(cfg: TrainConfig, di: DistInfo) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train_split, val_split, test_split = split_data(cfg)
     body_parts = train_split.body_parts
     size = cfg.input_size or model_defaults(cfg.arch).input_size
     defaults = model_defaults(cfg.arch)
     pre = PreprocessConfig(input_size=size, mean=defaults.mean, std=defaults.std)
-    atomic_write_json(out / "config.json", {**asdict(cfg), "input_size": size})
     problems = train_split.problems + (test_split.problems if test_split else [])
-    atomic_write_text(out / "data_problems.txt", "".join(f"{p}\n" for p in problems))
-    if problems:
+    if di.is_main:
+        atomic_write_json(out / "config.json", {**asdict(cfg), "input_size": size, "world_size": di.world})
+        atomic_write_text(out / "data_problems.txt", "".join(f"{p}\n" for p in problems))
+    if problems and di.is_main:
         print(f"{len(problems)} data problems (skipped; listed in {out / 'data_problems.txt'})")
 
     net = create_model(cfg.arch, num_body_parts=len(body_parts), pretrained_weights=cfg.pretrained_weights,
@@ -213,9 +232,16 @@ def train(cfg: TrainConfig) -> dict:
     cache = DecodeCache(cfg.cache_dir, pre) if cfg.cache_dir else None
     ds = RecordDataset(train_split.records, pre, body_parts, Augment() if cfg.augment else None, cfg.seed, cache)
     gen = torch.Generator().manual_seed(cfg.seed)
-    dl = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.workers,
-                    collate_fn=collate_skip, generator=gen, drop_last=len(ds) > cfg.batch_size,
-                    persistent_workers=cfg.workers > 0)
+    sampler = DistributedSampler(ds, di.world, di.rank, shuffle=True, seed=cfg.seed, drop_last=True) \
+        if di.enabled else None
+    dl = DataLoader(ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                    num_workers=cfg.workers, collate_fn=collate_skip, generator=gen,
+                    drop_last=len(ds) > cfg.batch_size * di.world, persistent_workers=cfg.workers > 0,
+                    pin_memory=torch.cuda.is_available())
+    device = torch.device(f"cuda:{di.local_rank}" if torch.cuda.is_available() else "cpu")
+    net = net.to(device)
+    w_pos, w_neg = w_pos.to(device), w_neg.to(device)
+    model = torch.nn.parallel.DistributedDataParallel(net) if di.enabled else net
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(len(dl), 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -224,13 +250,14 @@ def train(cfg: TrainConfig) -> dict:
     last_path, best_path = out / "checkpoint_last.pt", out / "checkpoint_best.pt"
     if cfg.resume and last_path.is_file():
         ck = load_checkpoint(last_path)
-        net.load_state_dict(ck["model"])
+        net.load_state_dict(ck["model"])  # every rank reads the same file
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start_epoch, best, best_epoch, history = ck["epoch"] + 1, ck["best_metric"], ck["best_epoch"], ck["history"]
         gen.set_state(ck["rng"]["loader"])
         torch.set_rng_state(ck["rng"]["torch"])
-        print(f"resumed from {last_path} at epoch {start_epoch}")
+        if di.is_main:
+            print(f"resumed from {last_path} at epoch {start_epoch}")
 
     meta = {
         "architecture": cfg.arch,
@@ -250,13 +277,18 @@ def train(cfg: TrainConfig) -> dict:
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         ds.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         t0, seen, loss_sum = time.time(), 0, 0.0
-        bar = tqdm(dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+        bar = tqdm(dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
+                   disable=not di.is_main)
         for batch in bar:
             if batch is None:
                 continue
             x, y, bp, idx = batch
-            logit, bp_logits = net(x.to(memory_format=torch.channels_last))
+            _trace(di, epoch, idx)
+            x, y, bp, idx = x.to(device), y.to(device), bp.to(device), idx.to(device)
+            logit, bp_logits = model(x.to(memory_format=torch.channels_last))
             w = torch.where(y > 0.5, w_pos[idx], w_neg[idx])
             loss = (bce(logit, y) * w).mean() * 2  # x2: the weights average 0.5
             if cfg.lambda_body_part > 0 and len(body_parts) > 1:
@@ -271,7 +303,8 @@ def train(cfg: TrainConfig) -> dict:
             loss_sum += loss.item() * len(x)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         train_time = time.time() - t0
-        probs, bps = predict(net, val_split.records, pre, body_parts, workers=cfg.workers, cache=cache)
+        probs, bps = predict(net, val_split.records, pre, body_parts, workers=cfg.workers, cache=cache,
+                             dist_info=di)
         m = evaluate_predictions(val_split.records, probs, bps, body_parts)
         row = {
             "epoch": epoch + 1,
@@ -284,25 +317,45 @@ def train(cfg: TrainConfig) -> dict:
             "images_per_s": seen / max(train_time, 1e-9),
         }
         history.append(row)
-        _write_history(out / "metrics.csv", history)
-        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if di.is_main:
+            _write_history(out / "metrics.csv", history)
+            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         score = row["val_study_auc"] if not math.isnan(row["val_study_auc"]) else -row["train_loss"]
         improved = score > best
         if improved:
             best, best_epoch = score, epoch + 1
-            save_checkpoint(best_path, {"model": net.state_dict(), "meta": meta, "epoch": epoch})
-        save_checkpoint(last_path, {
-            "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "epoch": epoch, "best_metric": best, "best_epoch": best_epoch, "history": history, "meta": meta,
-            "rng": {"torch": torch.get_rng_state(), "loader": gen.get_state()},
-        })
+            if di.is_main:
+                save_checkpoint(best_path, {"model": net.state_dict(), "meta": meta, "epoch": epoch})
+        if di.is_main:
+            save_checkpoint(last_path, {
+                "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "epoch": epoch, "best_metric": best, "best_epoch": best_epoch, "history": history,
+                "meta": meta, "rng": {"torch": torch.get_rng_state(), "loader": gen.get_state()},
+            })
+        barrier(di)  # nobody races ahead of rank 0's checkpoint
         if os.environ.get("MURA_TRAIN_DIE_AFTER_EPOCH") == str(epoch + 1):  # crash-test hook
             os._exit(137)
         if epoch + 1 - best_epoch >= cfg.patience:
-            print(f"early stop: no validation improvement for {cfg.patience} epochs")
+            if di.is_main:
+                print(f"early stop: no validation improvement for {cfg.patience} epochs")
             break
 
+    _trace(di, -1, None, net)
+    if not di.is_main:
+        return {}
     return finalize(best_path, val_split, test_split, cfg, out)
+
+
+def _trace(di: DistInfo, epoch: int, idx, net: nn.Module | None = None) -> None:
+    """Test hook (MURA_TRAIN_TRACE_DIR): which samples each rank saw, and its final weights."""
+    d = os.environ.get("MURA_TRAIN_TRACE_DIR")
+    if not d:
+        return
+    path = Path(d) / f"rank{di.rank}.jsonl"
+    rec = {"epoch": epoch, "idx": idx.tolist()} if net is None else {
+        "final": float(sum(p.double().sum().item() * (i + 1) for i, p in enumerate(net.parameters())))}
+    with path.open("a") as f:
+        f.write(json.dumps(rec) + "\n")
 
 
 def finalize(best_path: Path, val_split: DatasetSplit, test_split: DatasetSplit | None,
