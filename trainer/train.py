@@ -272,6 +272,7 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
             "data_source": cfg.data,
         },
     }
+    tb = _tensorboard(out / "tensorboard") if di.is_main else None
     bce = nn.BCEWithLogitsLoss(reduction="none")
     ce = nn.CrossEntropyLoss()
     for epoch in range(start_epoch, cfg.epochs):
@@ -319,6 +320,11 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
         history.append(row)
         if di.is_main:
             _write_history(out / "metrics.csv", history)
+            if tb is not None:
+                for k, v in row.items():
+                    if k != "epoch" and isinstance(v, float) and not math.isnan(v):
+                        tb.add_scalar(k, v, epoch + 1)
+                tb.flush()
             print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         score = row["val_study_auc"] if not math.isnan(row["val_study_auc"]) else -row["train_loss"]
         improved = score > best
@@ -340,10 +346,21 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
                 print(f"early stop: no validation improvement for {cfg.patience} epochs")
             break
 
+    if tb is not None:
+        tb.close()
     _trace(di, -1, None, net)
     if not di.is_main:
         return {}
     return finalize(best_path, val_split, test_split, cfg, out)
+
+
+def _tensorboard(logdir: Path):
+    """A SummaryWriter, or None when tensorboard is not installed (metrics.csv has it all too)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(logdir))
 
 
 def _trace(di: DistInfo, epoch: int, idx, net: nn.Module | None = None) -> None:

@@ -50,3 +50,17 @@ def test_augmentation_is_seeded_and_bounded():
     c = aug(unit, np.random.default_rng([1, 2, 4]))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c) and a.min() >= 0 and a.max() <= 1 and a.shape == unit.shape
+
+
+def test_training_writes_metrics_csv_config_and_tensorboard(tiny_checkpoint):
+    import csv
+    import json
+
+    out = tiny_checkpoint.parent
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert rows and {"epoch", "train_loss", "val_image_auc", "val_study_auc", "lr"} <= set(rows[0])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["arch"] == "custom_cnn" and cfg["input_size"] == 64
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["internal_validation"]["study"]["auc_ci95"]
