@@ -10,13 +10,14 @@ from desktop.screen import build_parser as screen_parser
 from desktop.viewer import build_parser as viewer_parser
 from trainer.cli import build_parser as train_parser
 from trainer.cli import main as train_main
+from trainer.compare import build_parser as compare_parser
 from trainer.evaluate import build_parser as evaluate_parser
 from trainer.evaluate import main as evaluate_main
 from trainer.synth import _parser as synth_parser
 
 
 @pytest.mark.parametrize("parser", [train_parser, compress_parser, screen_parser, viewer_parser,
-                                    evaluate_parser, synth_parser])
+                                    evaluate_parser, synth_parser, compare_parser])
 def test_every_option_has_help(parser):
     p = parser()
     assert p.description
