@@ -62,9 +62,16 @@ def test_cli_writes_worklist_and_exit_code(mixed_folder, tiny_bundle, tmp_path, 
     assert all(r["model"].startswith("custom_cnn") for r in rows)
     fails = list(csv.DictReader((out / "failures.csv").open()))
     assert sorted(r["kind"] for r in fails) == ["duplicate", "failed", "skipped", "skipped"]
-    text = capsys.readouterr().out
+    assert (out / "screen.sqlite").is_file() and (out / "report.html").is_file()
+    html_text = (out / "report.html").read_text()
+    assert "not for diagnostic use" in html_text.lower() and "PHANTOM" not in html_text
+    captured = capsys.readouterr()
+    text = captured.out
     assert "not for diagnostic use" in text.lower()
-    assert "PHANTOM" not in text  # patient names never printed
+    assert "PHANTOM" not in text + captured.err  # patient names never printed
+    before = sorted(tmp_path.rglob("*"))
+    assert main([str(mixed_folder), "--model", str(tiny_bundle), "--no-progress"]) == 1
+    assert sorted(tmp_path.rglob("*")) == before  # without --out nothing is written
     assert main([str(tmp_path / "nope"), "--model", str(tiny_bundle)]) == 2
     assert main([str(mixed_folder), "--model", str(tmp_path)]) == 2
 

@@ -1,0 +1,132 @@
+"""``report.html`` of a screening run: one self-contained file a reader can open anywhere (Qt-free).
+
+Thumbnails are embedded as base64 PNGs (made at scoring time and kept in the state database), so
+the report works offline, by e-mail or from a USB stick, and never re-reads the source images.
+Everything shown comes from the run's results and the model card; patient names and IDs never
+appear, and with ``--anonymize`` study keys, paths and descriptions are replaced by hashes.
+Machine-readable hooks (``data-count``, ``data-verdict``, ``class="study"``) let tests and scripts
+check the numbers without scraping prose.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from desktop.render import format_probability, operating_points_text, task_word, verdict_text
+from models.fsutil import atomic_write_text
+
+if TYPE_CHECKING:
+    from desktop.screen import Aliases, ScreenResult
+    from desktop.screen_state import ScreenState
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#202124}
+.banner{background:#fce8e6;border:1px solid #d93025;padding:.6em;font-weight:bold}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .5em}
+th{background:#f1f3f4}img{display:block;max-width:160px}
+.likely{background:#fce8e6}.suspicious{background:#fef7e0}.failed{color:#5f6368}
+"""
+
+
+def _e(v: object) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _yes(p: float | None, threshold: float) -> str:
+    if p is None:
+        return "—"
+    return "positive" if p >= threshold else "negative"
+
+
+def _count_table(title: str, attr: str, counts: Mapping[str, int]) -> list[str]:
+    out = [f"<h2>{_e(title)}</h2>", "<table>", "<tr><th>value</th><th>studies</th></tr>"]
+    for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        out.append(f'<tr {attr}="{_e(k)}"><td>{_e(k or "—")}</td><td>{n}</td></tr>')
+    out.append("</table>")
+    return out
+
+
+def render_report(res: ScreenResult, card: Mapping, model_id: str, state: ScreenState,
+                  alias: Aliases | Callable[[str, str], str]) -> str:
+    """The report's HTML text; :func:`write_report` writes it atomically."""
+    word = task_word(card)
+    thr = {k: float(v) for k, v in card["thresholds"].items()}
+    validation = card.get("validation", {})
+    ranked = res.ranked
+    n_images = sum(len(r.study.images) for r in ranked)
+    n_scored = sum(len(r.image_probs) for r in ranked)
+    counts = {
+        "studies": len(ranked),
+        "images": n_images,
+        "scored_images": n_scored,
+        "failed_files": len(res.failures),
+        "skipped_files": len(res.discovery.skipped),
+        "duplicates": len(res.discovery.duplicates),
+    }
+    text = getattr(alias, "text", lambda s: s)
+    out = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>mura-screen report — {_e(card['name'])}</title>", f"<style>{_CSS}</style></head><body>",
+        f"<h1>Screening report: {_e(word)}</h1>",
+        f'<p class="banner">Research use only — not for diagnostic use. {_e(card["intended_use"])}</p>',
+        f"<p>Generated {_e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))}"
+        f"{'' if res.complete else ' — <b>incomplete run</b>: only part of the source was screened'}.</p>",
+        "<h2>Model</h2>", "<table>",
+        f"<tr><th>name</th><td>{_e(card['name'])}</td></tr>",
+        f"<tr><th>version</th><td>{_e(card['version'])}</td></tr>",
+        f'<tr><th>model id</th><td data-model-id="{_e(model_id)}">{_e(model_id)}</td></tr>',
+        f"<tr><th>validation verdict</th><td>{_e(validation.get('verdict', 'not_validated'))}</td></tr>",
+        f"<tr><th>inference precision</th><td>{_e(validation.get('precision', '—'))}</td></tr>",
+        f"<tr><th>intended use</th><td>{_e(card['intended_use'])}</td></tr>",
+        f"<tr><th>operating points</th><td>{_e(operating_points_text(thr))}</td></tr>",
+        "</table>",
+        "<h2>Counts</h2>", "<table>",
+    ]
+    for k, n in counts.items():
+        out.append(f'<tr><th>{_e(k.replace("_", " "))}</th><td data-count="{k}">{n}</td></tr>')
+    out.append("</table>")
+    out += _count_table("Studies per verdict", "data-verdict", Counter(r.verdict for r in ranked))
+    out += _count_table("Studies per body part", "data-body-part",
+                        Counter(r.body_part or "unknown" for r in ranked))
+    out += [
+        "<h2>Worklist (most suspicious first)</h2>", "<table>",
+        "<tr><th>rank</th><th>image + heatmap</th><th>study</th><th>P</th>"
+        f"<th>suspicious op (≥ {format_probability(thr['suspicious'])})</th>"
+        f"<th>likely op (≥ {format_probability(thr['likely'])})</th><th>verdict</th>"
+        "<th>body part</th><th>images</th><th>failed</th><th>description</th></tr>",
+    ]
+    for rank, r in enumerate(ranked, 1):
+        thumb = state.best_thumbnail(r.study.key)
+        img = ("—" if thumb is None else
+               f'<img alt="study {rank}" src="data:image/png;base64,{base64.b64encode(thumb).decode()}">')
+        out.append(
+            f'<tr class="study {_e(r.verdict)}" data-study="{_e(alias(r.study.key, "study"))}">'
+            f"<td>{rank}</td><td>{img}</td><td>{_e(alias(r.study.key, 'study'))}</td>"
+            f"<td>{_e(format_probability(r.probability))}</td>"
+            f"<td>{_yes(r.probability, thr['suspicious'])}</td><td>{_yes(r.probability, thr['likely'])}</td>"
+            f"<td>{_e(verdict_text(r.verdict, word))}</td><td>{_e(r.body_part or '—')}</td>"
+            f"<td>{len(r.study.images)}</td><td>{r.n_failed}</td><td>{_e(text(r.study.description))}</td></tr>")
+    out.append("</table>")
+    out.append(f"<h2>Files that could not be scored ({len(res.failures)})</h2><ul>")
+    out += [f'<li class="failed-file">{_e(alias(p, "file"))}: {_e(reason)}</li>' for p, reason in res.failures]
+    out.append("</ul>")
+    out.append(f"<h2>Skipped files and duplicates ({len(res.discovery.skipped) + len(res.discovery.duplicates)})"
+               "</h2><ul>")
+    out += [f'<li class="skipped-file">{_e(alias(p, "file"))}: {_e(reason)}</li>'
+            for p, reason in res.discovery.skipped]
+    out += [f'<li class="duplicate-file">{_e(alias(p, "file"))}: same SOP Instance UID as '
+            f'{_e(alias(q, "file"))}</li>' for p, q in res.discovery.duplicates]
+    out += ["</ul>", "</body></html>", ""]
+    return "\n".join(out)
+
+
+def write_report(path: str | Path, res: ScreenResult, card: Mapping, model_id: str, state: ScreenState,
+                 alias: Aliases | Callable[[str, str], str]) -> Path:
+    """Write ``report.html`` atomically: a crash leaves the previous report, never half of one."""
+    return atomic_write_text(path, render_report(res, card, model_id, state, alias))

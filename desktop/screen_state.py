@@ -1,0 +1,241 @@
+"""Crash-safe state of a batch screening run: one SQLite file, ``OUT/screen.sqlite`` (Qt-free).
+
+Results are committed per study in WAL mode, so a killed run loses at most the study it was
+scoring, and running the same command again picks up where it stopped. A study is trusted on
+resume only if its source files are unchanged (same paths, sizes and mtimes) and the database was
+written by the same model (``Bundle.model_id``) on the same source root; otherwise the study is
+re-scored, or, for a different model or root, the run is refused until ``--restart``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.errors import ConfigError
+
+DB_NAME = "screen.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    schema_version INTEGER NOT NULL,
+    model_id TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    source_root TEXT NOT NULL,
+    salt TEXT NOT NULL,
+    started_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS studies (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    fingerprint TEXT NOT NULL,
+    probability REAL,
+    body_part TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    n_images INTEGER NOT NULL,
+    n_failed INTEGER NOT NULL,
+    modality TEXT NOT NULL,
+    description TEXT NOT NULL,
+    first_image TEXT NOT NULL,
+    scored_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_key TEXT NOT NULL REFERENCES studies(key) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    probability REAL,
+    body_part TEXT NOT NULL,
+    error TEXT,
+    thumbnail BLOB
+);
+CREATE INDEX IF NOT EXISTS images_study ON images(study_key);
+"""
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """What identifies a source file's content cheaply: a changed size or mtime means re-score."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def stamp(path: str | Path) -> FileStamp:
+    st = os.stat(path)
+    return FileStamp(str(path), int(st.st_size), int(st.st_mtime_ns))
+
+
+def fingerprint(stamps: list[FileStamp]) -> str:
+    """One hash over every file of a study: adding, removing or touching a file changes it."""
+    h = hashlib.sha256()
+    for s in sorted(stamps, key=lambda s: s.path):
+        h.update(f"{s.path}\0{s.size}\0{s.mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class ImageRow:
+    """An image's outcome: a probability, or an error saying why it could not be scored."""
+
+    stamp: FileStamp
+    probability: float | None = None
+    body_part: str = ""
+    error: str | None = None
+    thumbnail: bytes | None = None
+
+
+@dataclass
+class StudyRow:
+    key: str
+    probability: float | None
+    body_part: str
+    verdict: str
+    n_images: int
+    n_failed: int
+    modality: str = ""
+    description: str = ""
+    first_image: str = ""
+    id: int = 0
+    scored_at: float = 0.0
+
+
+class ScreenState:
+    """The SQLite state of one output folder (or an in-memory one when there is no folder)."""
+
+    def __init__(self, out: str | Path | None) -> None:
+        self.path = None if out is None else Path(out) / DB_NAME
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(":memory:" if self.path is None else str(self.path))
+            self.db.row_factory = sqlite3.Row
+            if self.path is not None:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise ConfigError(f"{self.path}: not a usable screening state database ({e}); "
+                              "move it away or pass --restart") from e
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- run identity -------------------------------------------------------------------------
+
+    def run_info(self) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM run WHERE id = 1").fetchone()
+
+    def begin(self, *, model_id: str, model_name: str, model_version: str, source_root: str,
+              restart: bool = False) -> None:
+        """Claim the state for this model and source, refusing to mix results of another model.
+
+        Mixing would put scores of two models into one worklist, whose ranks would then mean
+        nothing; so a different model or source root is an error unless ``restart`` clears it.
+        """
+        if restart:
+            self.clear()
+        row = self.run_info()
+        if row is not None:
+            if row["schema_version"] != SCHEMA_VERSION:
+                raise ConfigError(f"{self.path}: state schema {row['schema_version']} is not "
+                                  f"{SCHEMA_VERSION}; pass --restart to start over")
+            if row["model_id"] != model_id:
+                raise ConfigError(
+                    f"{self.path}: results there come from model {row['model_id']}, this run uses "
+                    f"{model_id}; pass --restart to discard them, or choose another --out")
+            if row["source_root"] != source_root:
+                raise ConfigError(
+                    f"{self.path}: results there are for source {row['source_root']}, this run "
+                    f"screens {source_root}; pass --restart to discard them, or choose another --out")
+            return
+        with self.db:
+            self.db.execute(
+                "INSERT INTO run VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                (SCHEMA_VERSION, model_id, model_name, model_version, source_root,
+                 secrets.token_hex(16), time.time()))
+
+    def clear(self) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM images")
+            self.db.execute("DELETE FROM studies")
+            self.db.execute("DELETE FROM run")
+
+    @property
+    def salt(self) -> str:
+        row = self.run_info()
+        return row["salt"] if row is not None else ""
+
+    # -- studies -------------------------------------------------------------------------------
+
+    def finished(self, key: str, fp: str) -> bool:
+        """True when ``key`` was committed from exactly these source files: it need not be redone."""
+        row = self.db.execute("SELECT fingerprint FROM studies WHERE key = ?", (key,)).fetchone()
+        return row is not None and row["fingerprint"] == fp
+
+    def commit_study(self, study: StudyRow, fp: str, images: list[ImageRow]) -> None:
+        """Replace the study's rows in one transaction: either all of it is there, or none."""
+        with self.db:
+            self.db.execute("DELETE FROM images WHERE study_key = ?", (study.key,))
+            self.db.execute("DELETE FROM studies WHERE key = ?", (study.key,))
+            self.db.execute(
+                "INSERT INTO studies (key, fingerprint, probability, body_part, verdict, n_images, "
+                "n_failed, modality, description, first_image, scored_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (study.key, fp, study.probability, study.body_part, study.verdict, study.n_images,
+                 study.n_failed, study.modality, study.description, study.first_image, time.time()))
+            self.db.executemany(
+                "INSERT INTO images (study_key, path, size, mtime_ns, probability, body_part, error, "
+                "thumbnail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(study.key, r.stamp.path, r.stamp.size, r.stamp.mtime_ns, r.probability,
+                  r.body_part, r.error, r.thumbnail) for r in images])
+
+    def forget_except(self, keys: set[str]) -> int:
+        """Drop studies no longer under the source, so the worklist mirrors the folder as it is."""
+        stale = [r["key"] for r in self.db.execute("SELECT key FROM studies")
+                 if r["key"] not in keys]
+        with self.db:
+            for k in stale:
+                self.db.execute("DELETE FROM images WHERE study_key = ?", (k,))
+                self.db.execute("DELETE FROM studies WHERE key = ?", (k,))
+        return len(stale)
+
+    def studies(self) -> list[StudyRow]:
+        """Every finished study, most suspicious first; unscorable studies last."""
+        return self._study_rows("ORDER BY probability IS NULL, probability DESC, key", ())
+
+    def _study_rows(self, tail: str, args: tuple) -> list[StudyRow]:
+        rows = self.db.execute(f"SELECT * FROM studies {tail}", args).fetchall()
+        return [StudyRow(r["key"], r["probability"], r["body_part"], r["verdict"], r["n_images"],
+                         r["n_failed"], r["modality"], r["description"], r["first_image"],
+                         r["id"], r["scored_at"]) for r in rows]
+
+    def study(self, key: str) -> StudyRow | None:
+        return next((r for r in self._study_rows("WHERE key = ?", (key,))), None)
+
+    def images(self, key: str) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM images WHERE study_key = ? ORDER BY id",
+                               (key,)).fetchall()
+
+    def failures(self) -> list[tuple[str, str]]:
+        """(path, reason) of every image that could not be scored, in discovery order."""
+        return [(r["path"], r["error"]) for r in self.db.execute(
+            "SELECT path, error FROM images WHERE error IS NOT NULL ORDER BY id")]
+
+    def best_thumbnail(self, key: str) -> bytes | None:
+        """The thumbnail of the study's most suspicious image: the one a reader should see first."""
+        row = self.db.execute(
+            "SELECT thumbnail FROM images WHERE study_key = ? AND thumbnail IS NOT NULL "
+            "ORDER BY probability DESC LIMIT 1", (key,)).fetchone()
+        return None if row is None else bytes(row["thumbnail"])
