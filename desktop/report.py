@@ -74,7 +74,7 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>mura-screen report — {_e(card['name'])}</title>", f"<style>{_CSS}</style></head><body>",
         f"<h1>Screening report: {_e(word)}</h1>",
-        f'<p class="banner">Research use only — not for diagnostic use. {_e(card["intended_use"])}</p>',
+        f'<p class="banner">{_e(_banner(card["intended_use"]))}</p>',
         f"<p>Generated {_e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))}"
         f"{'' if res.complete else ' — <b>incomplete run</b>: only part of the source was screened'}.</p>",
         "<h2>Model</h2>", "<table>",
@@ -130,3 +130,9 @@ def write_report(path: str | Path, res: ScreenResult, card: Mapping, model_id: s
                  alias: Aliases | Callable[[str, str], str]) -> Path:
     """Write ``report.html`` atomically: a crash leaves the previous report, never half of one."""
     return atomic_write_text(path, render_report(res, card, model_id, state, alias))
+
+
+def _banner(intended_use: str) -> str:
+    """The card's intended use, led by the disclaimer unless the card already says it."""
+    lead = "Research use only — not for diagnostic use."
+    return intended_use if "not for diagnostic use" in intended_use.lower() else f"{lead} {intended_use}"
