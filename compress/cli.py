@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--preset", choices=["performance", "mixed"], default="performance", help="NNCF quantization preset")
     ap.add_argument("--no-fast-bias-correction", action="store_true", help="use the slower full bias correction")
     ap.add_argument("--ignore-type", action="append", default=[], help="op type kept in floating point (repeatable)")
+    ap.add_argument("--no-accuracy-control", action="store_true",
+                    help="when plain INT8 PTQ fails the gate, stop there instead of retrying with NNCF "
+                    "accuracy control (which reverts the costliest layers to floating point)")
+    ap.add_argument("--accuracy-control-size", type=int, default=300,
+                    help="images of the first --val-data set used by accuracy control (default 300)")
     ap.add_argument("--name", default="", help="model name in the card (default: ARCH-TASK)")
     ap.add_argument("--version", default="0.1.0", help="model version in the card")
     ap.add_argument("--seed", type=int, default=0, help="seed for sampling calibration images")
@@ -42,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         version=a.version, budget=a.budget, calib_size=a.calib_size, max_eval_images=a.max_eval_images,
         seed=a.seed, quant=QuantizeConfig(preset=a.preset, fast_bias_correction=not a.no_fast_bias_correction,
                                           subset_size=a.calib_size, ignored_types=a.ignore_type),
+        accuracy_control=not a.no_accuracy_control, ac_size=a.accuracy_control_size,
     )
     try:
         passed, _ = run(cfg)

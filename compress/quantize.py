@@ -55,3 +55,54 @@ def quantize_openvino(ov_model, calib_inputs: np.ndarray, qcfg: QuantizeConfig):
         fast_bias_correction=qcfg.fast_bias_correction,
         ignored_scope=scope,
     )
+
+
+def auc_validation_fn(labels: np.ndarray):
+    """NNCF ``validation_fn``: image-level AUC of the compiled model's ``fracture_prob``.
+
+    Items of the validation dataset are indices into ``labels`` (and into the inputs the dataset's
+    transform reads), so the metric is the same ranking quality the gate measures, not a loss.
+    """
+    from models.metrics import roc_auc
+
+    def validate(compiled_model, data) -> float:
+        port = next(o for o in compiled_model.outputs if "fracture_prob" in o.get_names())
+        idx, probs = [], []
+        for i, x in data:
+            idx.append(int(i))
+            probs.append(float(np.asarray(compiled_model(x)[port]).reshape(-1)[0]))
+        auc = roc_auc(np.asarray(labels)[idx], np.asarray(probs))
+        return 0.0 if np.isnan(auc) else float(auc)
+
+    return validate
+
+
+def quantize_accuracy_control(ov_model, calib_inputs: np.ndarray, val_inputs: np.ndarray,
+                              val_labels: np.ndarray, qcfg: QuantizeConfig, max_drop: float):
+    """INT8 with NNCF's accuracy control: layers that cost AUC are reverted to floating point
+    until the image-level AUC drop on the validation data is at most ``max_drop`` (absolute).
+
+    Used as the fallback when plain PTQ fails the gate; slower, and the result may keep more
+    layers in FP32 (so is slower to run), which the report's latency column shows.
+    """
+    import nncf
+
+    labels = np.asarray(val_labels).astype(int)
+    if len(val_inputs) == 0 or labels.min() == labels.max():
+        raise ConfigError("accuracy control needs validation images of both classes")
+    scope = None
+    if qcfg.ignored_types or qcfg.ignored_names:
+        scope = nncf.IgnoredScope(types=qcfg.ignored_types, names=qcfg.ignored_names, validate=False)
+    val_ds = nncf.Dataset([(i, val_inputs[i : i + 1]) for i in range(len(val_inputs))], lambda it: it[1])
+    return nncf.quantize_with_accuracy_control(
+        ov_model,
+        calibration_dataset(calib_inputs),
+        val_ds,
+        auc_validation_fn(labels),
+        max_drop=max_drop,
+        drop_type=nncf.DropType.ABSOLUTE,
+        preset=_preset(qcfg.preset),
+        subset_size=min(qcfg.subset_size, len(calib_inputs)),
+        fast_bias_correction=qcfg.fast_bias_correction,
+        ignored_scope=scope,
+    )

@@ -9,12 +9,16 @@ budget; the bundle is then written with verdict "failed" and the command exits n
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
 from compress.evalset import EvalSet
 from models.engine import Engine
-from models.metrics import aggregate_studies, roc_auc
+from models.errors import ConfigError
+from models.metrics import aggregate_studies, roc_auc, roc_curve
+
+BOOTSTRAP_RESAMPLES = 1000
 
 
 def score(engine: Engine, es: EvalSet, batch_size: int = 16) -> np.ndarray:
@@ -23,9 +27,53 @@ def score(engine: Engine, es: EvalSet, batch_size: int = 16) -> np.ndarray:
     return np.concatenate(probs) if probs else np.zeros(0)
 
 
+def paired_bootstrap_delta(
+    labels: np.ndarray, ref: np.ndarray, test: np.ndarray, *, groups: list[str] | None = None,
+    n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, alpha: float = 0.05,
+) -> tuple[float, float, float]:
+    """ΔAUC (test − ref) and its paired percentile-bootstrap CI, numpy only.
+
+    Both models are scored on the *same* resample each time, so the CI reflects the difference
+    between the models and not the sampling noise each AUC carries on its own (which is much wider).
+    With ``groups`` (study ids) whole studies are resampled, because images of one study are not
+    independent. Resamples holding one class only are skipped.
+    """
+    y = np.asarray(labels).astype(int)
+    a = np.asarray(ref, dtype=np.float64)
+    b = np.asarray(test, dtype=np.float64)
+    if not (len(y) == len(a) == len(b)):
+        raise ConfigError(f"bootstrap: {len(y)} labels but {len(a)} and {len(b)} scores")
+    delta = roc_auc(y, b) - roc_auc(y, a) if len(y) else float("nan")
+    if len(y) == 0 or np.isnan(delta):
+        return float("nan"), float("nan"), float("nan")
+    if groups is None:
+        members = [np.array([i]) for i in range(len(y))]
+    else:
+        idx: dict[str, list[int]] = {}
+        for i, g in enumerate(groups):
+            idx.setdefault(g, []).append(i)
+        members = [np.array(v) for v in idx.values()]
+    rng = np.random.default_rng(seed)
+    deltas = []
+    for _ in range(n_resamples):
+        pick = rng.integers(0, len(members), len(members))
+        sel = np.concatenate([members[k] for k in pick])
+        yy = y[sel]
+        if yy.min() == yy.max():
+            continue
+        deltas.append(roc_auc(yy, b[sel]) - roc_auc(yy, a[sel]))
+    if not deltas:
+        return float(delta), float("nan"), float("nan")
+    lo, hi = np.percentile(deltas, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(delta), float(lo), float(hi)
+
+
 def compare_set(es: EvalSet, ref: np.ndarray, test: np.ndarray, thresholds: dict[str, float],
-                ref_name: str = "fp32", test_name: str = "int8") -> dict:
-    """AUCs of both models at image and study level, drops, and decision agreement."""
+                ref_name: str = "fp32", test_name: str = "int8", *,
+                extra: dict[str, np.ndarray] | None = None, n_resamples: int = BOOTSTRAP_RESAMPLES,
+                seed: int = 0) -> dict:
+    """AUCs of both models (and of ``extra`` variants) per level, drops with a paired bootstrap CI
+    of ΔAUC = test − ref, and decision agreement at the card's operating points."""
     y = es.labels
     out: dict = {"dataset": es.name, "n_images": int(len(y)), "n_failed": len(es.failed)}
     for level in ("image", "study"):
@@ -39,6 +87,16 @@ def compare_set(es: EvalSet, ref: np.ndarray, test: np.ndarray, thresholds: dict
         out[f"{level}_auc_{ref_name}"] = auc_a
         out[f"{level}_auc_{test_name}"] = auc_b
         out[f"{level}_auc_drop"] = auc_a - auc_b
+        for name, sc in (extra or {}).items():
+            if level == "image":
+                out[f"image_auc_{name}"] = roc_auc(y, sc)
+            else:
+                out[f"study_auc_{name}"] = roc_auc(yy, aggregate_studies(es.study_ids, y, sc)[2])
+        # images are resampled by study at both levels: images of one study are correlated
+        groups = es.study_ids if level == "image" else None
+        d, lo, hi = paired_bootstrap_delta(yy, a, b, groups=groups, n_resamples=n_resamples, seed=seed)
+        out[f"{level}_auc_delta"] = d
+        out[f"{level}_auc_delta_ci95"] = [lo, hi]
         for name, t in thresholds.items():
             out[f"{level}_agreement_{name}"] = float(np.mean((a >= t) == (b >= t))) if len(a) else float("nan")
     out["max_abs_prob_diff"] = float(np.max(np.abs(ref - test))) if len(ref) else float("nan")
@@ -59,22 +117,94 @@ def gate(results: list[dict], budget: float) -> tuple[bool, list[str]]:
     return not failed, reasons
 
 
-def markdown_report(results: list[dict], passed: bool, budget: float, precision_note: str) -> str:
+def _f(x: object, fmt: str = ".4f") -> str:
+    """A number for the report; missing columns (older callers) show as a dash, not a KeyError."""
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def markdown_report(results: list[dict], passed: bool, budget: float, precision_note: str,
+                    variants: list[dict] | None = None, quantization: dict | None = None) -> str:
+    """The human-readable gate report: AUC per variant, ΔAUC with its CI, agreement, and (when
+    given) latency and size per variant and which quantization method produced the INT8 model."""
     lines = [
         "# INT8 validation report",
         "",
         f"Verdict: **{'PASSED' if passed else 'FAILED'}** (budget: AUC drop <= {budget}).  ",
         f"Precision: {precision_note}",
+    ]
+    if quantization:
+        lines.append(f"Quantization: {quantization.get('method')} (preset {quantization.get('preset')})"
+                     + (f"; plain PTQ gate: {quantization['ptq_gate']['verdict']}"
+                        if "ptq_gate" in quantization else ""))
+    lines += [
         "",
-        "| set | level | n | AUC FP32 | AUC INT8 | drop | agreement (suspicious / likely) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| set | level | n | AUC torch FP32 | AUC OV FP32 | AUC OV bf16 | AUC INT8 | ΔAUC INT8−FP32 "
+        "[95 % CI] | agreement (suspicious / likely) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         for level in ("image", "study"):
             n = r["n_images"] if level == "image" else r.get("n_studies", 0)
+            lo, hi = r.get(f"{level}_auc_delta_ci95", [None, None])
+            delta = r.get(f"{level}_auc_delta", -r[f"{level}_auc_drop"])
             lines.append(
-                f"| {r['dataset']} | {level} | {n} | {r[f'{level}_auc_fp32']:.4f} | {r[f'{level}_auc_int8']:.4f} | "
-                f"{r[f'{level}_auc_drop']:+.4f} | {r[f'{level}_agreement_suspicious']:.3f} / "
-                f"{r[f'{level}_agreement_likely']:.3f} |"
+                f"| {r['dataset']} | {level} | {n} | {_f(r.get(f'{level}_auc_torch_fp32'))} | "
+                f"{_f(r[f'{level}_auc_fp32'])} | {_f(r.get(f'{level}_auc_ov_bf16'))} | "
+                f"{_f(r[f'{level}_auc_int8'])} | {_f(delta, '+.4f')} [{_f(lo, '+.4f')}, {_f(hi, '+.4f')}] | "
+                f"{r[f'{level}_agreement_suspicious']:.3f} / {r[f'{level}_agreement_likely']:.3f} |"
             )
+    if variants:
+        lines += ["", "| variant | inference precision | latency batch 1 (median ms) | size (MB) |",
+                  "| --- | --- | --- | --- |"]
+        for v in variants:
+            lines.append(f"| {v['name']} | {v.get('precision', '—')} | {_f(v.get('latency_ms'), '.2f')} | "
+                         f"{_f(v.get('size_mb'), '.2f')} |")
     return "\n".join(lines) + "\n"
+
+
+def draw_roc_png(path, curves: list[dict], size: int = 360) -> None:
+    """ROC overlay per set with Pillow only (no matplotlib in the runtime environment).
+
+    ``curves``: one dict per set: ``{"title": str, "labels": array, "series": {name: scores}}``.
+    Panels are laid out side by side; each has axes, ticks, the chance diagonal and a legend with
+    the AUCs, so a reviewer sees at a glance whether INT8 tracks FP32 across the whole curve.
+    """
+    from PIL import Image, ImageDraw
+
+    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
+    pad_l, pad_b, pad_t, pad_r = 46, 40, 28, 12
+    panels = max(len(curves), 1)
+    img = Image.new("RGB", (size * panels, size), "white")
+    d = ImageDraw.Draw(img)
+    for k, c in enumerate(curves):
+        x0, y0 = k * size + pad_l, pad_t
+        w, h = size - pad_l - pad_r, size - pad_t - pad_b
+
+        def pt(fx: float, fy: float, x0: int = x0, y0: int = y0, w: int = w, h: int = h) -> tuple[float, float]:
+            return x0 + fx * w, y0 + (1 - fy) * h
+
+        d.rectangle([x0, y0, x0 + w, y0 + h], outline="black")
+        for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+            tx, ty = pt(t, 0)
+            d.line([tx, ty, tx, ty + 4], fill="black")
+            d.text((tx - 8, ty + 6), f"{t:.2f}"[:4], fill="black")
+            lx, ly = pt(0, t)
+            d.line([lx - 4, ly, lx, ly], fill="black")
+            d.text((lx - 30, ly - 5), f"{t:.2f}"[:4], fill="black")
+        d.line([pt(0, 0), pt(1, 1)], fill=(160, 160, 160))
+        d.text((x0 + w / 2 - 50, y0 + h + 22), "false positive rate", fill="black")
+        d.text((x0 - 44, y0 - 20), "true positive rate", fill="black")
+        d.text((x0 + 4, 4), str(c["title"])[:48], fill="black")
+        y = np.asarray(c["labels"]).astype(int)
+        for j, (name, scores) in enumerate(c["series"].items()):
+            col = colours[j % len(colours)]
+            fpr, tpr, _ = roc_curve(y, scores)
+            d.line([pt(float(a), float(b)) for a, b in zip(fpr, tpr, strict=True)], fill=col,
+                   width=3 if j == 0 else 1)
+            auc = roc_auc(y, scores) if len(y) else float("nan")
+            ly = y0 + h - 14 * (len(c["series"]) - j) - 4
+            d.line([x0 + w - 120, ly + 6, x0 + w - 104, ly + 6], fill=col, width=3)
+            d.text((x0 + w - 100, ly), f"{name} AUC {_f(auc, '.3f')}", fill=col)
+    tmp = Path(str(path) + ".tmp.png")
+    img.save(tmp)
+    tmp.replace(path)

@@ -1,0 +1,200 @@
+"""Size, latency and throughput of every deployable variant of each backbone, as a Markdown table.
+
+Why: the choice between OpenVINO f32, its bf16 default and INT8 (and whether INT8 is worth the
+gate at all) depends on measured speed-ups on the clinic CPU, not on ones quoted elsewhere. Run it
+on the target PC. Weights are random unless ``--checkpoint`` is given: speed does not depend on
+them, but INT8 calibration is then on random (or ``--calib``) inputs, so only timings are meaningful.
+
+    python bench/compress.py --backbones custom_cnn,efficientnet_b0 --size 224 --iters 30
+
+Latency: batch 1, LATENCY hint, median ms of ``--iters`` calls after warm-up. Throughput: for
+OpenVINO the THROUGHPUT hint with ``openvino.AsyncInferQueue`` (optimal number of requests); for
+torch and ONNX Runtime (synchronous), batch-1 images/s = 1000 / median latency.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[1]
+# run as a script, this file's folder comes first on sys.path and "compress" would be this file
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "bench"]
+sys.path.insert(0, str(_REPO))
+
+import argparse  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from models.errors import ConfigError  # noqa: E402
+
+BACKBONES = ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")
+VARIANTS = ("torch FP32", "ORT FP32", "OV f32", "OV bf16 default", "OV INT8")
+
+
+def _median_ms(fn: Callable[[], object], iters: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(max(iters, 1)):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(ts))
+
+
+def _ov_throughput(core, model_path: Path, precision: str | None, x: np.ndarray, iters: int) -> tuple[float, str]:
+    """Images/s with the THROUGHPUT hint and an AsyncInferQueue of the plugin's optimal size."""
+    import openvino as ov
+
+    cfg = {"PERFORMANCE_HINT": "THROUGHPUT"}
+    if precision:
+        cfg["INFERENCE_PRECISION_HINT"] = precision
+    cm = core.compile_model(str(model_path), "CPU", cfg)
+    n_req = int(cm.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    q = ov.AsyncInferQueue(cm, n_req)
+    for _ in range(n_req):  # warm-up
+        q.start_async({0: x})
+    q.wait_all()
+    n = max(iters, 1) * n_req
+    t0 = time.perf_counter()
+    for _ in range(n):
+        q.start_async({0: x})
+    q.wait_all()
+    return n / (time.perf_counter() - t0), f"{n_req} req"
+
+
+def _ov_latency(core, model_path: Path, precision: str | None, x: np.ndarray, iters: int) -> tuple[float, str]:
+    cfg = {"PERFORMANCE_HINT": "LATENCY"}
+    if precision:
+        cfg["INFERENCE_PRECISION_HINT"] = precision
+    cm = core.compile_model(str(model_path), "CPU", cfg)
+    used = cm.get_property("INFERENCE_PRECISION_HINT")
+    used = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
+    req = cm.create_infer_request()
+    return _median_ms(lambda: req.infer({0: x}), iters), used
+
+
+def _calibration(spec: str | None, size: int, n: int, seed: int) -> np.ndarray:
+    """Calibration inputs: decoded through the shared preprocessing from ``spec``, else random."""
+    if not spec:
+        return np.random.default_rng(seed).standard_normal((n, 1, size, size), dtype=np.float32)
+    from compress.evalset import build_evalset
+    from models.preprocess import PreprocessConfig
+    from trainer.datasets import load_source
+
+    es = build_evalset(load_source(spec, "train"), PreprocessConfig(input_size=size), limit=n, seed=seed)
+    if len(es.inputs) == 0:
+        raise ConfigError(f"--calib {spec}: no decodable training image")
+    return es.inputs
+
+
+def bench_backbone(name: str, args: argparse.Namespace, calib: np.ndarray, work: Path) -> dict:
+    """Export, quantize and time one backbone; returns {variant: {size_mb, latency_ms, ips, note}}."""
+    import onnxruntime as ort
+    import openvino as ov
+    import torch
+
+    from compress.export import convert_to_openvino, export_onnx
+    from compress.quantize import QuantizeConfig, quantize_openvino
+    from models.networks import create_model
+
+    if args.checkpoint:
+        from trainer.checkpoint import load_checkpoint, model_from_checkpoint
+
+        net = model_from_checkpoint(load_checkpoint(args.checkpoint))
+    else:
+        torch.manual_seed(args.seed)
+        net = create_model(name, num_body_parts=7)
+    net.eval()
+    s = args.size
+    x = np.random.default_rng(args.seed).standard_normal((1, 1, s, s), dtype=np.float32)
+    onnx_path = export_onnx(net, work / f"{name}.onnx", s)
+    fp32_xml = work / f"{name}_fp32.xml"
+    fp32_model = convert_to_openvino(onnx_path, fp32_xml)
+    int8_xml = work / f"{name}_int8.xml"
+    ov.save_model(quantize_openvino(fp32_model, calib, QuantizeConfig(subset_size=len(calib))), str(int8_xml),
+                  compress_to_fp16=False)
+
+    def mb(*paths: Path) -> float:
+        return sum(p.stat().st_size for p in paths) / 1e6
+
+    rows: dict[str, dict] = {}
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        t = _median_ms(lambda: net(xt), args.iters)
+    rows["torch FP32"] = {"size_mb": sum(v.numel() * v.element_size() for v in net.state_dict().values()) / 1e6,
+                          "latency_ms": t, "ips": 1000 / t, "note": "sync"}
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    t = _median_ms(lambda: sess.run(None, {sess.get_inputs()[0].name: x}), args.iters)
+    rows["ORT FP32"] = {"size_mb": mb(onnx_path), "latency_ms": t, "ips": 1000 / t, "note": "sync"}
+    core = ov.Core()
+    for variant, path, prec in (("OV f32", fp32_xml, "f32"), ("OV bf16 default", fp32_xml, None),
+                                ("OV INT8", int8_xml, None)):
+        lat, used = _ov_latency(core, path, prec, x, args.iters)
+        ips, req = _ov_throughput(core, path, prec, x, args.iters)
+        rows[variant] = {"size_mb": mb(path, path.with_suffix(".bin")), "latency_ms": lat, "ips": ips,
+                         "note": f"{used}, {req}"}
+    return rows
+
+
+def markdown(results: dict[str, dict], size: int) -> str:
+    lines = [f"Input {size} px, batch 1. Latency: LATENCY hint, median ms. Throughput: THROUGHPUT hint + "
+             "AsyncInferQueue (OpenVINO); 1000/latency for the synchronous torch/ORT rows.", "",
+             "| backbone | variant | size (MB) | latency (ms) | throughput (img/s) | precision used, requests |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, rows in results.items():
+        for v in VARIANTS:
+            r = rows[v]
+            lines.append(f"| {name} | {v} | {r['size_mb']:.2f} | {r['latency_ms']:.2f} | {r['ips']:.1f} | "
+                         f"{r['note']} |")
+    lines += ["", "| backbone | INT8 latency speed-up vs OV f32 | vs torch | INT8 throughput speed-up vs OV f32 "
+              "| vs torch |", "| --- | --- | --- | --- | --- |"]
+    for name, rows in results.items():
+        i8, f32, pt = rows["OV INT8"], rows["OV f32"], rows["torch FP32"]
+        lines.append(f"| {name} | {f32['latency_ms'] / i8['latency_ms']:.2f}x | "
+                     f"{pt['latency_ms'] / i8['latency_ms']:.2f}x | {i8['ips'] / f32['ips']:.2f}x | "
+                     f"{i8['ips'] / pt['ips']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bench/compress.py", description=__doc__.splitlines()[0])
+    ap.add_argument("--backbones", default=",".join(BACKBONES),
+                    help=f"comma-separated subset of {','.join(BACKBONES)} (default: all; resnet50 and "
+                    "densenet169 take minutes on 2 cores)")
+    ap.add_argument("--size", type=int, default=224, help="input side in pixels (default 224)")
+    ap.add_argument("--iters", type=int, default=30, help="timed calls per measurement (default 30)")
+    ap.add_argument("--checkpoint", default=None, help="mura-train checkpoint instead of random weights "
+                    "(its architecture is used; pass one backbone)")
+    ap.add_argument("--calib", default=None, help="calibration source (mura:PATH | folder:PATH | csv:PATH); "
+                    "default: random inputs")
+    ap.add_argument("--calib-size", type=int, default=64, help="calibration images (default 64)")
+    ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    names = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    unknown = [b for b in names if b not in BACKBONES]
+    if unknown or not names:
+        raise ConfigError(f"--backbones: unknown {unknown}; choose from {BACKBONES}")
+    if args.checkpoint and len(names) != 1:
+        raise ConfigError("--checkpoint fixes the architecture: pass exactly one --backbones entry")
+    calib = _calibration(args.calib, args.size, args.calib_size, args.seed)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-compress-") as tmp:
+        for name in names:
+            t0 = time.time()
+            results[name] = bench_backbone(name, args, calib, Path(tmp))
+            print(f"[bench] {name} done in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+    print(markdown(results, args.size))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
