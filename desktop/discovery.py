@@ -1,12 +1,14 @@
 """Find images under a folder and group them into studies (Qt-free, torch-free).
 
 DICOM is recognised by content (with or without ``.dcm``) and grouped by StudyInstanceUID; plain
-images (PNG/JPEG/...) are grouped by their folder. System files are ignored silently; files that
+images (PNG/JPEG/...) are grouped by their folder. Duplicates (same SOP Instance UID, or for plain
+images the same bytes) are reported once; a DICOMDIR is recognised and skipped, not failed. System files are ignored silently; files that
 are neither are reported, never fatal.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -50,6 +52,17 @@ class Discovery:
         return sum(len(s.images) for s in self.studies)
 
 
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR
+
+
+def _content_hash(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _dicom_header(path: Path):
     try:
         return pydicom.dcmread(path, stop_before_pixels=True, force=True)
@@ -70,6 +83,7 @@ def discover(root: str | Path) -> Discovery:
     skipped: list[tuple[str, str]] = []
     duplicates: list[tuple[str, str]] = []
     seen_sop: dict[str, str] = {}
+    seen_content: dict[str, str] = {}
     files = [root] if root.is_file() else list(iter_files(root))
     for p in files:
         if is_ignored_file(p):
@@ -85,6 +99,10 @@ def discover(root: str | Path) -> Discovery:
         ref = ImageRef(str(p), kind)
         if kind == "dicom":
             ds = _dicom_header(p)
+            meta = getattr(ds, "file_meta", None) if ds is not None else None
+            if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY:
+                skipped.append((str(p), "DICOMDIR index (its images are found by walking the folder)"))
+                continue
             uid = str(getattr(ds, "StudyInstanceUID", "") or "") if ds is not None else ""
             ref.sop_uid = str(getattr(ds, "SOPInstanceUID", "") or "") if ds is not None else ""
             try:
@@ -103,6 +121,11 @@ def discover(root: str | Path) -> Discovery:
                 st.body_part_tag = str(getattr(ds, "BodyPartExamined", "") or "")
                 st.modality = str(getattr(ds, "Modality", "") or "")
         else:
+            digest = _content_hash(p)  # plain images have no UID: the same bytes are the same image
+            if digest in seen_content:
+                duplicates.append((str(p), seen_content[digest]))
+                continue
+            seen_content[digest] = str(p)
             key = f"folder:{_rel(p.parent, root)}"
             st = studies.setdefault(key, Study(key))
         st.images.append(ref)

@@ -87,3 +87,27 @@ def test_screen_real_dicom_folder(tiny_bundle):
     scored = sum(len(r.image_probs) for r in res.results)
     total = sum(len(s.images) for s in res.discovery.studies)
     assert scored + len(res.failures) == total and scored >= 14
+
+
+def test_dicomdir_and_content_duplicates(tmp_path):
+    import pydicom
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    d = tmp_path / "plain"
+    d.mkdir()
+    Image.new("L", (16, 16), 90).save(d / "a.png")
+    (d / "copy of a.png").write_bytes((d / "a.png").read_bytes())
+    Image.new("L", (16, 16), 10).save(d / "b.png")
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.FileSetID = "TEST"
+    ds.save_as(tmp_path / "DICOMDIR", enforce_file_format=True)
+    disc = discover(tmp_path)
+    assert [p.rsplit("/", 1)[-1] for p, _ in disc.duplicates] == ["copy of a.png"]
+    assert [(p.rsplit("/", 1)[-1], "DICOMDIR" in r) for p, r in disc.skipped] == [("DICOMDIR", True)]
+    assert disc.n_images == 2
