@@ -15,7 +15,14 @@ import numpy as np
 from compress.evalset import build_evalset
 from compress.export import check_export, convert_to_openvino, export_onnx, torch_outputs
 from compress.quantize import QuantizeConfig, quantize_accuracy_control, quantize_openvino
-from compress.validate import compare_set, draw_roc_png, gate, markdown_report, score
+from compress.validate import (
+    cam_correlation,
+    compare_set,
+    draw_roc_png,
+    gate,
+    markdown_report,
+    score,
+)
 from models.card import CARD_SCHEMA_VERSION, INTENDED_USE, write_bundle
 from models.engine import Engine
 from models.fsutil import atomic_write_json, atomic_write_text
@@ -110,6 +117,8 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
         tests = [score(int8, es) for es in evalsets]
         res = [compare_set(es, r, t, thresholds, extra=x, seed=cfg.seed)
                for es, r, t, x in zip(evalsets, ref, tests, extra, strict=True)]
+        for r, es in zip(res, evalsets, strict=True):
+            r["cam_correlation"] = cam_correlation(fp32, int8, es.inputs)
         ok, why = gate(res, cfg.budget)
         return res, tests, ok, why
 

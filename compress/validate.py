@@ -27,6 +27,22 @@ def score(engine: Engine, es: EvalSet, batch_size: int = 16) -> np.ndarray:
     return np.concatenate(probs) if probs else np.zeros(0)
 
 
+def cam_correlation(ref: Engine, test: Engine, inputs: np.ndarray, n: int = 64) -> dict:
+    """Pearson r between the FP32 and INT8 heatmaps (the CAM output), per image.
+
+    The viewer shows the INT8 model's CAM; if quantization scrambled it the score could survive
+    while the heatmap points elsewhere, so the map gets its own check.
+    """
+    x = inputs[:n]
+    if not len(x):
+        return {"n": 0, "mean_r": float("nan"), "min_r": float("nan")}
+    a = ref.infer(x)["cam"].reshape(len(x), -1).astype(np.float64)
+    b = test.infer(x)["cam"].reshape(len(x), -1).astype(np.float64)
+    rs = [float(np.corrcoef(u, v)[0, 1]) for u, v in zip(a, b, strict=True) if u.std() > 0 and v.std() > 0]
+    return {"n": len(rs), "mean_r": float(np.mean(rs)) if rs else float("nan"),
+            "min_r": float(np.min(rs)) if rs else float("nan")}
+
+
 def paired_bootstrap_delta(
     labels: np.ndarray, ref: np.ndarray, test: np.ndarray, *, groups: list[str] | None = None,
     n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, alpha: float = 0.05,
@@ -153,6 +169,10 @@ def markdown_report(results: list[dict], passed: bool, budget: float, precision_
                 f"{_f(r[f'{level}_auc_int8'])} | {_f(delta, '+.4f')} [{_f(lo, '+.4f')}, {_f(hi, '+.4f')}] | "
                 f"{r[f'{level}_agreement_suspicious']:.3f} / {r[f'{level}_agreement_likely']:.3f} |"
             )
+    cams = [(r["dataset"], r["cam_correlation"]) for r in results if r.get("cam_correlation")]
+    if cams:
+        lines += ["", "Heatmap (CAM) agreement, Pearson r between FP32 and INT8 maps: " + "; ".join(
+            f"{name}: mean {c['mean_r']:.3f}, min {c['min_r']:.3f} (n={c['n']})" for name, c in cams)]
     if variants:
         lines += ["", "| variant | inference precision | latency batch 1 (median ms) | size (MB) |",
                   "| --- | --- | --- | --- |"]

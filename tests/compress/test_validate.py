@@ -48,3 +48,18 @@ def test_stratified_sample_covers_strata():
     for r in s:
         counts[(r.body_part, r.label)] = counts.get((r.body_part, r.label), 0) + 1
     assert len(counts) == 6 and set(counts.values()) == {10}
+
+
+def test_cam_correlation_between_engines(tiny_bundle, phantom):
+    from compress.validate import cam_correlation
+    from models.engine import Engine
+    from models.imageio import load_image
+
+    fp32 = Engine(tiny_bundle, artifact="openvino_fp32")
+    int8 = Engine(tiny_bundle)
+    imgs = [load_image(p).pixels for p in sorted((phantom / "mura").rglob("*.png"))[:6]]
+    x = np.stack([fp32.prepare(im)[0] for im in imgs])
+    same = cam_correlation(fp32, fp32, x)
+    assert same["n"] == 6 and same["min_r"] == pytest.approx(1.0)
+    c = cam_correlation(fp32, int8, x)
+    assert c["n"] == 6 and -1 <= c["min_r"] <= c["mean_r"] <= 1
