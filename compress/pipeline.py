@@ -87,6 +87,7 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
 
     onnx_path = export_onnx(net, out / "model.onnx", s)
     fp32_model = convert_to_openvino(onnx_path, out / "model_fp32.xml")
+    convert_to_openvino(onnx_path, out / "model_fp16.xml", fp16=True)  # half-size weights, e.g. for iGPUs
     rng = np.random.default_rng(cfg.seed)
     real = calib.inputs[:4] if len(calib.inputs) else rng.standard_normal((2, 1, s, s), dtype=np.float32)
     export_check = check_export(net, onnx_path, out / "model_fp32.xml",
@@ -267,7 +268,8 @@ def _card(cfg: CompressConfig, meta: dict, ck: dict) -> dict:
         "provenance": {"training_data": prov["training_data"], "validation_data": prov["validation_data"],
                        "test_data": prov.get("test_data"), "gate_data": cfg.val_data,
                        "calibration_data": cfg.calib_data, "checkpoint_epoch": int(ck.get("epoch", -1)) + 1},
-        "artifacts": {"openvino_int8": "model.xml", "openvino_fp32": "model_fp32.xml", "onnx": "model.onnx"},
+        "artifacts": {"openvino_int8": "model.xml", "openvino_fp32": "model_fp32.xml",
+                      "openvino_fp16": "model_fp16.xml", "onnx": "model.onnx"},
         "primary_artifact": "openvino_int8",
         "software": _versions(),
         "files": {},

@@ -75,3 +75,14 @@ def test_verdicts_and_heatmap_mapping():
 
 def test_bundle_precision_from_card(tiny_bundle):
     assert load_bundle(tiny_bundle).card["validation"]["inference_precision"] == "f32"
+
+
+def test_fp16_ir_artifact_agrees_with_fp32(tiny_bundle, phantom):
+    b = load_bundle(tiny_bundle)
+    assert {"openvino_fp16", "openvino_fp32", "openvino_int8", "onnx"} <= set(b.card["artifacts"])
+    assert (tiny_bundle / "model_fp16.bin").stat().st_size < 0.7 * (tiny_bundle / "model_fp32.bin").stat().st_size
+    imgs = _images(phantom, 3)
+    a = Engine(tiny_bundle, artifact="openvino_fp32").predict(imgs)
+    h = Engine(tiny_bundle, artifact="openvino_fp16").predict(imgs)
+    for x, y in zip(a, h, strict=True):
+        assert x.probability == pytest.approx(y.probability, abs=1e-2)
