@@ -329,21 +329,57 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+@dataclass
+class ScreenRun:
+    """A finished :func:`screen_to_folder` run: the result and where its outputs went."""
+
+    result: ScreenResult
+    alias: Aliases
+    state_path: Path | None
+    worklist: Path | None = None
+    failures: Path | None = None
+    report: Path | None = None
+
+
+def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
+                     restart: bool = False, anonymize: bool = False, progress=None,
+                     cancel=None) -> ScreenRun:
+    """Screen ``src`` with the persistent state in ``out`` and write every output there.
+
+    The CLI and the viewer's "Screen folder…" both call this, so the same folder gives the same
+    worklist, failures, report and resumable state whichever way it was screened.
+    """
+    if not Path(src).exists():
+        raise MuraError(f"{src}: no such file or folder")
+    card = engine.bundle.card
+    state = ScreenState(str(out) if out else None)
+    try:
+        state.begin(model_id=engine.bundle.model_id, model_name=str(card["name"]),
+                    model_version=str(card["version"]), source_root=str(Path(src).resolve()),
+                    restart=restart)
+        res = screen(src, engine, progress=progress, cancel=cancel, state=state)
+        alias = Aliases(state.salt, anonymize)
+        run = ScreenRun(res, alias, state.path)
+        if out:
+            from desktop.report import write_report
+
+            run.worklist, run.failures = write_outputs(res, Path(out), engine.bundle.model_id, alias)
+            run.report = write_report(Path(out) / "report.html", res, card, engine.bundle.model_id,
+                                      state, alias)
+        return run
+    finally:
+        state.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    state: ScreenState | None = None
     try:
         engine = Engine(a.model, backend=a.backend, device=a.device)
-        if not Path(a.src).exists():
-            raise MuraError(f"{a.src}: no such file or folder")
         card = engine.bundle.card
-        state = ScreenState(a.out)
-        state.begin(model_id=engine.bundle.model_id, model_name=str(card["name"]),
-                    model_version=str(card["version"]), source_root=str(Path(a.src).resolve()),
-                    restart=a.restart)
         progress = None if a.no_progress else ProgressLine()
-        res = screen(a.src, engine, progress=progress, state=state)
-        alias = Aliases(state.salt, a.anonymize)
+        run = screen_to_folder(a.src, engine, a.out, restart=a.restart, anonymize=a.anonymize,
+                               progress=progress)
+        res, alias = run.result, run.alias
         word = card["task"].get("display_word", card["task"]["name"])
         print(f"Model {engine.bundle.model_id} ({card['validation']['verdict']}); {card['intended_use']}")
         print(format_table(res, word, a.top, alias))
@@ -358,20 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(res.failures) > 20:
             print(f"  … and {len(res.failures) - 20} more (see failures.csv with --out)")
         if a.out:
-            from desktop.report import write_report
-
-            wl, fl = write_outputs(res, Path(a.out), engine.bundle.model_id, alias)
-            rp = write_report(Path(a.out) / "report.html", res, card, engine.bundle.model_id,
-                              state, alias)
-            print(f"worklist: {wl}\nfailures: {fl}\nreport: {rp}\nstate: {state.path}")
+            print(f"worklist: {run.worklist}\nfailures: {run.failures}\nreport: {run.report}\n"
+                  f"state: {run.state_path}")
     except MuraError as e:
         print(f"mura-screen: error: {e}", file=sys.stderr)
         return 2
-    finally:
-        if state is not None:
-            state.close()
     return 1 if res.failures else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

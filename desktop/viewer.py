@@ -84,6 +84,7 @@ from desktop.render import (
     task_word,
     verdict_text,
 )
+from desktop.screen_dialog import ScreenController, screen_job, viewer_key
 from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
 from models.errors import ImageDecodeError, MuraError
 from models.imageio import LoadedImage, load_image
@@ -553,6 +554,8 @@ class ViewerWindow(QMainWindow):
         self._tasks: dict[str, tuple[Task, str]] = {}  # tag -> (task, study key or "")
         self._tag_counter = itertools.count(1)
         self._card_dialog: ModelCardDialog | None = None
+        self.screen_controller: ScreenController | None = None
+        self._pending_key: str | None = None  # study to show once the opened folder is discovered
         self.setWindowTitle("MURA viewer — research use only")
         self.resize(1360, 860)
         self._build_ui()
@@ -736,6 +739,7 @@ class ViewerWindow(QMainWindow):
             return a
 
         self.open_action = action("&Open folder…", self.open_folder_dialog, QKeySequence.Open)
+        self.screen_action = action("&Screen folder…", self.screen_folder_dialog)
         self.quit_action = action("&Quit", self.close, QKeySequence.Quit)
         self.prev_action = action("&Previous image", self.prev_image, "Left")
         self.next_action = action("&Next image", self.next_image, "Right")
@@ -750,6 +754,7 @@ class ViewerWindow(QMainWindow):
         mb = self.menuBar()
         m = mb.addMenu("&File")
         m.addAction(self.open_action)
+        m.addAction(self.screen_action)
         m.addSeparator()
         m.addAction(self.quit_action)
         m = mb.addMenu("&View")
@@ -771,7 +776,7 @@ class ViewerWindow(QMainWindow):
             self.verdict_label.setText("No model")
             self._style_verdict("failed")
             for w in (self.card_button, self.card_action, self.heatmap_check,
-                      self.heatmap_action):
+                      self.heatmap_action, self.screen_action):
                 w.setEnabled(False)
             if self.model_error:
                 self.model_label.setStyleSheet("QLabel { color: #b3261e; }")
@@ -804,7 +809,59 @@ class ViewerWindow(QMainWindow):
         self.statusBar().showMessage("Looking for images…")
         self._start("discover", "", discover_paths, [str(p) for p in paths])
 
-    def _start(self, kind: str, key: str, fn: Callable[..., object], *args: object) -> Task:
+    def screen_folder_dialog(self) -> None:
+        src = QFileDialog.getExistingDirectory(self, "Screen which folder of studies?")
+        if not src:
+            return
+        out = QFileDialog.getExistingDirectory(
+            self, "Output folder (worklist.csv, failures.csv, report.html, screen.sqlite)")
+        if out:
+            self.screen_folder(src, out)
+
+    def screen_folder(self, src: str | Path, out: str | Path) -> ScreenController | None:
+        """Screen ``src`` like ``mura-screen SRC --out OUT`` on the worker; results in a table.
+
+        Returns the controller (its ``finished`` signal ends the run); None without a model.
+        """
+        if self.engine is None:
+            self.statusBar().showMessage("Screening needs a model (start with --model BUNDLE).")
+            return None
+        if self.screen_controller is not None and self.screen_controller.task is not None \
+                and any(t is self.screen_controller.task for t, _k in self._tasks.values()):
+            self.statusBar().showMessage("A screening is already running.")
+            return None
+        src, out = str(src), str(out)
+        ctl = ScreenController(self, src, out, self.word)
+        ctl.finished.connect(lambda run: self._on_screened(ctl, run))
+        self.screen_controller = ctl
+        self.statusBar().showMessage("Screening…")
+        self._start("screen", "", screen_job, src, out, self.engine, on_task=ctl.attach)
+        return ctl
+
+    def _on_screened(self, ctl: ScreenController, run: object) -> None:
+        if ctl.error:
+            self.statusBar().showMessage(f"Screening failed: {ctl.error}")
+        elif run is None:
+            self.statusBar().showMessage("Screening cancelled; finished studies are kept in "
+                                         "screen.sqlite and screening again resumes.")
+        else:
+            self.statusBar().showMessage(f"Screening done: {len(run.result.results)} studies; "
+                                         f"outputs in {ctl.out}")
+        if ctl.dialog is not None:
+            ctl.dialog.study_activated.connect(
+                lambda key: self.open_study(viewer_key(key, ctl.src), ctl.src))
+
+    def open_study(self, key: str, folder: str | Path) -> None:
+        """Show study ``key``, opening ``folder`` first unless the study is already listed."""
+        if any(s.key == key for s in self.studies):
+            self.select_study(key)
+            self.raise_()
+            return
+        self._pending_key = key
+        self.open_paths([folder])
+
+    def _start(self, kind: str, key: str, fn: Callable[..., object], *args: object,
+               on_task: Callable[[Task], None] | None = None) -> Task:
         tag = f"{kind}:{next(self._tag_counter)}"
         task = Task(tag, fn, *args)
         s = task.signals
@@ -812,6 +869,8 @@ class ViewerWindow(QMainWindow):
         s.result.connect(self._on_task_result)
         s.errored.connect(self._on_task_error)
         s.finished.connect(self._on_task_finished)
+        if on_task is not None:
+            on_task(task)  # before the pool runs it: no signal can be missed
         self._tasks[tag] = (task, key)
         self.progress.show()
         self.progress.setRange(0, 0)
@@ -845,7 +904,7 @@ class ViewerWindow(QMainWindow):
             self._set_errors([f"Analysis failed: {message}"])
             self.view.clear(f"Analysis failed:\n{message}")
             self.analysis_ready.emit(key)
-        elif not key:
+        elif tag.startswith("discover:"):
             self.view.clear(f"Could not open: {message}")
             self.discovery_ready.emit(0)
 
@@ -873,7 +932,9 @@ class ViewerWindow(QMainWindow):
         self.statusBar().showMessage(msg)
         self.discovery_ready.emit(len(res.studies))
         if res.studies:
-            self.study_list.setCurrentRow(0)
+            pending, self._pending_key = self._pending_key, None
+            self.study_list.setCurrentRow(
+                next((i for i, st in enumerate(res.studies) if st.key == pending), 0))
         else:
             self.view.clear("No images found." + (f"\n{msg}" if res.skipped else ""))
 

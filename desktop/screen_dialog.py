@@ -1,0 +1,223 @@
+"""The viewer's "Screen folder…": the CLI's batch screening, run on the viewer's worker thread.
+
+The work itself is :func:`desktop.screen.screen_to_folder`, the function ``mura-screen`` calls, so a
+folder screened from the GUI gives the same worklist.csv, failures.csv, report.html and resumable
+screen.sqlite as the CLI. This module only adds the Qt parts: a progress dialog whose Cancel
+reaches the screen's cancel callback, and a table of the ranked studies that opens a study in the
+viewer on double-click. It lives apart from :mod:`desktop.viewer` to keep that file readable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QProgressDialog,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.render import format_probability, verdict_text
+from desktop.screen import ScreenRun, screen_to_folder
+from models.engine import Engine
+
+if TYPE_CHECKING:  # the viewer imports this module: no import cycle at run time
+    from desktop.viewer import Task
+
+COLUMNS = ["Rank", "Verdict", "P({word})", "Body part", "Images", "Failed", "Study"]
+MAX_FAILED_LISTED = 50  # the rest are in failures.csv; a huge list would only hide the table
+
+
+def screen_job(src: str, out: str, engine: Engine, *,
+               progress: Callable[[int, int, str], None] | None = None,
+               cancelled: Callable[[], bool] | None = None) -> ScreenRun:
+    """Worker-side body of a :class:`desktop.viewer.Task`: adapts the viewer's progress/cancel
+    conventions to :func:`screen_to_folder`'s, so cancelling the task stops between studies.
+    """
+
+    def report(done: int, total: int, images_done: int, images_total: int,
+               images_worked: int | None = None) -> None:
+        # counts only: study keys and paths may identify patients
+        if progress is not None:
+            progress(done, total, f"Screening: study {done}/{total}, "
+                                  f"image {images_done}/{images_total}")
+
+    return screen_to_folder(src, engine, out, progress=report, cancel=cancelled)
+
+
+def viewer_key(screen_key: str, src: str | Path) -> str:
+    """The viewer's key for a study of the screen: DICOM keys are the same; folder studies are
+    named from the opened folder in the viewer (``folder:NAME/rel``), from ``src`` in the screen.
+    """
+    if not screen_key.startswith("folder:"):
+        return screen_key
+    rel = screen_key[len("folder:"):]
+    return f"folder:{Path(src).name}" + ("" if rel == "." else f"/{rel}")
+
+
+def summary_text(run: ScreenRun) -> str:
+    """The counts line under the table: the same numbers the CLI prints."""
+    res = run.result
+    text = (f"{len(res.results)} studies ({res.n_resumed} resumed from the state), "
+            f"{res.n_scored_images} images scored in {res.seconds:.1f}s; "
+            f"{len(res.failures)} images failed, {len(res.discovery.skipped)} non-image files "
+            f"skipped, {len(res.discovery.duplicates)} duplicates")
+    if not res.complete:
+        text += " — incomplete (cancelled)"
+    return text
+
+
+class ScreenResultsDialog(QDialog):
+    """The ranked worklist of a screening run, most suspicious first, plus its failures.
+
+    ``study_activated(key)`` (the screen's study key) is emitted on double-click; the viewer
+    decides how to open it. Sorting by column is off: the rank order is the point of the table.
+    """
+
+    study_activated = Signal(str)
+
+    def __init__(self, run: ScreenRun, word: str, src: str, out: str,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.run, self.src, self.out = run, src, out
+        self.setWindowTitle("Screening worklist — research use only")
+        self.resize(900, 520)
+        lay = QVBoxLayout(self)
+        self.table = QTableWidget(0, len(COLUMNS), self)
+        self.table.setHorizontalHeaderLabels([c.format(word=word) for c in COLUMNS])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setToolTip("Double-click a study to open it in the viewer")
+        for rank, r in enumerate(run.result.ranked, 1):
+            row = self.table.rowCount()
+            self.table.insertRow(row)
+            key = r.study.key
+            cells = [str(rank), verdict_text(r.verdict, word), format_probability(r.probability),
+                     r.body_part, str(len(r.study.images)), str(r.n_failed), key]
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, key)
+                if col == 2:
+                    item.setData(Qt.ItemDataRole.UserRole + 1, r.probability)
+                if col in (0, 2, 4, 5):
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(row, col, item)
+        hdr = self.table.horizontalHeader()
+        hdr.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        hdr.setStretchLastSection(True)
+        self.table.cellDoubleClicked.connect(self._on_double_click)
+        lay.addWidget(self.table, 1)
+        self.summary = QLabel(summary_text(run), self)
+        self.summary.setWordWrap(True)
+        lay.addWidget(self.summary)
+        self.failed = QPlainTextEdit(self)
+        self.failed.setReadOnly(True)
+        self.failed.setMaximumHeight(110)
+        lines = [f"failed: {self._short(p)}: {why}" for p, why in run.result.failures]
+        if len(lines) > MAX_FAILED_LISTED:
+            lines = lines[:MAX_FAILED_LISTED] + [f"… and {len(lines) - MAX_FAILED_LISTED} more "
+                                                 "(see failures.csv)"]
+        self.failed.setPlainText("\n".join(lines) or "No failed files.")
+        lay.addWidget(self.failed)
+        where = QLabel(f"Outputs in {out}: worklist.csv, failures.csv, report.html, screen.sqlite "
+                       "(screening the same folder again resumes)", self)
+        where.setWordWrap(True)
+        lay.addWidget(where)
+
+    def _short(self, path: str) -> str:
+        """A failed file relative to the screened folder: shorter, and the table stays legible."""
+        try:
+            return str(Path(path).relative_to(self.src))
+        except ValueError:
+            return path
+
+    def row_key(self, row: int) -> str:
+        return str(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))
+
+    def row_probability(self, row: int) -> float | None:
+        return self.table.item(row, 2).data(Qt.ItemDataRole.UserRole + 1)
+
+    def _on_double_click(self, row: int, _col: int) -> None:
+        if 0 <= row < self.table.rowCount():
+            self.study_activated.emit(self.row_key(row))
+
+
+class ScreenController(QObject):
+    """Drives one screening task: progress dialog, cancel, and the result table when done.
+
+    ``finished(run)`` is emitted last, with the :class:`ScreenRun` or None (cancelled or failed);
+    tests and the viewer wait on it instead of polling.
+    """
+
+    finished = Signal(object)
+
+    def __init__(self, parent: QWidget, src: str, out: str, word: str) -> None:
+        super().__init__(parent)
+        self.parent_widget = parent
+        self.src, self.out, self.word = src, out, word
+        self.task: Task | None = None
+        self.run: ScreenRun | None = None
+        self.error = ""
+        self.dialog: ScreenResultsDialog | None = None
+        self.progress = QProgressDialog("Screening…", "Cancel", 0, 0, parent)
+        self.progress.setWindowTitle("Screen folder")
+        self.progress.setWindowModality(Qt.WindowModality.NonModal)  # the viewer stays usable
+        self.progress.setMinimumDuration(0)
+        self.progress.setAutoClose(False)
+        self.progress.setAutoReset(False)
+        self.progress.canceled.connect(self.cancel)
+
+    def attach(self, task: Task) -> None:
+        """Connect to the task before it starts, so no signal can be missed."""
+        self.task = task
+        s = task.signals
+        s.progress.connect(self._on_progress)
+        s.result.connect(self._on_result)
+        s.errored.connect(self._on_error)
+        s.finished.connect(self._on_finished)
+        self.progress.show()
+
+    def cancel(self) -> None:
+        """Stop after the current study; the studies already done stay in screen.sqlite."""
+        if self.task is not None:
+            self.task.cancel()
+        self.progress.setLabelText("Cancelling after the current study…")
+
+    @property
+    def cancelled(self) -> bool:
+        return self.task is not None and self.task.is_cancelled
+
+    def _on_progress(self, _tag: str, done: int, total: int, message: str) -> None:
+        if self.cancelled:
+            return
+        self.progress.setMaximum(max(total, 1))
+        self.progress.setValue(done)
+        self.progress.setLabelText(message)
+
+    def _on_result(self, _tag: str, run: object) -> None:
+        if isinstance(run, ScreenRun) and not self.cancelled:
+            self.run = run
+
+    def _on_error(self, _tag: str, message: str) -> None:
+        self.error = message
+
+    def _on_finished(self, _tag: str) -> None:
+        self.progress.hide()
+        self.progress.deleteLater()
+        if self.run is not None:
+            self.dialog = ScreenResultsDialog(self.run, self.word, self.src, self.out,
+                                              self.parent_widget)
+            self.dialog.show()
+        self.finished.emit(self.run)
