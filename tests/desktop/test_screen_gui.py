@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QImage, QPainter
 from PySide6.QtWidgets import QPushButton
@@ -18,24 +17,9 @@ from PySide6.QtWidgets import QPushButton
 from desktop import screen as screen_cli
 from desktop.screen_dialog import ScreenController, ScreenResultsDialog
 from desktop.viewer import ViewerWindow
-from models.engine import Engine
 
 WAIT_MS = 60_000
 OUTPUTS = ("worklist.csv", "failures.csv", "report.html", "screen.sqlite")
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_bundle) -> Engine:
-    return Engine(tiny_bundle)
-
-
-@pytest.fixture
-def win(qtbot, engine) -> ViewerWindow:
-    w = ViewerWindow(engine)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    return w
 
 
 def _screen(qtbot, win: ViewerWindow, src: Path, out: Path) -> ScreenController:

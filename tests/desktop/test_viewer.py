@@ -28,21 +28,6 @@ from models.imageio import load_image
 WAIT_MS = 30_000
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_bundle) -> Engine:
-    return Engine(tiny_bundle)
-
-
-@pytest.fixture
-def win(qtbot, engine) -> ViewerWindow:
-    w = ViewerWindow(engine)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    w.activateWindow()
-    return w
-
-
 def _open(qtbot, win: ViewerWindow, *paths: Path) -> str:
     with qtbot.waitSignal(win.analysis_ready, timeout=WAIT_MS) as blocker:
         win.open_paths(list(paths))
