@@ -33,20 +33,36 @@ def _fmt_ci(ci) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] == ci[0] else ""
 
 
-def evaluate_external(checkpoint: Path, spec: str) -> float:
+FRACATLAS_PREFIX = "IMG0"  # FracAtlas file names: IMG0000000.jpg ... (about 90 of them sit in the Kaggle set)
+
+
+def external_records(spec: str, train_spec: str) -> list:
+    """The external set's records, without the images a FracAtlas-trained model has already seen.
+
+    The Kaggle external set contains about 90 FracAtlas images (``IMG000xxxx``, some rotated); scoring
+    them would reward memory, so a model trained on FracAtlas is evaluated without them.
+    """
+    records = load_source(spec, "valid").records
+    if train_spec.startswith("fracatlas:"):
+        records = [r for r in records if not Path(r.path).name.startswith(FRACATLAS_PREFIX)]
+    return records
+
+
+def evaluate_external(checkpoint: Path, spec: str, train_spec: str = "") -> float:
     ck = load_checkpoint(checkpoint)
     meta = ck["meta"]
-    split = load_source(spec, "valid")
-    probs, bps = predict(model_from_checkpoint(ck), split.records, PreprocessConfig.from_dict(meta["preprocess"]),
+    records = external_records(spec, train_spec)
+    probs, bps = predict(model_from_checkpoint(ck), records, PreprocessConfig.from_dict(meta["preprocess"]),
                          meta["body_parts"])
-    return evaluate_predictions(split.records, probs, None, meta["body_parts"])["image"]["auc"]
+    return evaluate_predictions(records, probs, None, meta["body_parts"])["image"]["auc"]
 
 
 def row_for(arch: str, run_dir: Path, cfg, external: str | None) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     m = summary["metrics"]
     name, res = ("test", m["test"]) if "test" in m else ("internal_validation", m["internal_validation"])
-    ext = evaluate_external(Path(summary["checkpoint"]), external) if external else float("nan")
+    ext = (evaluate_external(Path(summary["checkpoint"]), external, cfg.data) if external
+           else float("nan"))
     return {
         "backbone": arch,
         "pretrained": "yes" if cfg.pretrained_weights else "no",
