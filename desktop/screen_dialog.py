@@ -32,7 +32,7 @@ from desktop.screen import ScreenRun, screen_to_folder
 from models.engine import Engine
 
 if TYPE_CHECKING:  # the viewer imports this module: no import cycle at run time
-    from desktop.viewer import Task
+    from desktop.tasks import Task
 
 COLUMNS = ["Rank", "Verdict", "P({word})", "Body part", "Images", "Failed", "Study"]
 MAX_FAILED_LISTED = 50  # the rest are in failures.csv; a huge list would only hide the table

@@ -1,0 +1,185 @@
+"""The image canvas of the viewer and the numpy <-> QImage conversions it needs."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap
+from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
+
+
+def rgb_to_qimage(rgb: np.ndarray) -> QImage:
+    """(H, W, 3) uint8 -> a QImage that owns its pixels (the array may be freed afterwards)."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w, _ = rgb.shape
+    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+def qimage_to_rgb(img: QImage) -> np.ndarray:
+    """QImage -> (H, W, 3) uint8 copy, for tests and exports."""
+    img = img.convertToFormat(QImage.Format.Format_RGB888)
+    h, w, bpl = img.height(), img.width(), img.bytesPerLine()
+    buf = np.frombuffer(img.constBits(), dtype=np.uint8, count=h * bpl).reshape(h, bpl)
+    return buf[:, : 3 * w].reshape(h, w, 3).copy()
+
+
+class ImageView(QGraphicsView):
+    """The image canvas: left-drag window/level, wheel zoom, middle-drag pan, corner overlay.
+
+    Window/level is only reported (``window_dragged``); the window decides what it means for
+    the current image, so the canvas stays a dumb display that a later version can reuse for
+    side-by-side comparison.
+    """
+
+    window_dragged = Signal(float, float)  # dx, dy in screen pixels since the last event
+    zoom_changed = Signal(float)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("imageView")
+        self._scene = QGraphicsScene(self)
+        self.pixmap_item = QGraphicsPixmapItem()
+        self.pixmap_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        self._scene.addItem(self.pixmap_item)
+        self.setScene(self._scene)
+        self.setBackgroundBrush(QColor("#111111"))
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        # The overlay is painted in viewport coordinates: a partial (scrolled) update would
+        # smear it, so always repaint the whole viewport.
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
+        self.setFrameShape(QGraphicsView.Shape.NoFrame)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setMinimumSize(320, 240)
+        self._auto_fit = True
+        self._drag_last: QPointF | None = None
+        self._pan_last: QPointF | None = None
+        self._placeholder = "Open a folder or a DICOM file (File → Open folder…)"
+        self._overlay: dict[str, str] = {}
+
+    # -- content ----------------------------------------------------------------------------
+    @property
+    def has_image(self) -> bool:
+        return not self.pixmap_item.pixmap().isNull()
+
+    def set_image(self, img: QImage, *, new: bool) -> None:
+        """Show ``img``; ``new`` re-fits the view (a new image), else zoom and pan are kept."""
+        self.pixmap_item.setPixmap(QPixmap.fromImage(img))
+        if new:
+            self._scene.setSceneRect(QRectF(self.pixmap_item.pixmap().rect()))
+            self._auto_fit = True
+            self.fit()
+        self.viewport().update()
+
+    def clear(self, message: str = "") -> None:
+        self.pixmap_item.setPixmap(QPixmap())
+        self._placeholder = message
+        self._overlay = {}
+        self.viewport().update()
+
+    def set_overlay(self, **corners: str) -> None:
+        """Corner texts: ``top_left``, ``top_right``, ``bottom_left``, ``bottom_right``."""
+        self._overlay = dict(corners)
+        self.viewport().update()
+
+    # -- zoom -------------------------------------------------------------------------------
+    @property
+    def zoom(self) -> float:
+        return float(self.transform().m11())
+
+    def fit(self) -> None:
+        if self.has_image:
+            self.fitInView(self.pixmap_item, Qt.AspectRatioMode.KeepAspectRatio)
+            self.zoom_changed.emit(self.zoom)
+
+    def zoom_by(self, factor: float) -> None:
+        new = min(max(self.zoom * factor, 0.02), 40.0)
+        f = new / max(self.zoom, 1e-9)
+        self._auto_fit = False
+        self.scale(f, f)
+        self.zoom_changed.emit(self.zoom)
+
+    # -- events -----------------------------------------------------------------------------
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        if self._auto_fit:
+            self.fit()
+
+    def wheelEvent(self, event) -> None:  # noqa: N802
+        steps = event.angleDelta().y() / 120.0
+        if steps and self.has_image:
+            self.zoom_by(1.15**steps)
+        event.accept()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.MouseButton.LeftButton and self.has_image:
+            self._drag_last = event.position()
+            self.viewport().setCursor(Qt.CursorShape.SizeAllCursor)
+            event.accept()
+            return
+        if event.button() == Qt.MouseButton.MiddleButton:
+            self._pan_last = event.position()
+            self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        pos = event.position()
+        if self._drag_last is not None:
+            d = pos - self._drag_last
+            self._drag_last = pos
+            if d.x() or d.y():
+                self.window_dragged.emit(float(d.x()), float(d.y()))
+            event.accept()
+            return
+        if self._pan_last is not None:
+            d = pos - self._pan_last
+            self._pan_last = pos
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - int(d.x()))
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() - int(d.y()))
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if self._drag_last is not None or self._pan_last is not None:
+            self._drag_last = self._pan_last = None
+            self.viewport().unsetCursor()
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+
+    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+        self._auto_fit = True
+        self.fit()
+
+    def drawForeground(self, painter: QPainter, rect) -> None:  # noqa: N802
+        painter.save()
+        painter.resetTransform()
+        vp = self.viewport().rect()
+        font = QFont(self.font())
+        font.setPointSizeF(max(font.pointSizeF(), 9.0))
+        painter.setFont(font)
+        margin = 8
+        if not self.has_image:
+            painter.setPen(QColor("#b0b0b0"))
+            painter.drawText(vp, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                             self._placeholder)
+        flags = {
+            "top_left": Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft,
+            "top_right": Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignRight,
+            "bottom_left": Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignLeft,
+            "bottom_right": Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignRight,
+        }
+        box = vp.adjusted(margin, margin, -margin, -margin)
+        for corner, text in self._overlay.items():
+            if not text:
+                continue
+            # a translucent plate keeps the text legible on white bone and on inverted images
+            bound = painter.boundingRect(box, flags[corner], text).adjusted(-4, -2, 4, 2)
+            painter.fillRect(bound, QColor(0, 0, 0, 130))
+            painter.setPen(QColor("#f2e394"))
+            painter.drawText(box, flags[corner], text)
+        painter.restore()

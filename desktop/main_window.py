@@ -1,0 +1,803 @@
+"""The viewer's main window: study list | image | model result.
+
+Decoding and inference run on a worker (:mod:`desktop.tasks`) through the Qt-free functions of
+:mod:`desktop.studies`; pixels and words come from :mod:`desktop.render`. Patient names and IDs
+are shown in the image overlay only; nothing here logs or prints them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt, QThreadPool, Signal
+from PySide6.QtGui import QAction, QColor, QFont, QIcon, QKeySequence, QPixmap
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.dialogs import ModelCardDialog
+from desktop.discovery import Study
+from desktop.image_view import ImageView, rgb_to_qimage
+from desktop.render import (
+    DISCLAIMER,
+    VERDICT_STYLES,
+    drag_window,
+    format_probability,
+    operating_points_text,
+    render_rgb,
+    task_word,
+    verdict_text,
+)
+from desktop.screen_dialog import ScreenController, screen_job, viewer_key
+from desktop.studies import DiscoveryResult, StudyOutcome, ViewImage, analyse_study, discover_paths
+from desktop.tasks import Task
+from models.engine import Engine, StudyPrediction
+
+#: How many analysed studies keep their decoded pixels in memory (an LRU); older ones are
+#: decoded again when revisited. Radiographs are up to ~3000x3000 float32, twice (pixels and
+#: modality values), so a few dozen would already cost gigabytes.
+CACHE_STUDIES = 12
+
+
+def _format_da(da: str) -> str:
+    """DICOM DA "YYYYMMDD" as ISO "YYYY-MM-DD" (left alone when it is anything else)."""
+    return f"{da[:4]}-{da[4:6]}-{da[6:8]}" if len(da) == 8 and da.isdigit() else da
+
+
+def _fmt_wl(x: float) -> str:
+    """Window values: whole numbers for stored units, 3 decimals for the [0, 1] plain scale."""
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def _verdict_icon(verdict: str) -> QIcon:
+    pm = QPixmap(12, 12)
+    pm.fill(QColor(VERDICT_STYLES.get(verdict, ("#d0d0d0", ""))[0]))  # light gray: not analysed
+    return QIcon(pm)
+
+
+class ViewerWindow(QMainWindow):
+    """Study list | image | model result. Decoding and inference run on a worker thread.
+
+    ``analysis_ready(key)`` is emitted once a study's outcome is on screen and ``idle`` once no
+    task is pending: ``--screenshot`` and the tests wait on them rather than on timers.
+    """
+
+    discovery_ready = Signal(int)
+    analysis_ready = Signal(str)
+    idle = Signal()
+
+    def __init__(self, engine: Engine | None = None, *, model_error: str = "",
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.engine = engine
+        self.model_error = model_error
+        self.word = task_word(engine.bundle.card) if engine is not None else "abnormality"
+        self.studies: list[Study] = []
+        self.outcomes: OrderedDict[str, StudyOutcome] = OrderedDict()
+        self.summaries: dict[str, StudyPrediction | None] = {}
+        self.current_key: str | None = None
+        self.current_index = 0
+        self.current_window: tuple[float, float] | None = None  # None: the file's own VOI
+        self.current_rgb: np.ndarray | None = None
+        self._display01: np.ndarray | None = None
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)  # one engine, one infer request: run tasks in order
+        self._tasks: dict[str, tuple[Task, str]] = {}  # tag -> (task, study key or "")
+        self._tag_counter = itertools.count(1)
+        self._card_dialog: ModelCardDialog | None = None
+        self.screen_controller: ScreenController | None = None
+        self._pending_key: str | None = None  # study to show once the opened folder is discovered
+        self.setWindowTitle("MURA viewer — research use only")
+        self.resize(1360, 860)
+        self._build_ui()
+        self._build_actions()
+        self._show_model_state()
+
+    # -- construction -----------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        root = QWidget(self)
+        outer = QVBoxLayout(root)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
+
+        self.disclaimer = QLabel(f"⚠  {DISCLAIMER}. The model output is not a diagnosis.", root)
+        self.disclaimer.setObjectName("disclaimerLabel")
+        self.disclaimer.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.disclaimer.setStyleSheet(
+            "QLabel { background: #fff3cd; color: #5c4400; font-weight: bold; padding: 5px;"
+            " border-bottom: 1px solid #e0c060; }")
+        outer.addWidget(self.disclaimer)
+
+        split = QSplitter(Qt.Orientation.Horizontal, root)
+        outer.addWidget(split, 1)
+
+        # left: studies
+        self.study_list = QListWidget(split)
+        self.study_list.setObjectName("studyList")
+        self.study_list.setMinimumWidth(220)
+        self.study_list.setIconSize(QSize(12, 12))
+        self.study_list.setWordWrap(True)
+        self.study_list.setStyleSheet(
+            "QListWidget::item { padding: 6px 4px; border-bottom: 1px solid #e2e2e2; }"
+            "QListWidget::item:selected { background: #cfe0f7; color: #000000; }")
+        self.study_list.currentRowChanged.connect(self._on_study_row)
+
+        # centre: image and navigation
+        centre = QWidget(split)
+        cl = QVBoxLayout(centre)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.setSpacing(2)
+        self.view = ImageView(centre)
+        self.view.window_dragged.connect(self._on_window_drag)
+        self.view.zoom_changed.connect(lambda _z: self._update_overlay())
+        cl.addWidget(self.view, 1)
+        nav = QHBoxLayout()
+        nav.setContentsMargins(6, 2, 6, 4)
+        self.prev_button = QPushButton("◀ Previous", centre)
+        self.next_button = QPushButton("Next ▶", centre)
+        self.prev_button.clicked.connect(self.prev_image)
+        self.next_button.clicked.connect(self.next_image)
+        self.image_counter = QLabel("", centre)
+        self.image_counter.setObjectName("imageCounter")
+        self.image_counter.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        for w in (self.prev_button, self.next_button):
+            w.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # arrow keys stay with the window
+        nav.addWidget(self.prev_button)
+        nav.addWidget(self.image_counter, 1)
+        nav.addWidget(self.next_button)
+        cl.addLayout(nav)
+
+        # right: result, display and model
+        side = QWidget(split)
+        side.setMinimumWidth(300)
+        side.setMaximumWidth(420)
+        sl = QVBoxLayout(side)
+        sl.setContentsMargins(8, 8, 8, 8)
+
+        self.result_panel = QGroupBox("Model result", side)
+        self.result_panel.setObjectName("resultPanel")
+        rl = QVBoxLayout(self.result_panel)
+        self.verdict_label = QLabel("—", self.result_panel)
+        self.verdict_label.setObjectName("verdictLabel")
+        self.verdict_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.verdict_label.setWordWrap(True)
+        rl.addWidget(self.verdict_label)
+        form = QFormLayout()
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft)
+        self.study_prob_caption = QLabel(f"Study P({self.word}):", self.result_panel)
+        self.study_prob_label = QLabel("—", self.result_panel)
+        self.study_prob_label.setObjectName("studyProbability")
+        big = QFont(self.font())
+        big.setPointSizeF(big.pointSizeF() * 1.6)
+        big.setBold(True)
+        self.study_prob_label.setFont(big)
+        self.study_prob_label.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse)
+        form.addRow(self.study_prob_caption, self.study_prob_label)
+        self.image_prob_caption = QLabel(f"Image P({self.word}):", self.result_panel)
+        self.image_prob_label = QLabel("—", self.result_panel)
+        self.image_prob_label.setObjectName("imageProbability")
+        form.addRow(self.image_prob_caption, self.image_prob_label)
+        self.body_part_label = QLabel("—", self.result_panel)
+        self.body_part_label.setObjectName("bodyPart")
+        self.body_part_label.setWordWrap(True)
+        form.addRow("Body part:", self.body_part_label)
+        self.images_label = QLabel("—", self.result_panel)
+        self.images_label.setObjectName("imagesScored")
+        form.addRow("Images scored:", self.images_label)
+        self.operating_label = QLabel("—", self.result_panel)
+        self.operating_label.setObjectName("operatingPoints")
+        self.operating_label.setWordWrap(True)
+        form.addRow("Operating points:", self.operating_label)
+        rl.addLayout(form)
+        self.errors_label = QLabel("", self.result_panel)
+        self.errors_label.setObjectName("errorsLabel")
+        self.errors_label.setWordWrap(True)
+        self.errors_label.setStyleSheet("QLabel { color: #b3261e; }")
+        self.errors_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.errors_label.hide()
+        rl.addWidget(self.errors_label)
+        sl.addWidget(self.result_panel)
+
+        disp = QGroupBox("Display", side)
+        dl = QFormLayout(disp)
+        self.heatmap_check = QCheckBox("Heatmap overlay (A)", disp)
+        self.heatmap_check.setObjectName("heatmapCheck")
+        self.heatmap_check.toggled.connect(self.set_heatmap)
+        dl.addRow(self.heatmap_check)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal, disp)
+        self.opacity_slider.setRange(10, 90)
+        self.opacity_slider.setValue(50)
+        self.opacity_slider.valueChanged.connect(lambda _v: self._render())
+        dl.addRow("Heatmap opacity:", self.opacity_slider)
+        self.invert_check = QCheckBox("Invert (I)", disp)
+        self.invert_check.setObjectName("invertCheck")
+        self.invert_check.toggled.connect(self.set_invert)
+        dl.addRow(self.invert_check)
+        self.preset_combo = QComboBox(disp)
+        self.preset_combo.setObjectName("windowPresets")
+        self.preset_combo.setPlaceholderText("Custom (dragged)")
+        self.preset_combo.activated.connect(self._on_preset)
+        dl.addRow("Window:", self.preset_combo)
+        hint = QLabel("Left-drag: window/level · wheel: zoom · middle-drag: pan · "
+                      "double-click: fit · ←/→: images", disp)
+        hint.setWordWrap(True)
+        hint.setStyleSheet("QLabel { color: #666; }")
+        dl.addRow(hint)
+        sl.addWidget(disp)
+
+        model = QGroupBox("Model", side)
+        ml = QVBoxLayout(model)
+        self.model_label = QLabel("", model)
+        self.model_label.setObjectName("modelLabel")
+        self.model_label.setWordWrap(True)
+        ml.addWidget(self.model_label)
+        self.card_button = QPushButton("Model card…", model)
+        self.card_button.setObjectName("modelCardButton")
+        self.card_button.clicked.connect(self.show_model_card)
+        ml.addWidget(self.card_button)
+        sl.addWidget(model)
+        sl.addStretch(1)
+
+        split.addWidget(self.study_list)
+        split.addWidget(centre)
+        split.addWidget(side)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setStretchFactor(2, 0)
+        split.setSizes([250, 760, 340])
+        self.setCentralWidget(root)
+
+        sb = self.statusBar()
+        self.progress = QProgressBar(sb)
+        self.progress.setMaximumWidth(180)
+        self.progress.setTextVisible(False)
+        self.progress.hide()
+        sb.addPermanentWidget(self.progress)
+        self.model_status = QLabel("", sb)
+        sb.addPermanentWidget(self.model_status)
+        sb.showMessage("Ready")
+
+    def _build_actions(self) -> None:
+        def action(text: str, slot: Callable, shortcut: str | QKeySequence | None = None,
+                   checkable: bool = False) -> QAction:
+            a = QAction(text, self)
+            if shortcut is not None:
+                a.setShortcut(QKeySequence(shortcut))
+            a.setCheckable(checkable)
+            (a.toggled if checkable else a.triggered).connect(slot)
+            self.addAction(a)  # window-wide shortcuts, whichever child has the focus
+            return a
+
+        self.open_action = action("&Open folder…", self.open_folder_dialog, QKeySequence.Open)
+        self.screen_action = action("&Screen folder…", self.screen_folder_dialog)
+        self.quit_action = action("&Quit", self.close, QKeySequence.Quit)
+        self.prev_action = action("&Previous image", self.prev_image, "Left")
+        self.next_action = action("&Next image", self.next_image, "Right")
+        self.prev_study_action = action("Previous s&tudy", lambda: self._step_study(-1), "PgUp")
+        self.next_study_action = action("Next &study", lambda: self._step_study(1), "PgDown")
+        self.heatmap_action = action("&Heatmap overlay", self.set_heatmap, "A", checkable=True)
+        self.invert_action = action("&Invert", self.set_invert, "I", checkable=True)
+        self.reset_action = action("&Reset window", lambda: self.set_window(None), "R")
+        self.fit_action = action("&Fit to window", self.view.fit, "F")
+        self.card_action = action("&Model card…", self.show_model_card)
+
+        mb = self.menuBar()
+        m = mb.addMenu("&File")
+        m.addAction(self.open_action)
+        m.addAction(self.screen_action)
+        m.addSeparator()
+        m.addAction(self.quit_action)
+        m = mb.addMenu("&View")
+        for a in (self.prev_action, self.next_action, self.prev_study_action,
+                  self.next_study_action):
+            m.addAction(a)
+        m.addSeparator()
+        for a in (self.heatmap_action, self.invert_action, self.reset_action, self.fit_action):
+            m.addAction(a)
+        m = mb.addMenu("&Help")
+        m.addAction(self.card_action)
+
+    def _show_model_state(self) -> None:
+        if self.engine is None:
+            msg = (f"Model could not be loaded: {self.model_error}" if self.model_error
+                   else "No model loaded (start with --model BUNDLE): images only.")
+            self.model_label.setText(msg)
+            self.model_status.setText("no model")
+            self.verdict_label.setText("No model")
+            self._style_verdict("failed")
+            for w in (self.card_button, self.card_action, self.heatmap_check,
+                      self.heatmap_action, self.screen_action):
+                w.setEnabled(False)
+            if self.model_error:
+                self.model_label.setStyleSheet("QLabel { color: #b3261e; }")
+            return
+        card = self.engine.bundle.card
+        val = card.get("validation", {}).get("verdict", "not_validated")
+        self.model_label.setText(
+            f"<b>{card['name']}</b> v{card['version']}<br>"
+            f"Validation: {val} · {self.engine.device} · {self.engine.artifact}")
+        self.model_status.setText(self.engine.bundle.model_id)
+        self.operating_label.setText(operating_points_text(self.engine.thresholds))
+
+    # -- opening ----------------------------------------------------------------------------
+    def open_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of studies")
+        if folder:
+            self.open_paths([folder])
+
+    def open_paths(self, paths: Sequence[str | Path]) -> None:
+        """Find the studies under ``paths`` on the worker; the first one is shown when found."""
+        for task, _key in list(self._tasks.values()):
+            task.cancel()
+        self.study_list.clear()
+        self.studies = []
+        self.outcomes.clear()
+        self.summaries.clear()
+        self.current_key = None
+        self._clear_result()
+        self.view.clear("Looking for images…")
+        self.statusBar().showMessage("Looking for images…")
+        self._start("discover", "", discover_paths, [str(p) for p in paths])
+
+    def screen_folder_dialog(self) -> None:
+        src = QFileDialog.getExistingDirectory(self, "Screen which folder of studies?")
+        if not src:
+            return
+        out = QFileDialog.getExistingDirectory(
+            self, "Output folder (worklist.csv, failures.csv, report.html, screen.sqlite)")
+        if out:
+            self.screen_folder(src, out)
+
+    def screen_folder(self, src: str | Path, out: str | Path) -> ScreenController | None:
+        """Screen ``src`` like ``mura-screen SRC --out OUT`` on the worker; results in a table.
+
+        Returns the controller (its ``finished`` signal ends the run); None without a model.
+        """
+        if self.engine is None:
+            self.statusBar().showMessage("Screening needs a model (start with --model BUNDLE).")
+            return None
+        if self.screen_controller is not None and self.screen_controller.task is not None \
+                and any(t is self.screen_controller.task for t, _k in self._tasks.values()):
+            self.statusBar().showMessage("A screening is already running.")
+            return None
+        src, out = str(src), str(out)
+        ctl = ScreenController(self, src, out, self.word)
+        ctl.finished.connect(lambda run: self._on_screened(ctl, run))
+        self.screen_controller = ctl
+        self.statusBar().showMessage("Screening…")
+        self._start("screen", "", screen_job, src, out, self.engine, on_task=ctl.attach)
+        return ctl
+
+    def _on_screened(self, ctl: ScreenController, run: object) -> None:
+        if ctl.error:
+            self.statusBar().showMessage(f"Screening failed: {ctl.error}")
+        elif run is None:
+            self.statusBar().showMessage("Screening cancelled; finished studies are kept in "
+                                         "screen.sqlite and screening again resumes.")
+        else:
+            self.statusBar().showMessage(f"Screening done: {len(run.result.results)} studies; "
+                                         f"outputs in {ctl.out}")
+        if ctl.dialog is not None:
+            ctl.dialog.study_activated.connect(
+                lambda key: self.open_study(viewer_key(key, ctl.src), ctl.src))
+
+    def open_study(self, key: str, folder: str | Path) -> None:
+        """Show study ``key``, opening ``folder`` first unless the study is already listed."""
+        if any(s.key == key for s in self.studies):
+            self.select_study(key)
+            self.raise_()
+            return
+        self._pending_key = key
+        self.open_paths([folder])
+
+    def _start(self, kind: str, key: str, fn: Callable[..., object], *args: object,
+               on_task: Callable[[Task], None] | None = None) -> Task:
+        tag = f"{kind}:{next(self._tag_counter)}"
+        task = Task(tag, fn, *args)
+        s = task.signals
+        s.progress.connect(self._on_task_progress)
+        s.result.connect(self._on_task_result)
+        s.errored.connect(self._on_task_error)
+        s.finished.connect(self._on_task_finished)
+        if on_task is not None:
+            on_task(task)  # before the pool runs it: no signal can be missed
+        self._tasks[tag] = (task, key)
+        self.progress.show()
+        self.progress.setRange(0, 0)
+        self._pool.start(task)
+        return task
+
+    # -- task callbacks (main thread, queued) -----------------------------------------------
+    def _on_task_progress(self, tag: str, done: int, total: int, message: str) -> None:
+        entry = self._tasks.get(tag)
+        if entry is None or entry[0].is_cancelled:
+            return
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.statusBar().showMessage(message)
+
+    def _on_task_result(self, tag: str, res: object) -> None:
+        entry = self._tasks.get(tag)
+        if entry is None or entry[0].is_cancelled:
+            return  # superseded (another folder opened) while the result was queued
+        if isinstance(res, DiscoveryResult):
+            self._on_discovered(res)
+        elif isinstance(res, StudyOutcome):
+            self._on_outcome(res)
+
+    def _on_task_error(self, tag: str, message: str) -> None:
+        task, key = self._tasks.get(tag, (None, ""))
+        if task is None or task.is_cancelled:
+            return
+        self.statusBar().showMessage(f"Error: {message}")
+        if key and key == self.current_key:
+            self._set_errors([f"Analysis failed: {message}"])
+            self.view.clear(f"Analysis failed:\n{message}")
+            self.analysis_ready.emit(key)
+        elif tag.startswith("discover:"):
+            self.view.clear(f"Could not open: {message}")
+            self.discovery_ready.emit(0)
+
+    def _on_task_finished(self, tag: str) -> None:
+        self._tasks.pop(tag, None)
+        if not self._tasks:
+            self.progress.hide()
+            self.idle.emit()
+
+    def _on_discovered(self, res: DiscoveryResult) -> None:
+        self.studies = res.studies
+        for st in res.studies:
+            item = QListWidgetItem(self._study_text(st, None))
+            item.setData(Qt.ItemDataRole.UserRole, st.key)
+            item.setToolTip(st.key)
+            item.setIcon(_verdict_icon("pending"))
+            self.study_list.addItem(item)
+        msg = f"{len(res.studies)} studies, {res.n_images} images"
+        if res.skipped:
+            first = res.skipped[0]
+            msg += (f"; {len(res.skipped)} file(s) skipped (e.g. {Path(first[0]).name}: "
+                    f"{first[1]})")
+        if res.duplicates:
+            msg += f"; {len(res.duplicates)} duplicate(s) ignored"
+        self.statusBar().showMessage(msg)
+        self.discovery_ready.emit(len(res.studies))
+        if res.studies:
+            pending, self._pending_key = self._pending_key, None
+            self.study_list.setCurrentRow(
+                next((i for i, st in enumerate(res.studies) if st.key == pending), 0))
+        else:
+            self.view.clear("No images found." + (f"\n{msg}" if res.skipped else ""))
+
+    def _on_outcome(self, outcome: StudyOutcome) -> None:
+        key = outcome.study.key
+        self.outcomes[key] = outcome
+        self.outcomes.move_to_end(key)
+        while len(self.outcomes) > CACHE_STUDIES:
+            old = next(iter(self.outcomes))
+            if old == self.current_key:
+                self.outcomes.move_to_end(old)
+                continue
+            del self.outcomes[old]
+        self.summaries[key] = outcome.prediction
+        self._update_study_item(outcome.study, outcome.prediction)
+        if key == self.current_key:
+            self._show_outcome(outcome, reset_image=False)
+            n_fail = len(outcome.failures)
+            msg = f"{len(outcome.images) - n_fail} of {len(outcome.images)} images decoded"
+            if n_fail:
+                first = outcome.failures[0]
+                msg += f"; {first.name}: {first.error}"
+            if outcome.model_error:
+                msg += f"; model error: {outcome.model_error}"
+            self.statusBar().showMessage(msg)
+            self.analysis_ready.emit(key)
+
+    # -- study selection --------------------------------------------------------------------
+    def _study_text(self, st: Study, pred: StudyPrediction | None) -> str:
+        if st.is_dicom:
+            title = st.description or "Study"
+            folder = Path(st.images[0].path).parent.name if st.images else ""
+            where = f"{folder} · " if folder else ""
+        else:  # the folder is the study: name it once
+            title, where = st.key[len("folder:"):], ""
+        lines = [title, f"{where}{len(st.images)} image(s)"
+                 + (f" · {st.modality}" if st.modality else "")]
+        if pred is not None:
+            verdict = verdict_text(pred.verdict, self.word)
+            lines.append(f"{verdict} · {format_probability(pred.probability)}")
+        return "\n".join(lines)
+
+    def _update_study_item(self, st: Study, pred: StudyPrediction | None) -> None:
+        for row in range(self.study_list.count()):
+            item = self.study_list.item(row)
+            if item.data(Qt.ItemDataRole.UserRole) == st.key:
+                item.setText(self._study_text(st, pred))
+                item.setIcon(_verdict_icon(pred.verdict if pred is not None else "failed"))
+
+    def _step_study(self, step: int) -> None:
+        n = self.study_list.count()
+        if n:
+            self.study_list.setCurrentRow(min(max(self.study_list.currentRow() + step, 0), n - 1))
+
+    def _on_study_row(self, row: int) -> None:
+        if 0 <= row < len(self.studies):
+            self.select_study(self.studies[row].key)
+
+    def select_study(self, key: str) -> None:
+        """Show a study: from the cache if analysed, else queue it (cancelling other analyses)."""
+        study = next((s for s in self.studies if s.key == key), None)
+        if study is None:
+            return
+        self.current_key = key
+        self.current_index = 0
+        if key in self.outcomes:
+            self.outcomes.move_to_end(key)
+            self._show_outcome(self.outcomes[key], reset_image=True)
+            self.analysis_ready.emit(key)
+            return
+        running = False
+        for task, tkey in self._tasks.values():
+            if tkey and tkey != key:
+                task.cancel()
+            elif tkey == key and not task.is_cancelled:
+                running = True
+        self._clear_result()
+        self.view.clear("Decoding and analysing…" if self.engine else "Decoding…")
+        self.image_counter.setText(f"{len(study.images)} image(s)")
+        if not running:
+            self._start("study", key, analyse_study, study, self.engine)
+
+    # -- showing an outcome -----------------------------------------------------------------
+    @property
+    def current_outcome(self) -> StudyOutcome | None:
+        return self.outcomes.get(self.current_key) if self.current_key else None
+
+    @property
+    def current_image(self) -> ViewImage | None:
+        out = self.current_outcome
+        if out is None or not out.images:
+            return None
+        return out.images[min(self.current_index, len(out.images) - 1)]
+
+    def _clear_result(self) -> None:
+        self.verdict_label.setText("—" if self.engine else "No model")
+        self._style_verdict("failed")
+        for w in (self.study_prob_label, self.image_prob_label, self.body_part_label,
+                  self.images_label):
+            w.setText("—")
+        self._set_errors([])
+        self.image_counter.setText("")
+        self.preset_combo.clear()
+        self.current_rgb = None
+        self._display01 = None
+
+    def _style_verdict(self, verdict: str) -> None:
+        bg, fg = VERDICT_STYLES.get(verdict, VERDICT_STYLES["failed"])
+        self.verdict_label.setStyleSheet(
+            f"QLabel {{ background: {bg}; color: {fg}; font-size: 15pt; font-weight: bold;"
+            " padding: 8px; border-radius: 4px; }")
+
+    def _set_errors(self, lines: list[str]) -> None:
+        self.errors_label.setText("\n".join(lines))
+        self.errors_label.setVisible(bool(lines))
+
+    def _show_outcome(self, outcome: StudyOutcome, *, reset_image: bool) -> None:
+        pred = outcome.prediction
+        n_ok = len(outcome.images) - len(outcome.failures)
+        errors = [f"Cannot decode {v.name}: {v.error}" for v in outcome.failures]
+        if outcome.model_error:
+            errors.append(f"Model error: {outcome.model_error}")
+        self._set_errors(errors)
+        self.images_label.setText(f"{n_ok} of {len(outcome.images)}" if pred is not None
+                                  else f"0 of {len(outcome.images)}")
+        if pred is not None:
+            self.verdict_label.setText(verdict_text(pred.verdict, self.word))
+            self._style_verdict(pred.verdict)
+            self.study_prob_label.setText(format_probability(pred.probability))
+            header = outcome.study.body_part_tag
+            self.body_part_label.setText(
+                pred.body_part + (f" · DICOM header: {header}" if header else ""))
+        else:
+            self.verdict_label.setText(
+                "No model" if self.engine is None else
+                ("No result: no image could be decoded" if not n_ok else "No result"))
+            self._style_verdict("failed")
+            self.study_prob_label.setText("—")
+            self.body_part_label.setText(outcome.study.body_part_tag or "—")
+        if reset_image:
+            self.current_index = 0
+        self._show_image(new=True)
+
+    def _show_image(self, *, new: bool) -> None:
+        """Show ``current_index`` of the current study; ``new`` resets window, zoom and presets."""
+        out = self.current_outcome
+        v = self.current_image
+        if out is None or v is None:
+            return
+        n = len(out.images)
+        self.image_counter.setText(f"Image {self.current_index + 1} of {n} · {v.name}")
+        self.prev_button.setEnabled(self.current_index > 0)
+        self.next_button.setEnabled(self.current_index < n - 1)
+        self.image_prob_label.setText(
+            format_probability(v.prediction.probability) if v.prediction is not None else "—")
+        if new:
+            self.current_window = None
+            self.preset_combo.clear()
+            self.preset_combo.addItem("File default", None)
+            if v.image is not None:
+                for name, c, w in v.image.window_presets():
+                    self.preset_combo.addItem(f"{name} (W {_fmt_wl(w)} / L {_fmt_wl(c)})", (c, w))
+            self.preset_combo.setCurrentIndex(0)  # with a placeholder set, Qt leaves it at -1
+        if v.image is None:
+            self.current_rgb = None
+            self._display01 = None
+            self.view.clear(f"Cannot decode {v.name}:\n{v.error}")
+            self._update_overlay()
+            return
+        self._display01 = v.image.pixels if self.current_window is None else \
+            v.image.display(self.current_window)
+        self._render(new=new)
+
+    def _render(self, new: bool = False) -> None:
+        v = self.current_image
+        if v is None or v.image is None or self._display01 is None:
+            return
+        heat = v.heat if (self.heatmap_check.isChecked() and v.heat is not None) else None
+        self.current_rgb = render_rgb(self._display01, invert=self.invert_check.isChecked(),
+                                      heat01=heat, opacity=self.opacity_slider.value() / 100.0)
+        self.view.set_image(rgb_to_qimage(self.current_rgb), new=new)
+        self._update_overlay()
+
+    def _update_overlay(self) -> None:
+        v = self.current_image
+        if v is None or v.image is None:
+            self.view.set_overlay()
+            return
+        info = v.image.info
+        tl, tr = [], []
+        if info is not None:
+            # identifying data: shown on screen only, never logged
+            tl += [x for x in (info.patient_name.replace("^", " ").strip(),
+                               f"ID {info.patient_id}" if info.patient_id else "") if x]
+            tl += [x for x in (_format_da(info.study_date), info.study_description) if x]
+            tr += [" · ".join(x for x in (info.modality, info.body_part_examined) if x)]
+        out = self.current_outcome
+        n = len(out.images) if out else 1
+        tr.append(f"Image {self.current_index + 1}/{n}")
+        h, w = v.image.pixels.shape
+        win = self.current_window
+        bl = [f"{w}×{h} · zoom {self.view.zoom * 100:.0f}%",
+              "W/L: file default" if win is None else f"W {_fmt_wl(win[1])} / L {_fmt_wl(win[0])}"]
+        if self.invert_check.isChecked():
+            bl.append("inverted")
+        br = []
+        if v.prediction is not None:
+            br.append(f"P({self.word}) {format_probability(v.prediction.probability)}")
+        if self.heatmap_check.isChecked() and v.heat is not None:
+            br.append("heatmap on")
+        self.view.set_overlay(top_left="\n".join(tl), top_right="\n".join(t for t in tr if t),
+                              bottom_left="\n".join(bl), bottom_right="\n".join(br))
+
+    # -- navigation and display settings ----------------------------------------------------
+    def next_image(self) -> None:
+        out = self.current_outcome
+        if out is not None and self.current_index < len(out.images) - 1:
+            self.current_index += 1
+            self._show_image(new=True)
+
+    def prev_image(self) -> None:
+        if self.current_outcome is not None and self.current_index > 0:
+            self.current_index -= 1
+            self._show_image(new=True)
+
+    def set_heatmap(self, on: bool) -> None:
+        """Heatmap overlay on/off; the checkbox and the ``A`` action stay in step."""
+        on = bool(on) and self.engine is not None
+        for w in (self.heatmap_check, self.heatmap_action):
+            if w.isChecked() != on:
+                w.blockSignals(True)
+                w.setChecked(on)
+                w.blockSignals(False)
+        self._render()
+
+    def set_invert(self, on: bool) -> None:
+        for w in (self.invert_check, self.invert_action):
+            if w.isChecked() != bool(on):
+                w.blockSignals(True)
+                w.setChecked(bool(on))
+                w.blockSignals(False)
+        self._render()
+
+    def set_window(self, window: tuple[float, float] | None) -> None:
+        """Re-window the current image through :meth:`LoadedImage.display` (no re-decoding)."""
+        v = self.current_image
+        if v is None or v.image is None:
+            return
+        self.current_window = None if window is None else (float(window[0]), float(window[1]))
+        self._display01 = v.image.display(self.current_window) if window is not None \
+            else v.image.pixels
+        if window is None:
+            self.preset_combo.setCurrentIndex(0)
+        self._render()
+
+    def window_span(self) -> float:
+        """The data's full range, in the units of a window: the scale of a window drag."""
+        v = self.current_image
+        if v is None or v.image is None or v.image.modality_pixels is None:
+            return 1.0
+        m = v.image.modality_pixels
+        return float(np.nanmax(m) - np.nanmin(m)) or 1.0
+
+    def start_window(self) -> tuple[float, float]:
+        """The window a drag starts from when the file's own VOI is shown."""
+        v = self.current_image
+        if self.current_window is not None:
+            return self.current_window
+        presets = v.image.window_presets() if v is not None and v.image is not None else []
+        return (presets[0][1], presets[0][2]) if presets else (0.5, 1.0)
+
+    def _on_window_drag(self, dx: float, dy: float) -> None:
+        v = self.current_image
+        if v is None or v.image is None:
+            return
+        dicom = v.image.modality_pixels is not None
+        new = drag_window(self.start_window(), dx, dy, self.window_span(),
+                          min_width=1.0 if dicom else 1e-3)
+        self.set_window(new)
+        self.preset_combo.setCurrentIndex(-1)
+
+    def _on_preset(self, index: int) -> None:
+        self.set_window(self.preset_combo.itemData(index))
+
+    # -- model card, screenshot, closing ----------------------------------------------------
+    def show_model_card(self) -> ModelCardDialog | None:
+        """Open the card dialog (non-blocking) and return it."""
+        if self.engine is None:
+            return None
+        if self._card_dialog is None:
+            self._card_dialog = ModelCardDialog(self.engine.bundle.card, self)
+        self._card_dialog.show()
+        self._card_dialog.raise_()
+        return self._card_dialog
+
+    def save_screenshot(self, path: str | Path) -> Path:
+        """Save the whole window as shown (``window.grab()``) to a PNG."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.grab().save(str(path), "PNG"):
+            raise OSError(f"{path}: could not write the screenshot")
+        return path
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
+    def shutdown(self, timeout_ms: int = 10000) -> None:
+        """Cancel and wait for the worker, so no signal reaches a destroyed window."""
+        for task, _key in list(self._tasks.values()):
+            task.cancel()
+        self._pool.waitForDone(timeout_ms)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.shutdown()
+        super().closeEvent(event)
