@@ -64,13 +64,25 @@ class ImageView(QGraphicsView):
         return not self.pixmap_item.pixmap().isNull()
 
     def set_image(self, img: QImage, *, new: bool) -> None:
-        """Show ``img``; ``new`` re-fits the view (a new image), else zoom and pan are kept."""
+        """Show ``img``; ``new`` re-fits the view (a new image), else zoom and pan are kept.
+
+        A picture of another size (a quarter turn swaps width and height) gets a new scene
+        rectangle, and is fitted again unless the user has zoomed.
+        """
+        old = self.pixmap_item.pixmap().size()
         self.pixmap_item.setPixmap(QPixmap.fromImage(img))
-        if new:
+        if new or old != img.size():
             self._scene.setSceneRect(QRectF(self.pixmap_item.pixmap().rect()))
-            self._auto_fit = True
-            self.fit()
+            if new:
+                self._auto_fit = True
+            if self._auto_fit:
+                self.fit()
         self.viewport().update()
+
+    def reset_zoom(self) -> None:
+        """Back to "fit in window", as after opening the image."""
+        self._auto_fit = True
+        self.fit()
 
     def clear(self, message: str = "") -> None:
         self.pixmap_item.setPixmap(QPixmap())

@@ -40,6 +40,7 @@ from desktop.image_view import ImageView, rgb_to_qimage
 from desktop.render import (
     DISCLAIMER,
     VERDICT_STYLES,
+    Orientation,
     drag_window,
     format_probability,
     operating_points_text,
@@ -97,7 +98,8 @@ class ViewerWindow(QMainWindow):
         self.current_key: str | None = None
         self.current_index = 0
         self.current_window: tuple[float, float] | None = None  # None: the file's own VOI
-        self.current_rgb: np.ndarray | None = None
+        self.current_rgb: np.ndarray | None = None  # the picture as shown (oriented)
+        self.orientation = Orientation()
         self._display01: np.ndarray | None = None
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)  # one engine, one infer request: run tasks in order
@@ -238,8 +240,9 @@ class ViewerWindow(QMainWindow):
         self.preset_combo.setPlaceholderText("Custom (dragged)")
         self.preset_combo.activated.connect(self._on_preset)
         dl.addRow("Window:", self.preset_combo)
-        hint = QLabel("Left-drag: window/level · wheel: zoom · middle-drag: pan · "
-                      "double-click: fit · ←/→: images", disp)
+        hint = QLabel("Left-drag: window/level · wheel or +/−: zoom · middle-drag: pan · "
+                      "=: fit · R/L: rotate · H/V: flip · Space: reset · F: full screen · "
+                      "←/→: images", disp)
         hint.setWordWrap(True)
         hint.setStyleSheet("QLabel { color: #666; }")
         dl.addRow(hint)
@@ -297,8 +300,17 @@ class ViewerWindow(QMainWindow):
         self.next_study_action = action("Next &study", lambda: self._step_study(1), "PgDown")
         self.heatmap_action = action("&Heatmap overlay", self.set_heatmap, "A", checkable=True)
         self.invert_action = action("&Invert", self.set_invert, "I", checkable=True)
-        self.reset_action = action("&Reset window", lambda: self.set_window(None), "R")
-        self.fit_action = action("&Fit to window", self.view.fit, "F")
+        self.rotate_cw_action = action("Rotate &clockwise", lambda: self.rotate(1), "R")
+        self.rotate_ccw_action = action("Rotate c&ounter-clockwise", lambda: self.rotate(-1), "L")
+        self.flip_h_action = action("Flip &horizontally", self.flip_horizontally, "H")
+        self.flip_v_action = action("Flip &vertically", self.flip_vertically, "V")
+        self.reset_action = action("&Reset view", self.reset_view, "Space")
+        self.fit_action = action("&Fit to window", self.view.reset_zoom, "=")
+        self.zoom_in_action = action("Zoom &in", lambda: self.view.zoom_by(1.25), "+")
+        self.zoom_out_action = action("Zoom &out", lambda: self.view.zoom_by(0.8), "-")
+        self.full_screen_action = action("F&ull screen", self.toggle_full_screen, "F11")
+        # "F" too, as in RadiAnt; a second shortcut on the same action
+        self.full_screen_action.setShortcuts([QKeySequence("F11"), QKeySequence("F")])
         self.card_action = action("&Model card…", self.show_model_card)
 
         mb = self.menuBar()
@@ -312,7 +324,15 @@ class ViewerWindow(QMainWindow):
                   self.next_study_action):
             m.addAction(a)
         m.addSeparator()
-        for a in (self.heatmap_action, self.invert_action, self.reset_action, self.fit_action):
+        for a in (self.heatmap_action, self.invert_action):
+            m.addAction(a)
+        m.addSeparator()
+        for a in (self.rotate_cw_action, self.rotate_ccw_action, self.flip_h_action,
+                  self.flip_v_action):
+            m.addAction(a)
+        m.addSeparator()
+        for a in (self.fit_action, self.zoom_in_action, self.zoom_out_action, self.reset_action,
+                  self.full_screen_action):
             m.addAction(a)
         m = mb.addMenu("&Help")
         m.addAction(self.card_action)
@@ -642,6 +662,7 @@ class ViewerWindow(QMainWindow):
             format_probability(v.prediction.probability) if v.prediction is not None else "—")
         if new:
             self.current_window = None
+            self.orientation = Orientation()
             self.preset_combo.clear()
             self.preset_combo.addItem("File default", None)
             if v.image is not None:
@@ -663,8 +684,9 @@ class ViewerWindow(QMainWindow):
         if v is None or v.image is None or self._display01 is None:
             return
         heat = v.heat if (self.heatmap_check.isChecked() and v.heat is not None) else None
-        self.current_rgb = render_rgb(self._display01, invert=self.invert_check.isChecked(),
-                                      heat01=heat, opacity=self.opacity_slider.value() / 100.0)
+        rgb = render_rgb(self._display01, invert=self.invert_check.isChecked(),
+                         heat01=heat, opacity=self.opacity_slider.value() / 100.0)
+        self.current_rgb = self.orientation.apply(rgb)  # the heatmap turns with the image
         self.view.set_image(rgb_to_qimage(self.current_rgb), new=new)
         self._update_overlay()
 
@@ -690,6 +712,8 @@ class ViewerWindow(QMainWindow):
               "W/L: file default" if win is None else f"W {_fmt_wl(win[1])} / L {_fmt_wl(win[0])}"]
         if self.invert_check.isChecked():
             bl.append("inverted")
+        if not self.orientation.is_identity:
+            bl.append(self.orientation.describe())
         br = []
         if v.prediction is not None:
             br.append(f"P({self.word}) {format_probability(v.prediction.probability)}")
@@ -727,6 +751,36 @@ class ViewerWindow(QMainWindow):
                 w.setChecked(bool(on))
                 w.blockSignals(False)
         self._render()
+
+    def rotate(self, quarter_turns_cw: int) -> None:
+        """Turn the shown picture (``R`` clockwise, ``L`` counter-clockwise)."""
+        self.set_orientation(self.orientation.rotated(quarter_turns_cw))
+
+    def flip_horizontally(self) -> None:
+        self.set_orientation(self.orientation.flipped_horizontally())
+
+    def flip_vertically(self) -> None:
+        self.set_orientation(self.orientation.flipped_vertically())
+
+    def set_orientation(self, orientation: Orientation) -> None:
+        self.orientation = orientation
+        self._render()
+
+    def reset_view(self) -> None:
+        """Space: the image as first shown - file window, no invert, no turn, fitted."""
+        self.orientation = Orientation()
+        if self.invert_check.isChecked():
+            self.set_invert(False)  # renders
+        self.set_window(None)
+        self.view.reset_zoom()
+        self._render()
+
+    def toggle_full_screen(self) -> None:
+        """F11 / F: full screen and back (the window's previous geometry is restored)."""
+        if self.isFullScreen():
+            self.showNormal()
+        else:
+            self.showFullScreen()
 
     def set_window(self, window: tuple[float, float] | None) -> None:
         """Re-window the current image through :meth:`LoadedImage.display` (no re-decoding)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from models.labels import TASK_WORDS
 __all__ = [
     "DISCLAIMER",
     "VERDICT_STYLES",
+    "Orientation",
     "blend_heatmap",
     "card_html",
     "colormap_lut",
@@ -133,6 +135,48 @@ def render_rgb(
     if heat01 is None:
         return gray_to_rgb(gray)
     return blend_heatmap(gray, heat01, opacity=opacity, cmap=cmap)
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How the picture is turned on screen: ``rotation`` quarter turns clockwise of the image
+    mirrored left-right when ``mirror`` is set (the mirror is applied first).
+
+    Every combination of the keys r/l/h/v is one of these eight states, so the state stays two
+    small numbers however many keys are pressed, and "reset" is simply ``Orientation()``. The
+    transform is applied to the finished RGB picture, so the heatmap turns with the image.
+    """
+
+    rotation: int = 0
+    mirror: bool = False
+
+    def rotated(self, quarter_turns_cw: int) -> Orientation:
+        """Turn the picture on screen by ``quarter_turns_cw`` (negative: counter-clockwise)."""
+        return Orientation((self.rotation + quarter_turns_cw) % 4, self.mirror)
+
+    def flipped_horizontally(self) -> Orientation:
+        """Mirror the picture left-right *as shown*: fliplr . rot^k = rot^-k . fliplr."""
+        return Orientation((-self.rotation) % 4, not self.mirror)
+
+    def flipped_vertically(self) -> Orientation:
+        """Mirror the picture top-bottom as shown: flipud = rot180 . fliplr."""
+        return Orientation((2 - self.rotation) % 4, not self.mirror)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.rotation == 0 and not self.mirror
+
+    def apply(self, img: np.ndarray) -> np.ndarray:
+        """The (H, W[, C]) array as shown, C-contiguous (QImage needs it)."""
+        out = img[:, ::-1] if self.mirror else img
+        return np.ascontiguousarray(np.rot90(out, -self.rotation))
+
+    def describe(self) -> str:
+        """Short text for the image overlay; empty when the image is shown as stored."""
+        parts = [f"rotated {90 * self.rotation}°"] if self.rotation else []
+        if self.mirror:
+            parts.append("mirrored")
+        return ", ".join(parts)
 
 
 def drag_window(

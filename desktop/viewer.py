@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mura-viewer",
         description="Show radiograph studies (DICOM by content, PNG, JPEG) with a model's "
         "verdict, per-image probabilities and heatmap. Research use only — not for diagnostic "
-        "use. Keys: ←/→ images, PgUp/PgDown studies, A heatmap, I invert, R reset window, "
-        "F fit; left-drag window/level, wheel zoom, middle-drag pan.",
+        "use. Keys: ←/→ images, PgUp/PgDown studies, A heatmap, I invert, R/L rotate, H/V flip, "
+        "= fit, +/- zoom, Space reset, F or F11 full screen; left-drag window/level, wheel "
+        "zoom, middle-drag pan; drop files or folders on the window to open them.",
     )
     ap.add_argument("paths", nargs="*", metavar="PATH",
                     help="folders (searched recursively) or files to open; studies found in "
