@@ -11,9 +11,13 @@ Never imported by the runtime path (engine, desktop): those read the exported IR
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -136,17 +140,27 @@ def create_model(
     num_body_parts: int,
     *,
     pretrained_weights: str | Path | None = None,
+    pretrained: bool = False,
     drop: float = 0.2,
     cam_pool: str | None = None,
     **kwargs,
 ) -> MultiTaskNet:
     """The one factory: ``create_model("efficientnet_b0", num_body_parts=7)``.
 
-    ``pretrained_weights`` is a *local* ImageNet state dict (timm or torchvision naming); there is
-    no download path here on purpose — clinic and CI machines are offline.
+    ``pretrained_weights`` is a *local* ImageNet state dict (timm or torchvision naming), the way
+    to initialise on offline machines. ``pretrained=True`` asks timm's hub instead; when the hub
+    cannot be reached it fails at once with a :class:`ConfigError` naming the local-file option,
+    instead of hanging on retries.
     """
     _check_name(name)
     builder, defaults = _REGISTRY[name]
+    if pretrained:
+        if pretrained_weights is not None:
+            raise ConfigError("give either pretrained (timm hub) or pretrained_weights (a local file), not both")
+        if name not in _TIMM_ARCHS:
+            raise ConfigError(f"{name!r} has no pretrained weights (it is trained from scratch); "
+                              f"pretrained weights exist for {', '.join(sorted(_TIMM_ARCHS))}")
+        kwargs["pretrained"] = True
     backbone, nf = builder(**kwargs)
     if pretrained_weights is not None:
         load_pretrained_backbone(backbone, pretrained_weights)
@@ -225,11 +239,65 @@ class _TimmFeatures(nn.Module):
         return self.model.forward_features(x)
 
 
-def _timm_backbone(arch: str, **kwargs) -> tuple[nn.Module, int]:
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_unreachable_reason(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why the Hugging Face hub (timm's weight store) cannot be reached, or None if it can.
+
+    One TCP connection to the hub's host with a short timeout, run in a thread so that a stalled
+    DNS lookup cannot hang either: on an offline machine this answers in seconds, where the hub
+    client's own retries take minutes. ``HF_HUB_OFFLINE`` and a configured proxy skip the probe
+    (the hub client then reads its cache, or goes through the proxy, itself).
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return None
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    failure: list[str] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as e:
+            failure.append(f"{type(e).__name__}: {e}")
+
+    t = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    t.start()
+    t.join(timeout + 1.0)
+    if t.is_alive():
+        return f"no answer from {host}:{port} within {timeout:.0f} s"
+    return f"cannot connect to {host}:{port} ({failure[0]})" if failure else None
+
+
+def _offline_hint() -> str:
+    hint = "download the ImageNet weights elsewhere and pass the file with --pretrained-weights PATH"
+    if os.environ.get("HF_HUB_OFFLINE"):
+        return hint + " (HF_HUB_OFFLINE is set and the Hugging Face cache has no copy)"
+    return hint + " (or set HF_HUB_OFFLINE=1 to use a copy already in the Hugging Face cache)"
+
+
+def _timm_backbone(arch: str, pretrained: bool = False, **kwargs) -> tuple[nn.Module, int]:
     import timm  # imported lazily: only training/export need it
 
-    m = timm.create_model(arch, pretrained=False, in_chans=1, num_classes=0, global_pool="", **kwargs)
+    if not pretrained:
+        m = timm.create_model(arch, pretrained=False, in_chans=1, num_classes=0, global_pool="", **kwargs)
+        return _TimmFeatures(m), m.num_features
+    reason = hub_unreachable_reason()
+    if reason:
+        raise ConfigError(f"--pretrained: the timm model hub cannot be reached ({reason}); {_offline_hint()}")
+    try:
+        # timm sums the RGB kernels of the first convolution for in_chans=1, as load_pretrained_backbone does
+        m = timm.create_model(arch, pretrained=True, in_chans=1, num_classes=0, global_pool="", **kwargs)
+    except Exception as e:  # noqa: BLE001 - hub, HTTP, cache and file errors all mean "no weights"
+        raise ConfigError(f"--pretrained: could not get {arch} ImageNet weights from the timm hub "
+                          f"({type(e).__name__}: {e}); {_offline_hint()}") from e
     return _TimmFeatures(m), m.num_features
+
+
+_TIMM_ARCHS = {"resnet50", "densenet169", "efficientnet_b0"}
 
 
 @register_model("resnet50", ModelDefaults(input_size=224))

@@ -36,6 +36,15 @@ _HELP = {
     "workers": "DataLoader worker processes (0 = decode in the main process)",
     "augment": "radiograph augmentation on/off (true/false)",
     "pretrained_weights": "local ImageNet state dict to initialise the backbone (no downloads)",
+    "pretrained": "ImageNet weights from timm's hub (needs the network; fails at once, naming "
+    "--pretrained-weights PATH, when the hub cannot be reached)",
+    "amp": "mixed precision: auto (float16 + gradient scaling on CUDA, off on CPU), off, fp16 (CUDA only) "
+    "or bf16 (CPU with AVX-512 BF16, or GPU)",
+    "clahe": "contrast-limited adaptive histogram equalisation in the shared preprocessing (true/false); "
+    "stored in the checkpoint, so the runtime applies it too",
+    "clahe_clip_limit": "CLAHE clip limit: fraction of a tile's pixels one grey-level bin may hold "
+    "(scikit-image's convention; 0.01 = OpenCV clipLimit 2.56)",
+    "clahe_tiles": "CLAHE tiles per image side",
     "cam_pool": "how the fracture CAM is pooled into the logit: mean, max or lse (default: the "
     "architecture's, lse)",
     "sensitivity_target": "study-level sensitivity of the 'suspicious' operating point",
@@ -64,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "extra":
             continue
         typ = {bool: _bool, int: int, float: float}.get(type(f.default), str)
-        ap.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=typ, default=None, help=_HELP.get(f.name))
+        flag = {"nargs": "?", "const": True} if typ is _bool else {}  # "--resume" = "--resume true"
+        ap.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=typ, default=None,
+                        help=_HELP.get(f.name), **flag)
     return ap
 
 

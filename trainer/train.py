@@ -7,6 +7,7 @@ Model selection on validation study-level AUC; operating points chosen on valida
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -64,6 +65,11 @@ class TrainConfig:
     workers: int = 0
     augment: bool = True
     pretrained_weights: str | None = None
+    pretrained: bool = False  # ImageNet weights from timm's hub (needs the network)
+    amp: str = "auto"  # auto (fp16 on CUDA, off on CPU) | off | fp16 | bf16
+    clahe: bool = False  # CLAHE in the shared preprocessing (the runtime applies it too)
+    clahe_clip_limit: float = 0.01
+    clahe_tiles: int = 8
     cam_pool: str = ""  # "" = architecture default; mean | max | lse
     sensitivity_target: float = 0.9
     max_train_images: int = 0  # 0 = all; for smoke runs
@@ -78,6 +84,32 @@ class TrainConfig:
             raise ConfigError(f"unknown architecture {self.arch!r}; choose one of {', '.join(list_models())}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if self.pretrained and self.pretrained_weights:
+            raise ConfigError("give either --pretrained (timm hub) or --pretrained-weights PATH, not both")
+        if str(self.amp).lower() not in AMP_MODES:
+            raise ConfigError(f"unknown --amp {self.amp!r}; choose one of {', '.join(AMP_MODES)}")
+
+
+AMP_MODES = ("auto", "off", "fp16", "bf16", "on", "true", "false")
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``--amp`` on this device, or None for full float32.
+
+    auto: float16 on CUDA (with a GradScaler: fp16 gradients underflow), off on CPU, where float32
+    is what the resume test and the CPU timings assume. bf16 has float32's range (no scaler) and
+    runs on CPUs with AVX-512 BF16 and on recent GPUs. fp16 autocast on a CPU is refused.
+    """
+    m = str(mode).lower()
+    if m in ("off", "false"):
+        return None
+    if m == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    if m == "bf16":
+        return torch.bfloat16
+    if device.type != "cuda":
+        raise ConfigError(f"--amp {mode}: float16 autocast needs a CUDA GPU; use --amp bf16 on a CPU")
+    return torch.float16
 
 
 def seed_everything(seed: int) -> None:
@@ -214,16 +246,20 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
     body_parts = train_split.body_parts
     size = cfg.input_size or model_defaults(cfg.arch).input_size
     defaults = model_defaults(cfg.arch)
-    pre = PreprocessConfig(input_size=size, mean=defaults.mean, std=defaults.std)
+    pre = PreprocessConfig(input_size=size, mean=defaults.mean, std=defaults.std, clahe=cfg.clahe,
+                           clahe_clip_limit=cfg.clahe_clip_limit, clahe_tiles=cfg.clahe_tiles)
+    device = torch.device(f"cuda:{di.local_rank}" if torch.cuda.is_available() else "cpu")
+    amp_dtype = resolve_amp(cfg.amp, device)
     problems = train_split.problems + (test_split.problems if test_split else [])
     if di.is_main:
-        atomic_write_json(out / "config.json", {**asdict(cfg), "input_size": size, "world_size": di.world})
+        atomic_write_json(out / "config.json", {**asdict(cfg), "input_size": size, "world_size": di.world,
+                                                "device": str(device), "amp_dtype": str(amp_dtype or "off")})
         atomic_write_text(out / "data_problems.txt", "".join(f"{p}\n" for p in problems))
     if problems and di.is_main:
         print(f"{len(problems)} data problems (skipped; listed in {out / 'data_problems.txt'})")
 
     net = create_model(cfg.arch, num_body_parts=len(body_parts), pretrained_weights=cfg.pretrained_weights,
-                       cam_pool=cfg.cam_pool or None)
+                       pretrained=cfg.pretrained, cam_pool=cfg.cam_pool or None)
     net = net.to(memory_format=torch.channels_last)
     weights = body_part_class_weights(train_split.records)
     w_pos = torch.tensor([weights[r.body_part][0] for r in train_split.records])
@@ -238,11 +274,12 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
                     num_workers=cfg.workers, collate_fn=collate_skip, generator=gen,
                     drop_last=len(ds) > cfg.batch_size * di.world, persistent_workers=cfg.workers > 0,
                     pin_memory=torch.cuda.is_available())
-    device = torch.device(f"cuda:{di.local_rank}" if torch.cuda.is_available() else "cpu")
-    net = net.to(device)
+    net = net.to(device)  # channels_last (above) on every device: faster on CPU and with CUDA AMP
     w_pos, w_neg = w_pos.to(device), w_neg.to(device)
     model = torch.nn.parallel.DistributedDataParallel(net) if di.enabled else net
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Disabled (a no-op whose state is {}) unless float16 autocast: bf16 and fp32 need no scaling.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     steps_per_epoch = max(len(dl), 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, _lr_lambda(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)))
@@ -253,6 +290,8 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
         net.load_state_dict(ck["model"])  # every rank reads the same file
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
+        if scaler.is_enabled() and ck.get("scaler"):  # older checkpoints and fp32/bf16 runs have none
+            scaler.load_state_dict(ck["scaler"])
         start_epoch, best, best_epoch, history = ck["epoch"] + 1, ck["best_metric"], ck["best_epoch"], ck["history"]
         gen.set_state(ck["rng"]["loader"])
         torch.set_rng_state(ck["rng"]["torch"])
@@ -266,6 +305,9 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
         "task": train_split.task,
         "preprocess": pre.to_dict(),
         "provenance": {
+            "initialisation": ("ImageNet (timm hub)" if cfg.pretrained else
+                               f"ImageNet ({Path(cfg.pretrained_weights).name})" if cfg.pretrained_weights
+                               else "random"),
             "training_data": train_split.summary(),
             "validation_data": val_split.summary(),
             "test_data": test_split.summary() if test_split else None,
@@ -289,16 +331,21 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
             x, y, bp, idx = batch
             _trace(di, epoch, idx)
             x, y, bp, idx = x.to(device), y.to(device), bp.to(device), idx.to(device)
-            logit, bp_logits = model(x.to(memory_format=torch.channels_last))
+            with (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
+                  else contextlib.nullcontext()):
+                logit, bp_logits = model(x.to(memory_format=torch.channels_last))
+            logit, bp_logits = logit.float(), bp_logits.float()  # losses in float32
             w = torch.where(y > 0.5, w_pos[idx], w_neg[idx])
             loss = (bce(logit, y) * w).mean() * 2  # x2: the weights average 0.5
             if cfg.lambda_body_part > 0 and len(body_parts) > 1:
                 loss = loss + cfg.lambda_body_part * ce(bp_logits, bp)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.grad_clip:
+                scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
+            scaler.step(opt)  # skips the step when fp16 gradients overflowed
+            scaler.update()
             sched.step()
             seen += len(x)
             loss_sum += loss.item() * len(x)
@@ -335,6 +382,7 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
         if di.is_main:
             save_checkpoint(last_path, {
                 "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(),
                 "epoch": epoch, "best_metric": best, "best_epoch": best_epoch, "history": history,
                 "meta": meta, "rng": {"torch": torch.get_rng_state(), "loader": gen.get_state()},
             })

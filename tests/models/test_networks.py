@@ -63,3 +63,98 @@ def test_bad_pretrained_files(tmp_path):
     torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(ConfigError, match="no tensor matches"):
         load_pretrained_backbone(net.backbone, tmp_path / "other.pth")
+
+
+# --- --pretrained (timm hub) -----------------------------------------------------------------
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every socket connection and name lookup fails at once, as on an offline machine.
+
+    Also counts the attempts, and clears the variables that would skip the probe.
+    """
+    import socket
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args[:1])
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    for k in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_ENDPOINT"):
+        monkeypatch.delenv(k, raising=False)
+    return attempts
+
+
+def test_pretrained_offline_fails_fast_naming_the_local_file_option(no_network, monkeypatch):
+    import time
+
+    import timm
+
+    def must_not_download(*a, **kw):
+        if kw.get("pretrained"):
+            raise AssertionError("timm was asked to download although the hub is unreachable")
+        return real(*a, **kw)
+
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", must_not_download)
+    t = time.perf_counter()
+    with pytest.raises(ConfigError, match="hub cannot be reached") as e:
+        create_model("efficientnet_b0", 3, pretrained=True)
+    assert time.perf_counter() - t < 10
+    assert "--pretrained-weights PATH" in str(e.value) and "huggingface.co" in str(e.value)
+    assert no_network  # it did probe (and the probe was refused)
+
+
+def test_pretrained_hub_errors_become_config_errors(no_network, monkeypatch):
+    """When the probe is skipped (HF_HUB_OFFLINE, proxy) the hub client's own failure is wrapped."""
+    import timm
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def offline_cache_miss(*a, **kw):
+        raise FileNotFoundError("resnet50.a1_in1k not in the local cache")
+
+    monkeypatch.setattr(timm, "create_model", offline_cache_miss)
+    with pytest.raises(ConfigError, match="--pretrained-weights PATH") as e:
+        create_model("resnet50", 3, pretrained=True)
+    assert "not in the local cache" in str(e.value) and isinstance(e.value.__cause__, FileNotFoundError)
+    assert not no_network  # HF_HUB_OFFLINE: no probe
+
+
+def test_pretrained_asks_timm_for_one_channel_imagenet_weights(monkeypatch):
+    """Online (probe answered), timm is called with pretrained=True and in_chans=1."""
+    import timm
+
+    import models.networks as networks
+
+    monkeypatch.setattr(networks, "hub_unreachable_reason", lambda *a, **k: None)
+    calls = []
+    real = timm.create_model
+
+    def fake(name, **kw):
+        calls.append((name, kw))
+        return real(name, **{**kw, "pretrained": False})
+
+    monkeypatch.setattr(timm, "create_model", fake)
+    net = create_model("densenet169", 4, pretrained=True)
+    assert calls == [("densenet169", {"pretrained": True, "in_chans": 1, "num_classes": 0, "global_pool": ""})]
+    assert net.body_part_head.out_features == 4
+
+
+def test_pretrained_flag_errors():
+    with pytest.raises(ConfigError, match="custom_cnn.*no pretrained weights"):
+        create_model("custom_cnn", 3, pretrained=True)
+    with pytest.raises(ConfigError, match="not both"):
+        create_model("resnet50", 3, pretrained=True, pretrained_weights="x.pth")
+
+
+def test_hub_probe_answers_quickly_when_blocked(no_network):
+    from models.networks import hub_unreachable_reason
+
+    reason = hub_unreachable_reason(timeout=1.0)
+    assert reason and "huggingface.co:443" in reason
