@@ -165,3 +165,41 @@ def expected_calibration_error(y_true: Sequence[int], probs: Sequence[float], bi
         if m.any():
             ece += m.mean() * abs(p[m].mean() - y[m].mean())
     return float(ece)
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
+    """(n_classes, n_classes) counts, rows = true class, columns = predicted (scikit-learn's layout).
+
+    Used for the body part (K classes) and, with n_classes=2, for the finding: row/column 0 is
+    negative, 1 positive. Labels outside [0, n_classes) are an error, not silently dropped.
+    """
+    t = np.asarray(y_true, dtype=np.int64).ravel()
+    p = np.asarray(y_pred, dtype=np.int64).ravel()
+    if t.shape != p.shape:
+        raise ConfigError(f"labels {t.shape} and predictions {p.shape} differ in shape")
+    if n_classes < 1:
+        raise ConfigError(f"n_classes must be >= 1, got {n_classes}")
+    both = np.concatenate([t, p])
+    bad = both[(both < 0) | (both >= n_classes)]
+    if len(bad):
+        raise ConfigError(f"class index {int(bad[0])} is outside [0, {n_classes})")
+    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def reliability_bins(y_true: Sequence[int], probs: Sequence[float], bins: int = 10) -> dict[str, np.ndarray]:
+    """The numbers behind a reliability diagram, with the same equal-width bins as the ECE.
+
+    Per bin: ``count``, ``mean_prob`` (mean predicted probability) and ``frac_pos`` (observed
+    fraction of positives); empty bins hold nan. ``edges`` are the bins' bounds.
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(probs, dtype=np.float64)
+    if y.shape != p.shape:
+        raise ConfigError(f"labels {y.shape} and probabilities {p.shape} differ in shape")
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    count = np.bincount(which, minlength=bins).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_prob = np.bincount(which, weights=p, minlength=bins) / count
+        frac_pos = np.bincount(which, weights=y, minlength=bins) / count
+    return {"edges": np.linspace(0.0, 1.0, bins + 1), "count": count, "mean_prob": mean_prob,
+            "frac_pos": frac_pos}

@@ -9,6 +9,7 @@ from models.errors import MuraError
 from models.preprocess import PreprocessConfig
 from trainer.checkpoint import load_checkpoint, model_from_checkpoint
 from trainer.datasets import load_source
+from trainer.plots import write_evaluation_plots
 from trainer.train import evaluate_predictions, predict
 
 
@@ -24,7 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threshold", type=float, default=None,
                     help="decision threshold (default: the checkpoint's 'likely' operating point, else 0.5)")
     ap.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    ap.add_argument("--plots", default=None, metavar="DIR",
+                    help="also write roc.png, confusion.png, reliability.png and body_part_confusion.png "
+                    "(image and study level) into this folder")
     return ap
+
+
+def format_confusion(labels: list[str], matrix: list[list[int]]) -> str:
+    """A plain-text confusion matrix (rows = true body part, columns = predicted)."""
+    w = max([len(x) for x in labels] + [max((len(str(v)) for row in matrix for v in row), default=1), 6])
+    lines = ["body-part confusion (rows = true, columns = predicted, images):",
+             " " * (w + 2) + " ".join(f"{x:>{w}}" for x in labels)]
+    lines += [f"{lab:>{w}}  " + " ".join(f"{v:>{w}}" for v in row) for lab, row in zip(labels, matrix, strict=True)]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         probs, bps = predict(net, split.records, pre, meta["body_parts"])
         th = a.threshold if a.threshold is not None else meta.get("thresholds", {}).get("likely", 0.5)
         m = evaluate_predictions(split.records, probs, bps, meta["body_parts"], th, ci=True)
+        if a.plots:
+            write_evaluation_plots(a.plots, split.records, probs, bps, meta["body_parts"], th,
+                                   f"{meta['architecture']} on {split.name}")
     except MuraError as e:
         print(f"mura-evaluate: error: {e}", file=sys.stderr)
         return 2
@@ -54,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"study-level calibration: ECE {m['study']['ece']:.4f}")
     if "body_part_accuracy" in m:
         print(f"body-part accuracy {m['body_part_accuracy']:.4f}")
+        print(format_confusion(m["body_part_confusion"]["labels"], m["body_part_confusion"]["matrix"]))
+    if a.plots:
+        print(f"figures written to {a.plots}")
     if a.json:
         from models.fsutil import atomic_write_json
 

@@ -30,6 +30,8 @@ from models.metrics import (
     binary_metrics,
     bootstrap_ci,
     cohen_kappa,
+    confusion,
+    confusion_matrix,
     expected_calibration_error,
     roc_auc,
     threshold_for_sensitivity,
@@ -42,6 +44,7 @@ from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.data import Augment, DecodeCache, RecordDataset, collate_skip
 from trainer.datasets import DatasetSplit, Record, group_split, load_source
 from trainer.distributed import DistInfo, barrier, gather_rows, init_distributed, shutdown
+from trainer.plots import body_part_indices, write_evaluation_plots
 
 
 @dataclass
@@ -172,20 +175,28 @@ def evaluate_predictions(records: list[Record], probs: np.ndarray, bps: np.ndarr
                          body_parts: list[str], threshold: float = 0.5, ci: bool = False) -> dict:
     """Image- and study-level metrics (study = mean of its images' probabilities).
 
-    ``ci`` adds 95 % bootstrap intervals, study-level calibration (ECE) and a per-body-part table.
+    ``ci`` adds 95 % bootstrap intervals, study-level calibration (ECE) and a per-body-part table
+    (study level, with AUC and kappa intervals). With body-part probabilities: the body-part
+    accuracy and confusion matrix (per image; rows = truth, ``body_part_confusion``).
     """
     ok = ~np.isnan(probs)
     recs = [r for r, k in zip(records, ok, strict=True) if k]
     p = probs[ok]
     y = np.array([r.label for r in recs])
     out = {"n_images": int(len(recs)), "n_failed": int((~ok).sum())}
-    out["image"] = binary_metrics(y, p, threshold)
+    out["image"] = {**binary_metrics(y, p, threshold), "confusion": confusion(y, p >= threshold)}
     ids, ys, ps = aggregate_studies([r.study_id for r in recs], y, p)
     out["n_studies"] = len(ids)
-    out["study"] = binary_metrics(ys, ps, threshold)
-    if bps is not None and len(body_parts) > 1:
-        true_bp = np.array([body_parts.index(r.body_part) if r.body_part in body_parts else -1 for r in recs])
-        out["body_part_accuracy"] = float((bps[ok].argmax(1) == true_bp).mean())
+    out["study"] = {**binary_metrics(ys, ps, threshold), "confusion": confusion(ys, ps >= threshold)}
+    if bps is not None and len(body_parts) > 1 and len(recs):
+        true_bp, pred_bp = body_part_indices(recs, bps[ok], body_parts)
+        out["body_part_accuracy"] = float((pred_bp == true_bp).mean())
+        known = true_bp >= 0
+        out["body_part_confusion"] = {
+            "labels": list(body_parts),
+            "matrix": confusion_matrix(true_bp[known], pred_bp[known], len(body_parts)).tolist(),
+            "n_unknown_part": int((~known).sum()),
+        }
     if ci and len(recs):
         out["image"]["auc_ci95"] = bootstrap_ci(roc_auc, y, p)
         out["study"]["auc_ci95"] = bootstrap_ci(roc_auc, ys, ps)
@@ -195,7 +206,9 @@ def evaluate_predictions(records: list[Record], probs: np.ndarray, bps: np.ndarr
         for bp in sorted({r.body_part for r in recs}):
             sel = [i for i, r in enumerate(recs) if r.body_part == bp]
             sid, sy, sp = aggregate_studies([recs[i].study_id for i in sel], y[sel], p[sel])
-            parts[bp] = {"n_studies": len(sid), **binary_metrics(sy, sp, threshold)}
+            parts[bp] = {"n_studies": len(sid), **binary_metrics(sy, sp, threshold),
+                         "auc_ci95": bootstrap_ci(roc_auc, sy, sp, n=500),
+                         "kappa_ci95": bootstrap_ci(lambda a, b: cohen_kappa(a, b >= threshold), sy, sp, n=500)}
         out["per_body_part"] = parts
     return out
 
@@ -435,11 +448,15 @@ def finalize(best_path: Path, val_split: DatasetSplit, test_split: DatasetSplit 
     bp_names = meta["body_parts"]
     probs, bps = predict(net, val_split.records, pre, bp_names, workers=cfg.workers)
     thresholds = choose_thresholds(val_split.records, probs, cfg.sensitivity_target)
-    metrics = {"internal_validation": evaluate_predictions(val_split.records, probs, bps, bp_names,
-                                                           thresholds["likely"], ci=True)}
+    sets = [("internal_validation", val_split.records, probs, bps)]
     if test_split is not None:
         tp, tb = predict(net, test_split.records, pre, bp_names, workers=cfg.workers)
-        metrics["test"] = evaluate_predictions(test_split.records, tp, tb, bp_names, thresholds["likely"], ci=True)
+        sets.append(("test", test_split.records, tp, tb))
+    metrics = {}
+    for name, recs, pr, bp in sets:
+        metrics[name] = evaluate_predictions(recs, pr, bp, bp_names, thresholds["likely"], ci=True)
+        write_evaluation_plots(out / "plots" / name, recs, pr, bp, bp_names, thresholds["likely"],
+                               f"{meta['architecture']} {name.replace('_', ' ')}")
     meta = {**meta, "thresholds": thresholds, "metrics": metrics, "best_epoch": int(ck["epoch"]) + 1}
     save_checkpoint(best_path, {"model": ck["model"], "meta": meta, "epoch": ck["epoch"]})
     summary = {"checkpoint": str(best_path), **{k: meta[k] for k in ("architecture", "thresholds", "metrics", "best_epoch")}}

@@ -100,3 +100,39 @@ def test_bootstrap_ci_and_ece():
     assert expected_calibration_error([0, 1, 0, 1], [0.0, 1.0, 0.0, 1.0]) == 0
     # always saying 0.9 when half are positive: ECE 0.4
     assert expected_calibration_error([0, 1] * 50, [0.9] * 100) == pytest.approx(0.4)
+
+
+def test_confusion_matrix_hand_computed_and_against_sklearn():
+    from sklearn.metrics import confusion_matrix as sk_cm
+
+    from models.errors import ConfigError
+    from models.metrics import confusion_matrix
+
+    y = [0, 0, 1, 2, 2, 2, 1, 0]
+    p = [0, 1, 1, 2, 0, 2, 2, 0]
+    # rows = truth: class 0 -> (0, 1, 0) twice 0, once 1; class 1 -> one right, one called 2; ...
+    expected = np.array([[2, 1, 0], [0, 1, 1], [1, 0, 2]])
+    np.testing.assert_array_equal(confusion_matrix(y, p, 3), expected)
+    np.testing.assert_array_equal(confusion_matrix(y, p, 3), sk_cm(y, p, labels=[0, 1, 2]))
+    np.testing.assert_array_equal(confusion_matrix(y, p, 4)[3], [0, 0, 0, 0])  # an absent class: empty row
+    np.testing.assert_array_equal(confusion_matrix([1, 1, 0], [True, False, False], 2), [[1, 0], [1, 1]])
+    with pytest.raises(ConfigError, match="5"):
+        confusion_matrix([0, 5], [0, 0], 3)
+    with pytest.raises(ConfigError, match="shape"):
+        confusion_matrix([0, 1], [0], 2)
+
+
+def test_reliability_bins_hand_computed_and_consistent_with_ece():
+    from models.metrics import expected_calibration_error, reliability_bins
+
+    y = [0, 1, 1, 0, 1]
+    p = [0.05, 0.15, 0.95, 0.92, 1.0]  # 1.0 falls in the last bin, as in the ECE
+    rb = reliability_bins(y, p, bins=10)
+    assert rb["count"].tolist() == [1, 1, 0, 0, 0, 0, 0, 0, 0, 3]
+    assert rb["mean_prob"][0] == pytest.approx(0.05) and rb["frac_pos"][1] == 1.0
+    assert rb["mean_prob"][9] == pytest.approx((0.95 + 0.92 + 1.0) / 3)
+    assert rb["frac_pos"][9] == pytest.approx(2 / 3) and np.isnan(rb["frac_pos"][5])
+    np.testing.assert_allclose(rb["edges"], np.linspace(0, 1, 11))
+    filled = rb["count"] > 0
+    ece = (rb["count"][filled] / 5 * np.abs(rb["mean_prob"][filled] - rb["frac_pos"][filled])).sum()
+    assert ece == pytest.approx(expected_calibration_error(y, p))
