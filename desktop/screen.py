@@ -24,18 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
-from PIL import Image
-
 from desktop.discovery import Discovery, Study, discover
-from desktop.render import blend_heatmap, to_uint8
-from desktop.screen_state import FileStamp, ImageRow, ScreenState, StudyRow, fingerprint, stamp
-from models.engine import Engine, ImagePrediction, aggregate_study
-from models.errors import ImageDecodeError, MuraError
+from desktop.pipeline import THUMB_SIZE, scored_studies
+from desktop.render import task_word
+from desktop.screen_state import ScreenState, fingerprint, stamp
+from models.engine import Engine
+from models.errors import ConfigError, MuraError
 from models.fsutil import atomic_write_text
-from models.imageio import load_image
 
-THUMB_SIZE = 160  # px, long side of the report's thumbnails
+__all__ = ["THUMB_SIZE", "ScreenResult", "ScreenRun", "StudyResult", "main", "screen",
+           "screen_to_folder"]
 WORKLIST_FIELDS = ["rank", "study", "verdict", "probability", "body_part", "n_images", "n_failed",
                    "modality", "description", "first_image", "model"]
 
@@ -60,27 +58,12 @@ class ScreenResult:
     n_scored_images: int
     n_resumed: int = 0
     complete: bool = True  # False when cancelled: outputs then cover only part of the source
+    export_errors: list[tuple[str, str]] = field(default_factory=list)  # (study key, reason)
 
     @property
     def ranked(self) -> list[StudyResult]:
         scored = [r for r in self.results if r.probability is not None]
         return sorted(scored, key=lambda r: -r.probability) + [r for r in self.results if r.probability is None]
-
-
-def _thumbnail(pixels: np.ndarray, pred: ImagePrediction) -> bytes | None:
-    """A small PNG of the image with its heatmap, for the HTML report (None if it cannot be made).
-
-    Made while the pixels are in memory, so the report never has to decode the source again.
-    """
-    try:
-        rgb = blend_heatmap(to_uint8(pixels), pred.heatmap(pixels.shape), opacity=0.45)
-        im = Image.fromarray(rgb)
-        im.thumbnail((THUMB_SIZE, THUMB_SIZE))
-        buf = io.BytesIO()
-        im.save(buf, format="PNG", optimize=True)
-        return buf.getvalue()
-    except (ValueError, OSError):
-        return None
 
 
 def _die_after() -> int | None:
@@ -93,44 +76,6 @@ def _die_after() -> int | None:
     return int(v) if v.isdigit() else None
 
 
-def _score_study(st: Study, engine: Engine) -> tuple[StudyRow, list[ImageRow], list[ImagePrediction]]:
-    """Score one study; every image gets a row, so a failed file is recorded, not forgotten.
-
-    Files are stamped before they are decoded: if one changes while it is read, the next run
-    sees a different stamp and re-scores it, rather than trusting a result of unknown content.
-    """
-    rows: list[ImageRow] = []
-    pixels: list[np.ndarray] = []
-    ok: list[ImageRow] = []
-    for ref in st.images:
-        try:
-            fs = stamp(ref.path)
-        except OSError as e:
-            rows.append(ImageRow(FileStamp(ref.path, -1, -1), error=f"cannot read file ({e})"))
-            continue
-        row = ImageRow(fs)
-        try:
-            pixels.append(load_image(ref.path).pixels)
-            ok.append(row)
-        except ImageDecodeError as e:
-            row.error = e.reason
-        rows.append(row)
-    preds = engine.predict(pixels) if pixels else []
-    for row, px, pred in zip(ok, pixels, preds, strict=True):
-        row.probability, row.body_part = float(pred.probability), pred.body_part
-        row.thumbnail = _thumbnail(px, pred)
-    n_failed = len(st.images) - len(preds)
-    first = st.images[0].path if st.images else ""
-    if preds:
-        agg = aggregate_study(preds, engine.thresholds)
-        srow = StudyRow(st.key, agg.probability, agg.body_part, agg.verdict, len(st.images), n_failed,
-                        st.modality, st.description, first)
-    else:
-        srow = StudyRow(st.key, None, "", "failed", len(st.images), n_failed, st.modality,
-                        st.description, first)
-    return srow, rows, preds
-
-
 def _result_from_state(st: Study, state: ScreenState) -> StudyResult:
     rows = state.images(st.key)
     srow = state.study(st.key)
@@ -141,14 +86,21 @@ def _result_from_state(st: Study, state: ScreenState) -> StudyResult:
 
 
 def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
-           state: ScreenState | None = None) -> ScreenResult:
+           state: ScreenState | None = None, *, workers: int | None = None,
+           dicom_out: str | Path | None = None, alias: Aliases | None = None) -> ScreenResult:
     """Decode, score and aggregate every study under ``root``, committing each study to ``state``.
 
     Studies that ``state`` already holds with unchanged source files are taken from it, not
     re-scored: that is what makes an interrupted run resumable. ``progress(done, total,
     images_done, images_total, images_worked)`` is called after each study (``images_worked``:
     images this process decoded, the basis of an honest rate); ``cancel()`` returning True stops
-    early. Without ``state`` an in-memory one is used (nothing persists).
+    early, between two studies. Without ``state`` an in-memory one is used (nothing persists).
+
+    Decoding runs in ``workers`` processes (None: one per core, 0: in this thread) and
+    inference on asynchronous requests (:mod:`desktop.pipeline`); studies still come back, and
+    are committed, one at a time in discovery order. With ``dicom_out``, each DICOM study's
+    Secondary Captures and SR go to ``dicom_out/<study>/`` (named through ``alias``) before the
+    study is committed; a study whose SR is missing there is re-scored on resume.
     """
     t0 = time.time()
     disc = discover(root)
@@ -157,37 +109,61 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
         state = ScreenState(None)
         state.begin(model_id=engine.bundle.model_id, model_name=str(engine.bundle.card["name"]),
                     model_version=str(engine.bundle.card["version"]), source_root=str(root))
+    alias = alias or Aliases(state.salt, False)
     results: list[StudyResult] = []
+    export_errors: list[tuple[str, str]] = []
     n_scored = n_resumed = n_committed = 0
     images_total = disc.n_images
     images_done = images_worked = 0
     die_after = _die_after()
     complete = True
+    fps: list[str] = []
+    todo: set[int] = set()
     for i, st in enumerate(disc.studies):
-        if cancel is not None and cancel():
-            complete = False
-            break
         try:
             fp = fingerprint([stamp(r.path) for r in st.images])
         except OSError:
             fp = ""  # a file vanished: never trusted from the state, re-scored (and reported)
-        if fp and state.finished(st.key, fp):
-            results.append(_result_from_state(st, state))
-            n_resumed += 1
-        else:
-            srow, rows, preds = _score_study(st, engine)
-            state.commit_study(srow, fp, rows)
-            n_committed += 1
-            n_scored += len(preds)
-            images_worked += len(st.images)
-            results.append(StudyResult(st, srow.probability, srow.verdict, srow.body_part, srow.n_failed,
-                                       [(r.stamp.path, r.probability) for r in rows
-                                        if r.probability is not None]))
-            if die_after is not None and n_committed >= die_after:
-                os._exit(137)
-        images_done += len(st.images)
-        if progress is not None:
-            progress(i + 1, len(disc.studies), images_done, images_total, images_worked)
+        fps.append(fp)
+        exported = dicom_out is None or not st.is_dicom or study_exported(
+            dicom_study_dir(dicom_out, st, alias))
+        if not (fp and state.finished(st.key, fp) and exported):
+            todo.add(i)
+    export_dir = None
+    if dicom_out is not None:
+        def export_dir(st: Study) -> Path:
+            return dicom_study_dir(dicom_out, st, alias)
+    card = engine.bundle.card
+    studies = scored_studies(disc.studies, todo, engine, workers=workers, export_dir=export_dir,
+                             card=card, word=task_word(card))
+    try:
+        for i, st in enumerate(disc.studies):
+            if cancel is not None and cancel():
+                complete = False
+                break
+            j, scored = next(studies)
+            assert j == i
+            if scored is None:
+                results.append(_result_from_state(st, state))
+                n_resumed += 1
+            else:
+                srow, rows = scored.row, scored.images
+                state.commit_study(srow, fps[i], rows)
+                n_committed += 1
+                n_scored += len(scored.predictions)
+                images_worked += scored.n_worked
+                if scored.export_error:
+                    export_errors.append((st.key, scored.export_error))
+                results.append(StudyResult(st, srow.probability, srow.verdict, srow.body_part,
+                                           srow.n_failed, [(r.stamp.path, r.probability)
+                                                           for r in rows if r.probability is not None]))
+                if die_after is not None and n_committed >= die_after:
+                    os._exit(137)
+            images_done += len(st.images)
+            if progress is not None:
+                progress(i + 1, len(disc.studies), images_done, images_total, images_worked)
+    finally:
+        studies.close()
     if complete:
         state.forget_except({s.key for s in disc.studies})
     keys = {r.study.key for r in results}
@@ -195,7 +171,21 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
     failures = [(p, r) for p, r in state.failures() if p in paths_in]
     if own_state:
         state.close()
-    return ScreenResult(disc, results, failures, time.time() - t0, n_scored, n_resumed, complete)
+    return ScreenResult(disc, results, failures, time.time() - t0, n_scored, n_resumed, complete,
+                        export_errors)
+
+
+def dicom_study_dir(dicom_out: str | Path, st: Study, alias: Aliases) -> Path:
+    """``dicom_out/<study>``: the study key as the worklist shows it, made safe as a folder name."""
+    name = alias(st.key, "study")
+    return Path(dicom_out) / "".join(c if c.isalnum() or c in "-._" else "_" for c in name)
+
+
+def study_exported(folder: Path) -> bool:
+    """The SR is written last, so its presence means the study's DICOM outputs are complete."""
+    from desktop.dicom_export import SR_NAME
+
+    return (folder / SR_NAME).is_file()
 
 
 class Aliases:
@@ -326,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU or AUTO (default CPU)")
     ap.add_argument("--backend", choices=["openvino", "onnxruntime"], default="openvino", help="inference backend")
     ap.add_argument("--top", type=int, default=10, help="rows of the worklist to print (default 10)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="decode processes (default: one per CPU core; 0 decodes in the main "
+                    "process). Inference runs alongside on OpenVINO asynchronous requests")
+    ap.add_argument("--dicom-out", action="store_true",
+                    help="also write, per DICOM study, a Secondary Capture per image (heatmap, "
+                    "score, 'not for diagnostic use' burned in) and a Comprehensive SR under "
+                    "OUT/dicom/<study>/, ready to send back to the PACS (needs --out)")
     return ap
 
 
@@ -343,12 +340,17 @@ class ScreenRun:
 
 def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
                      restart: bool = False, anonymize: bool = False, progress=None,
-                     cancel=None) -> ScreenRun:
+                     cancel=None, workers: int | None = None,
+                     dicom_out: bool = False) -> ScreenRun:
     """Screen ``src`` with the persistent state in ``out`` and write every output there.
 
     The CLI and the viewer's "Screen folder…" both call this, so the same folder gives the same
-    worklist, failures, report and resumable state whichever way it was screened.
+    worklist, failures, report and resumable state whichever way it was screened. ``workers``
+    is the number of decode processes (None: one per core, 0: none). ``dicom_out`` writes each
+    DICOM study's Secondary Captures and SR under ``out/dicom/<study>/`` (needs ``out``).
     """
+    if dicom_out and not out:
+        raise MuraError("DICOM outputs need an output folder (--out)")
     if not Path(src).exists():
         raise MuraError(f"{src}: no such file or folder")
     card = engine.bundle.card
@@ -357,8 +359,9 @@ def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
         state.begin(model_id=engine.bundle.model_id, model_name=str(card["name"]),
                     model_version=str(card["version"]), source_root=str(Path(src).resolve()),
                     restart=restart)
-        res = screen(src, engine, progress=progress, cancel=cancel, state=state)
         alias = Aliases(state.salt, anonymize)
+        res = screen(src, engine, progress=progress, cancel=cancel, state=state, workers=workers,
+                     dicom_out=Path(out) / "dicom" if dicom_out and out else None, alias=alias)
         run = ScreenRun(res, alias, state.path)
         if out:
             from desktop.report import write_report
@@ -374,11 +377,15 @@ def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
-        engine = Engine(a.model, backend=a.backend, device=a.device)
+        if a.workers is not None and a.workers < 0:
+            raise ConfigError(f"--workers {a.workers}: expected 0 or more")
+        if a.dicom_out and not a.out:
+            raise ConfigError("--dicom-out needs --out")
+        engine = Engine(a.model, backend=a.backend, device=a.device, performance_hint="THROUGHPUT")
         card = engine.bundle.card
         progress = None if a.no_progress else ProgressLine()
         run = screen_to_folder(a.src, engine, a.out, restart=a.restart, anonymize=a.anonymize,
-                               progress=progress)
+                               progress=progress, workers=a.workers, dicom_out=a.dicom_out)
         res, alias = run.result, run.alias
         word = card["task"].get("display_word", card["task"]["name"])
         print(f"Model {engine.bundle.model_id} ({card['validation']['verdict']}); {card['intended_use']}")
@@ -389,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({rate:.1f} images/s); {len(res.failures)} images failed, "
               f"{len(res.discovery.skipped)} non-image files skipped, "
               f"{len(res.discovery.duplicates)} duplicates")
+        for key, reason in res.export_errors:
+            print(f"  DICOM export failed for study {alias(key, 'study')}: {reason}")
         for path, reason in res.failures[:20]:
             print(f"  failed: {alias(path, 'file')}: {reason}")
         if len(res.failures) > 20:
@@ -399,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     except MuraError as e:
         print(f"mura-screen: error: {e}", file=sys.stderr)
         return 2
-    return 1 if res.failures else 0
+    return 1 if res.failures or res.export_errors else 0
 
 if __name__ == "__main__":
     sys.exit(main())

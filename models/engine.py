@@ -4,11 +4,18 @@ OpenVINO is the default backend (CPU, Intel iGPU, AUTO); ONNX Runtime is the fal
 cross-check. The engine runs at the precision the bundle was validated at: on CPUs with AVX-512
 BF16, OpenVINO silently runs an "FP32" model in bf16 unless told otherwise, so the inference
 precision is always set explicitly from the card, never left to the hardware's default.
+
+Batch screening keeps both cores busy with :meth:`Engine.async_runner`: an OpenVINO
+``AsyncInferQueue`` over a THROUGHPUT-compiled copy of the model (as many requests as the plugin
+says are optimal), fed with inputs already preprocessed elsewhere. The viewer's synchronous
+LATENCY model is left alone, so both can run at once. ONNX Runtime has no such queue: its runner
+infers synchronously and hands the same results back through the same interface.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import queue
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from models.card import Bundle, load_bundle
-from models.errors import BundleError, ConfigError, ModelIOMismatchError
+from models.errors import BundleError, ConfigError, InferenceError, ModelIOMismatchError
 from models.preprocess import Placement, standardize, to_unit
 
 BACKENDS = ("openvino", "onnxruntime")
@@ -168,6 +175,9 @@ class Engine:
         self._in_rank = [p.get_partial_shape().rank.get_length() for p in self._compiled.inputs]
         self._req = self._compiled.create_infer_request()
         self.optimal_requests = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self._hint = hint
+        self._core, self._model, self._config = core, model, config
+        self._throughput = None  # compiled on first use by async_runner()
 
     def _init_onnxruntime(self, num_threads) -> None:
         import onnxruntime as ort
@@ -250,6 +260,95 @@ class Engine:
 
     def predict_study(self, images: Sequence[np.ndarray]) -> StudyPrediction:
         return aggregate_study(self.predict(images), self.thresholds)
+
+    def throughput_model(self):
+        """The model compiled with the THROUGHPUT hint (same device and precision), made once.
+
+        Reused when the engine itself was compiled for throughput; otherwise a second compiled
+        model, so a viewer's LATENCY requests and a screening run never share an infer request.
+        """
+        if self.backend != "openvino":
+            raise ConfigError("throughput_model exists only for the openvino backend")
+        if self._hint == "THROUGHPUT":
+            return self._compiled
+        if self._throughput is None:
+            try:
+                self._throughput = self._core.compile_model(
+                    self._model, self.device, {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"})
+            except RuntimeError as e:
+                raise ConfigError(f"OpenVINO could not compile {self.model_path.name} for "
+                                  f"throughput on {self.device!r}: {str(e).splitlines()[0]}") from e
+        return self._throughput
+
+    def async_runner(self, n_requests: int | None = None) -> AsyncRunner:
+        """An :class:`AsyncRunner` for pipelined batch work (see the module docstring)."""
+        return AsyncRunner(self, n_requests)
+
+
+class AsyncRunner:
+    """Asynchronous inference on preprocessed inputs: ``submit`` now, ``completed`` later.
+
+    ``submit(x, placement, tag)`` starts one (1, S, S) input on an idle request (blocking only
+    while every request is busy); ``completed()`` returns the ``(tag, ImagePrediction)`` pairs
+    finished since the last call, ``wait()`` blocks until every submitted input is finished.
+    The OpenVINO callback only copies the raw outputs into a thread-safe queue: building
+    predictions happens in the caller's thread. An inference error is raised from ``completed``
+    or ``wait`` (never lost in a callback thread). The ONNX Runtime backend infers synchronously
+    inside ``submit``; the results come back the same way.
+    """
+
+    def __init__(self, engine: Engine, n_requests: int | None = None) -> None:
+        self.engine = engine
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self.pending = 0
+        self._queue = None
+        if engine.backend == "openvino":
+            import openvino as ov
+
+            compiled = engine.throughput_model()
+            self.n_requests = int(n_requests or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self._ports = list(compiled.outputs)
+            self._queue = ov.AsyncInferQueue(compiled, self.n_requests)
+            self._queue.set_callback(self._callback)
+        else:
+            self.n_requests = 1
+
+    def _callback(self, request, userdata) -> None:
+        tag, placement = userdata
+        try:
+            outs = {name: np.array(request.get_tensor(port).data, copy=True)
+                    for name, port in zip(self.engine._out_names, self._ports, strict=True)}
+            self._done.put((tag, placement, outs, None))
+        except Exception as e:  # noqa: BLE001 - re-raised in the caller's thread by completed()
+            self._done.put((tag, placement, None, e))
+
+    def submit(self, x: np.ndarray, placement: Placement, tag: Hashable) -> None:
+        batch = np.ascontiguousarray(np.asarray(x, dtype=np.float32)[None])
+        self.pending += 1
+        if self._queue is None:
+            try:
+                self._done.put((tag, placement, self.engine.infer(batch), None))
+            except Exception as e:  # noqa: BLE001 - re-raised by completed(), like OpenVINO's
+                self._done.put((tag, placement, None, e))
+            return
+        self._queue.start_async({self.engine.input_name: batch}, (tag, placement))
+
+    def completed(self) -> list[tuple[Hashable, ImagePrediction]]:
+        out = []
+        while True:
+            try:
+                tag, placement, outs, err = self._done.get_nowait()
+            except queue.Empty:
+                return out
+            self.pending -= 1
+            if err is not None:
+                raise InferenceError(f"{self.engine.model_path.name}: inference failed ({err})") from err
+            out.append((tag, self.engine.decode_outputs(outs, [placement])[0]))
+
+    def wait(self) -> list[tuple[Hashable, ImagePrediction]]:
+        if self._queue is not None:
+            self._queue.wait_all()
+        return self.completed()
 
 
 def available_devices() -> list[str]:

@@ -66,3 +66,11 @@ class ModelIOMismatchError(BundleError):
 
 class GateFailedError(MuraError):
     """A quantized model lost more accuracy than the budget allows."""
+
+
+class InferenceError(MuraError):
+    """The inference runtime failed on an input it had accepted (device lost, runtime bug)."""
+
+
+class ExportError(MuraError):
+    """Results could not be written in the requested form (e.g. DICOM outputs for no DICOM source)."""

@@ -1,0 +1,341 @@
+"""The screening pipeline: decode in worker processes, infer asynchronously, hand studies back in order.
+
+Why processes, not threads: pydicom's decoders for JPEG-LS (CharLS), JPEG 2000 (OpenJPEG) and
+JPEG (libjpeg) hold the GIL for the whole decode (none of their Cython/C++ wrappers releases it),
+so decoding threads would take turns on one core while inference starves the other. Workers are
+started with ``spawn``: the parent already runs OpenVINO's thread pool, which ``fork`` would copy
+in a broken state (and ``spawn`` is what Windows clinic PCs get anyway). A worker returns only
+small arrays: the (1, S, S) model input, its placement and a gray thumbnail source of at most
+``THUMB_SIZE`` px, never the full decoded image.
+
+Inference runs on :class:`models.engine.AsyncRunner` (OpenVINO ``AsyncInferQueue``, THROUGHPUT
+hint, the plugin's optimal number of requests). While those requests run, the workers decode the
+next images: decoding, preprocessing and the report's thumbnail source are hidden behind
+inference, or the other way round, whichever is slower.
+
+:func:`scored_studies` yields the studies in discovery order, each only once every one of its
+images is decoded and scored (and, with DICOM export, its Secondary Captures and SR written), so
+the caller can commit study by study exactly as the sequential screener did: a killed run loses
+at most the studies in flight, and cancelling between two yielded studies leaves nothing half
+done. A file that fails to decode, or that crashes a worker process, becomes a failed image row
+with its reason; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from desktop.discovery import Study
+from desktop.render import blend_heatmap, to_uint8
+from desktop.screen_state import FileStamp, ImageRow, StudyRow, stamp
+from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
+from models.errors import ImageDecodeError, MuraError
+from models.imageio import load_image
+from models.preprocess import Placement, PreprocessConfig, standardize, to_unit
+
+THUMB_SIZE = 160  # px, long side of the report's thumbnails
+MAX_ATTEMPTS = 2  # a file whose decode kills a worker this many times is reported as failed
+
+
+def default_workers() -> int:
+    """One decode process per core: inference threads and decoders share the cores."""
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+@dataclass
+class Prepared:
+    """What a worker sends back for one file: small arrays only, or the reason it failed."""
+
+    stamp: FileStamp
+    x: np.ndarray | None = None  # (1, S, S) float32 model input
+    placement: Placement | None = None
+    thumb: np.ndarray | None = None  # uint8 gray, long side <= THUMB_SIZE
+    error: str | None = None
+
+
+def prepare_image(path: str, cfg: PreprocessConfig, thumb_size: int = THUMB_SIZE) -> Prepared:
+    """Stamp, decode and preprocess one file (runs in a worker process).
+
+    The file is stamped before it is read: if it changes meanwhile, the next run sees another
+    stamp and re-scores it rather than trusting a result of unknown content. Any exception a
+    decoder raises on a hostile file is turned into a reason here, in the worker.
+    """
+    try:
+        fs = stamp(path)
+    except OSError as e:
+        return Prepared(FileStamp(path, -1, -1), error=f"cannot read file ({e})")
+    try:
+        pixels = load_image(path).pixels
+        unit, placement = to_unit(pixels, cfg)
+        x = standardize(unit, cfg)
+    except ImageDecodeError as e:
+        return Prepared(fs, error=e.reason)
+    except Exception as e:  # noqa: BLE001 - a decoder bug on one file must not end the batch
+        return Prepared(fs, error=f"cannot decode ({type(e).__name__}: {e})")
+    thumb = None
+    try:
+        im = Image.fromarray(to_uint8(pixels))
+        im.thumbnail((thumb_size, thumb_size), Image.Resampling.BILINEAR)
+        thumb = np.asarray(im)
+    except (ValueError, OSError):
+        pass  # the report shows no picture for this image; the score stands
+    return Prepared(fs, x, placement, thumb)
+
+
+def thumbnail_png(thumb: np.ndarray | None, pred: ImagePrediction) -> bytes | None:
+    """A small PNG of the thumbnail source with its heatmap (None if it cannot be made)."""
+    if thumb is None:
+        return None
+    try:
+        rgb = blend_heatmap(thumb, pred.heatmap(thumb.shape), opacity=0.45)
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="PNG", optimize=True)
+        return buf.getvalue()
+    except (ValueError, OSError):
+        return None
+
+
+def export_study(sources: Sequence[tuple[str, ImagePrediction]], study: StudyPrediction,
+                 card: dict, out_dir: str, word: str) -> list[str]:
+    """Decode the study's DICOM sources again and write its SC + SR (runs in a worker process).
+
+    Decoding twice costs less than shipping full-size pixels between processes, and it is only
+    paid with ``--dicom-out``.
+    """
+    from desktop.dicom_export import write_study_dicom
+
+    items = [(Path(p), load_image(p).pixels, pred) for p, pred in sources]
+    return [str(p) for p in write_study_dicom(items, study, card, Path(out_dir), word=word)]
+
+
+def _exit_with_parent() -> None:
+    """Worker initializer: exit as soon as the screening process is gone.
+
+    Pool workers hold both ends of their task queue, so a SIGKILLed parent (or the
+    ``MURA_SCREEN_DIE_AFTER`` hook) would leave them blocked forever, keeping the parent's
+    stdout/stderr open. ``parent_process().join()`` waits on the parent's sentinel (a pipe on
+    POSIX, the process handle on Windows), so this works on every platform.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+class Workers:
+    """A lazily started ``spawn`` process pool, or in-process calls when ``n`` is 0."""
+
+    def __init__(self, n: int) -> None:
+        self.n = max(0, int(n))
+        self._pool: ProcessPoolExecutor | None = None
+
+    def submit(self, fn: Callable, *args) -> Future:
+        if self.n == 0:
+            f: Future = Future()
+            try:
+                f.set_result(fn(*args))
+            except Exception as e:  # noqa: BLE001 - delivered through the future, as a pool would
+                f.set_exception(e)
+            return f
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_exit_with_parent)
+        return self._pool.submit(fn, *args)
+
+    def restart(self) -> None:
+        """After a worker died: the pool is broken for good, so start a new one on next use."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+@dataclass
+class ScoredStudy:
+    """One study's outcome, ready to commit: the state rows and the predictions behind them."""
+
+    row: StudyRow
+    images: list[ImageRow]
+    predictions: list[ImagePrediction]
+    n_worked: int  # images this process decoded (for an honest images/s)
+    exported: list[str] = field(default_factory=list)
+    export_error: str | None = None
+
+
+@dataclass
+class _Job:
+    study: Study
+    rows: list[ImageRow | None]
+    thumbs: list[np.ndarray | None]
+    preds: list[ImagePrediction | None]
+    waiting: int
+    export: Future | None = None
+    export_dir: Path | None = None
+
+    def scored(self) -> bool:
+        return self.waiting == 0
+
+    def ready(self) -> bool:
+        return self.waiting == 0 and (self.export is None or self.export.done())
+
+
+def _finish(job: _Job, engine: Engine) -> ScoredStudy:
+    st = job.study
+    rows = [r for r in job.rows if r is not None]
+    preds = [p for p in job.preds if p is not None]
+    n_failed = len(st.images) - len(preds)
+    first = st.images[0].path if st.images else ""
+    if preds:
+        agg = aggregate_study(preds, engine.thresholds)
+        srow = StudyRow(st.key, agg.probability, agg.body_part, agg.verdict, len(st.images),
+                        n_failed, st.modality, st.description, first)
+    else:
+        srow = StudyRow(st.key, None, "", "failed", len(st.images), n_failed, st.modality,
+                        st.description, first)
+    out = ScoredStudy(srow, rows, preds, len(st.images))
+    if job.export is not None:
+        try:
+            out.exported = job.export.result()
+        except BrokenProcessPool:
+            out.export_error = "DICOM export failed: the worker process died"
+        except (MuraError, OSError, ValueError) as e:
+            out.export_error = f"DICOM export failed: {e}"
+        except Exception as e:  # noqa: BLE001 - an export bug must not cost the scores
+            out.export_error = f"DICOM export failed ({type(e).__name__}: {e})"
+    return out
+
+
+def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
+                   workers: int | None = None,
+                   export_dir: Callable[[Study], Path | None] | None = None,
+                   card: dict | None = None, word: str = "fracture",
+                   ) -> Iterator[tuple[int, ScoredStudy | None]]:
+    """Yield ``(index, ScoredStudy)`` for the studies in ``todo`` and ``(index, None)`` for the
+    others (the caller takes those from its state), strictly in the order of ``studies``.
+
+    ``workers``: decode processes (None: one per core; 0: decode in this thread, inference still
+    asynchronous). ``export_dir(study)``: where to write the study's DICOM SC/SR, or None to
+    skip it. Closing the generator (the caller cancelled) drops work in flight and stops the
+    workers; nothing of an unfinished study is yielded.
+    """
+    pool = Workers(default_workers() if workers is None else workers)
+    runner = engine.async_runner()
+    cfg = engine.cfg
+    jobs: dict[int, _Job] = {}
+    feed: deque[tuple[int, int, str]] = deque()
+    for i in sorted(todo):
+        st = studies[i]
+        n = len(st.images)
+        jobs[i] = _Job(st, [None] * n, [None] * n, [None] * n, n,
+                       export_dir=export_dir(st) if export_dir is not None and st.is_dicom else None)
+        feed.extend((i, k, ref.path) for k, ref in enumerate(st.images))
+    window = max(2, 2 * pool.n) + runner.n_requests  # decoded inputs queued ahead of inference
+    inflight: deque[tuple[int, int, str, int, Future]] = deque()
+
+    def absorb(done: list) -> None:
+        for (i, k), pred in done:
+            job = jobs[i]
+            job.preds[k] = pred
+            row = job.rows[k]
+            assert row is not None
+            row.probability, row.body_part = float(pred.probability), pred.body_part
+            row.thumbnail = thumbnail_png(job.thumbs[k], pred)
+            job.thumbs[k] = None
+            job.waiting -= 1
+            maybe_export(job)
+
+    def maybe_export(job: _Job) -> None:
+        if job.waiting or job.export_dir is None or job.export is not None:
+            return
+        sources = [(ref.path, p) for ref, p in zip(job.study.images, job.preds, strict=True)
+                   if p is not None and ref.kind == "dicom"]
+        if not sources:
+            return
+        preds = [p for p in job.preds if p is not None]
+        job.export = pool.submit(export_study, sources, aggregate_study(preds, engine.thresholds),
+                                 card or engine.bundle.card, str(job.export_dir), word)
+
+    def handle(i: int, k: int, path: str, attempt: int, fut: Future) -> None:
+        job = jobs[i]
+        try:
+            pr: Prepared = fut.result()
+        except BrokenProcessPool:
+            # A decoder crashed its process (or the OS killed it). Every task in flight died with
+            # it; all are retried in a new pool, and a file that keeps killing workers fails.
+            pool.restart()
+            retry = [(i, k, path, attempt)] + [(a, b, c, d) for a, b, c, d, _ in inflight]
+            inflight.clear()
+            for a, b, c, d in retry:
+                if d + 1 >= MAX_ATTEMPTS:
+                    fail(a, b, c, "the decoder crashed (worker process died) on this file")
+                else:
+                    inflight.append((a, b, c, d + 1, pool.submit(prepare_image, c, cfg)))
+            return
+        if pr.error is not None or pr.x is None or pr.placement is None:
+            job.rows[k] = ImageRow(pr.stamp, error=pr.error or "cannot decode")
+            job.waiting -= 1
+            maybe_export(job)
+            return
+        job.rows[k] = ImageRow(pr.stamp)
+        job.thumbs[k] = pr.thumb
+        runner.submit(pr.x, pr.placement, (i, k))
+
+    def fail(i: int, k: int, path: str, reason: str) -> None:
+        try:
+            fs = stamp(path)
+        except OSError:
+            fs = FileStamp(path, -1, -1)
+        jobs[i].rows[k] = ImageRow(fs, error=reason)
+        jobs[i].waiting -= 1
+        maybe_export(jobs[i])
+
+    try:
+        for i in range(len(studies)):
+            if i not in jobs:
+                yield i, None
+                continue
+            job = jobs[i]
+            while not job.ready():
+                while feed and len(inflight) < window:
+                    a, b, path = feed.popleft()
+                    inflight.append((a, b, path, 0, pool.submit(prepare_image, path, cfg)))
+                absorb(runner.completed())
+                if job.ready():
+                    break
+                if inflight and (not job.scored() or inflight[0][4].done() or runner.pending == 0):
+                    a, b, path, attempt, fut = inflight.popleft()
+                    handle(a, b, path, attempt, fut)
+                elif runner.pending:
+                    absorb(runner.wait())
+                elif job.export is not None:
+                    job.export.exception()  # block until the export is written (or failed)
+                else:  # every image is accounted for, so this cannot happen: fail loudly
+                    raise MuraError(f"screening pipeline stalled on study #{i + 1}")
+            del jobs[i]
+            yield i, _finish(job, engine)
+    finally:
+        for *_, fut in inflight:
+            fut.cancel()
+        runner.wait()  # no callback may run after the caller moved on
+        pool.close()
