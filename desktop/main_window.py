@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, QThreadPool, Signal
-from PySide6.QtGui import QAction, QColor, QFont, QIcon, QKeySequence, QPixmap
+from PySide6.QtGui import QAction, QColor, QFont, QIcon, QImage, QKeySequence, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QListView,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
@@ -49,7 +50,14 @@ from desktop.render import (
     verdict_text,
 )
 from desktop.screen_dialog import ScreenController, screen_job, viewer_key
-from desktop.studies import DiscoveryResult, StudyOutcome, ViewImage, analyse_study, discover_paths
+from desktop.studies import (
+    THUMB_SIZE,
+    DiscoveryResult,
+    StudyOutcome,
+    ViewImage,
+    analyse_study,
+    discover_paths,
+)
 from desktop.tasks import Task
 from models.engine import Engine, StudyPrediction
 
@@ -67,6 +75,22 @@ def _format_da(da: str) -> str:
 def _fmt_wl(x: float) -> str:
     """Window values: whole numbers for stored units, 3 decimals for the [0, 1] plain scale."""
     return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def _thumb_icon(v: ViewImage) -> QIcon:
+    if v.thumb is not None:
+        g = np.ascontiguousarray(v.thumb)
+        h, w = g.shape
+        img = QImage(g.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
+        return QIcon(QPixmap.fromImage(img))
+    pm = QPixmap(THUMB_SIZE, THUMB_SIZE)
+    pm.fill(QColor("#4a4a4a"))
+    p = QPainter(pm)
+    p.setPen(QColor("#e06060"))
+    p.drawLine(8, 8, THUMB_SIZE - 8, THUMB_SIZE - 8)
+    p.drawLine(THUMB_SIZE - 8, 8, 8, THUMB_SIZE - 8)
+    p.end()
+    return QIcon(pm)
 
 
 def _verdict_icon(verdict: str) -> QIcon:
@@ -109,6 +133,7 @@ class ViewerWindow(QMainWindow):
         self.screen_controller: ScreenController | None = None
         self._pending_key: str | None = None  # study to show once the opened folder is discovered
         self.setWindowTitle("MURA viewer — research use only")
+        self.setAcceptDrops(True)
         self.resize(1360, 860)
         self._build_ui()
         self._build_actions()
@@ -149,9 +174,31 @@ class ViewerWindow(QMainWindow):
         cl.setContentsMargins(0, 0, 0, 0)
         cl.setSpacing(2)
         self.view = ImageView(centre)
+        # drops on the image go to the window, which opens them
+        self.view.setAcceptDrops(False)
+        self.view.viewport().setAcceptDrops(False)
         self.view.window_dragged.connect(self._on_window_drag)
         self.view.zoom_changed.connect(lambda _z: self._update_overlay())
         cl.addWidget(self.view, 1)
+        # the current study's images: click one to show it
+        self.thumb_strip = QListWidget(centre)
+        self.thumb_strip.setObjectName("thumbnailStrip")
+        self.thumb_strip.setViewMode(QListView.ViewMode.IconMode)
+        self.thumb_strip.setFlow(QListView.Flow.LeftToRight)
+        self.thumb_strip.setWrapping(False)
+        self.thumb_strip.setMovement(QListView.Movement.Static)
+        self.thumb_strip.setIconSize(QSize(THUMB_SIZE, THUMB_SIZE))
+        self.thumb_strip.setSpacing(4)
+        self.thumb_strip.setFixedHeight(THUMB_SIZE + 42)
+        self.thumb_strip.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.thumb_strip.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.thumb_strip.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # arrows stay with the window
+        self.thumb_strip.setStyleSheet(
+            "QListWidget { background: #1b1b1b; color: #d0d0d0; border: none; }"
+            "QListWidget::item:selected { background: #3d5a80; color: #ffffff; }")
+        self.thumb_strip.currentRowChanged.connect(self._on_thumb_row)
+        self.thumb_strip.hide()
+        cl.addWidget(self.thumb_strip)
         nav = QHBoxLayout()
         nav.setContentsMargins(6, 2, 6, 4)
         self.prev_button = QPushButton("◀ Previous", centre)
@@ -292,6 +339,8 @@ class ViewerWindow(QMainWindow):
             return a
 
         self.open_action = action("&Open folder…", self.open_folder_dialog, QKeySequence.Open)
+        self.open_files_action = action("Open &file(s) or DICOMDIR…", self.open_files_dialog,
+                                        "Ctrl+Shift+O")
         self.screen_action = action("&Screen folder…", self.screen_folder_dialog)
         self.quit_action = action("&Quit", self.close, QKeySequence.Quit)
         self.prev_action = action("&Previous image", self.prev_image, "Left")
@@ -316,6 +365,7 @@ class ViewerWindow(QMainWindow):
         mb = self.menuBar()
         m = mb.addMenu("&File")
         m.addAction(self.open_action)
+        m.addAction(self.open_files_action)
         m.addAction(self.screen_action)
         m.addSeparator()
         m.addAction(self.quit_action)
@@ -364,6 +414,14 @@ class ViewerWindow(QMainWindow):
         folder = QFileDialog.getExistingDirectory(self, "Open a folder of studies")
         if folder:
             self.open_paths([folder])
+
+    def open_files_dialog(self) -> None:
+        """Files, including a DICOMDIR (which opens the images it lists)."""
+        files, _ = QFileDialog.getOpenFileNames(
+            self, "Open image files or a DICOMDIR", "",
+            "DICOM, DICOMDIR and images (*.dcm *.DCM DICOMDIR *.png *.jpg *.jpeg *);;All files (*)")
+        if files:
+            self.open_paths(files)
 
     def open_paths(self, paths: Sequence[str | Path]) -> None:
         """Find the studies under ``paths`` on the worker; the first one is shown when found."""
@@ -607,6 +665,8 @@ class ViewerWindow(QMainWindow):
             w.setText("—")
         self._set_errors([])
         self.image_counter.setText("")
+        self.thumb_strip.clear()
+        self.thumb_strip.hide()
         self.preset_combo.clear()
         self.current_rgb = None
         self._display01 = None
@@ -646,6 +706,7 @@ class ViewerWindow(QMainWindow):
             self.body_part_label.setText(outcome.study.body_part_tag or "—")
         if reset_image:
             self.current_index = 0
+        self._fill_thumbnails(outcome)
         self._show_image(new=True)
 
     def _show_image(self, *, new: bool) -> None:
@@ -656,6 +717,10 @@ class ViewerWindow(QMainWindow):
             return
         n = len(out.images)
         self.image_counter.setText(f"Image {self.current_index + 1} of {n} · {v.name}")
+        if self.thumb_strip.currentRow() != self.current_index:
+            self.thumb_strip.blockSignals(True)
+            self.thumb_strip.setCurrentRow(self.current_index)
+            self.thumb_strip.blockSignals(False)
         self.prev_button.setEnabled(self.current_index > 0)
         self.next_button.setEnabled(self.current_index < n - 1)
         self.image_prob_label.setText(
@@ -721,6 +786,55 @@ class ViewerWindow(QMainWindow):
             br.append("heatmap on")
         self.view.set_overlay(top_left="\n".join(tl), top_right="\n".join(t for t in tr if t),
                               bottom_left="\n".join(bl), bottom_right="\n".join(br))
+
+    def _fill_thumbnails(self, outcome: StudyOutcome) -> None:
+        """One thumbnail per image of the study (a crossed gray tile for an undecodable one)."""
+        self.thumb_strip.blockSignals(True)
+        self.thumb_strip.clear()
+        for k, v in enumerate(outcome.images):
+            item = QListWidgetItem(_thumb_icon(v), f"{k + 1}")
+            item.setToolTip(v.name if v.image is not None else f"{v.name}: {v.error}")
+            item.setSizeHint(QSize(THUMB_SIZE + 10, THUMB_SIZE + 30))
+            item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
+            self.thumb_strip.addItem(item)
+        self.thumb_strip.setCurrentRow(min(self.current_index, len(outcome.images) - 1))
+        self.thumb_strip.blockSignals(False)
+        self.thumb_strip.setVisible(bool(outcome.images))
+
+    def _on_thumb_row(self, row: int) -> None:
+        out = self.current_outcome
+        if out is not None and 0 <= row < len(out.images) and row != self.current_index:
+            self.current_index = row
+            self._show_image(new=True)
+
+    # -- drag and drop ----------------------------------------------------------------------
+    @staticmethod
+    def _dropped_paths(mime) -> list[str]:
+        if mime is None or not mime.hasUrls():
+            return []
+        return [u.toLocalFile() for u in mime.urls() if u.isLocalFile() and u.toLocalFile()]
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self._dropped_paths(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802
+        if self._dropped_paths(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        """Files and folders dropped anywhere on the window are opened like command-line paths
+        (a DICOMDIR among them opens the images it references)."""
+        paths = self._dropped_paths(event.mimeData())
+        if not paths:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.open_paths(paths)
 
     # -- navigation and display settings ----------------------------------------------------
     def next_image(self) -> None:

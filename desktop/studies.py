@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pydicom
+from pydicom.multival import MultiValue
 
-from desktop.discovery import Discovery, ImageRef, Study, discover
+from desktop.discovery import MEDIA_STORAGE_DIRECTORY, Discovery, ImageRef, Study, discover
+from desktop.render import thumbnail_u8
 from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
 from models.errors import ImageDecodeError
 from models.imageio import LoadedImage, load_image
@@ -32,6 +35,7 @@ class ViewImage:
     error: str = ""
     prediction: ImagePrediction | None = None
     heat: np.ndarray | None = field(default=None, repr=False)
+    thumb: np.ndarray | None = field(default=None, repr=False)  # small uint8, for the strip
 
     @property
     def name(self) -> str:
@@ -74,6 +78,68 @@ def check_cancelled(cancelled: CancelledFn | None) -> None:
         raise Cancelled
 
 
+#: Directory records that reference something other than an image (reports, waveforms...).
+NON_IMAGE_RECORDS = frozenset({"SR DOCUMENT", "KEY OBJECT DOC", "PRESENTATION", "WAVEFORM",
+                               "ENCAP DOC", "REGISTRATION", "FIDUCIAL", "SPECTROSCOPY",
+                               "RAW DATA", "PRIVATE", "HL7 STRUC DOC"})
+
+#: Thumbnails are at most this many pixels on their long side.
+THUMB_SIZE = 96
+
+
+def is_dicomdir(path: Path) -> bool:
+    """A DICOMDIR (Media Storage Directory) file, recognised by its SOP class, not its name."""
+    if not path.is_file():
+        return False
+    try:
+        meta = pydicom.dcmread(path, stop_before_pixels=True, force=True).file_meta
+    except Exception:  # noqa: BLE001 - not readable as DICOM: not a DICOMDIR
+        return False
+    return str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY
+
+
+def dicomdir_files(path: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The image files a DICOMDIR references (its directory records), and those it lacks.
+
+    A DICOMDIR on a CD lists every image of the disc under its patient/study/series records;
+    opening it must open those images, grouped by study, whatever the files are called
+    (``IM000001`` without an extension is the norm). The records' Referenced File IDs are read
+    directly rather than through pydicom's ``FileSet``, which silently drops records whose file
+    is missing: a reader must be told that a CD is incomplete. Never fatal.
+    """
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        records = list(ds.DirectoryRecordSequence)
+    except Exception as e:  # noqa: BLE001 - any pydicom failure: the DICOMDIR is unusable
+        return [], [(str(path), f"unreadable DICOMDIR ({type(e).__name__}: {e})")]
+    found: list[Path] = []
+    missing: list[tuple[str, str]] = []
+    for rec in records:
+        ref = rec.get("ReferencedFileID")
+        if ref is None or str(rec.get("DirectoryRecordType", "")).upper() in NON_IMAGE_RECORDS:
+            continue
+        parts = [str(x) for x in (ref if isinstance(ref, (list, tuple, MultiValue)) else [ref])]
+        p = path.parent.joinpath(*parts)
+        if not p.is_file():
+            # CD file systems may have changed the case of the names
+            alt = path.parent.joinpath(*(x.lower() for x in parts))
+            p = alt if alt.is_file() else p
+        if p.is_file():
+            found.append(p)
+        else:
+            missing.append((str(p), f"referenced by {path.name} but missing"))
+    if not found and not missing:
+        missing.append((str(path), "lists no images (an empty or truncated DICOMDIR)"))
+    return found, missing
+
+
+def _expand(p: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """What to discover for one opened path: a DICOMDIR stands for the files it references."""
+    if is_dicomdir(p):
+        return dicomdir_files(p)
+    return [p], []
+
+
 def discover_paths(
     paths: Sequence[str | Path],
     *,
@@ -96,14 +162,24 @@ def discover_paths(
         if not p.exists():
             skipped.append((str(p), "no such file or folder"))
             continue
-        disc: Discovery = discover(p)
-        skipped += disc.skipped
-        duplicates += disc.duplicates
-        for st in disc.studies:
+        targets, missing = _expand(p)
+        skipped += missing
+        studies: list[Study] = []
+        for t in targets:
+            check_cancelled(cancelled)
+            disc: Discovery = discover(t)
+            skipped += disc.skipped
+            duplicates += disc.duplicates
+            studies += disc.studies
+        for st in studies:
             rel = st.key[len("folder:"):]
             key = st.key if st.is_dicom else f"folder:{p.name}" + ("" if rel == "." else f"/{rel}")
             if key in merged:
-                merged[key].images += st.images
+                # the same file dropped twice, or a copy in another folder: one image, once
+                first = {r.sop_uid: r.path for r in merged[key].images if r.sop_uid}
+                dup = [r for r in st.images if r.sop_uid in first]
+                duplicates += [(r.path, first[r.sop_uid]) for r in dup]
+                merged[key].images += [r for r in st.images if r.sop_uid not in first]
                 merged[key].images.sort(key=lambda r: (r.instance, r.path))
             else:
                 st.key = key
@@ -131,7 +207,8 @@ def analyse_study(
         if progress is not None:
             progress(k, n + 1, f"Decoding {Path(ref.path).name} ({k + 1}/{n})…")
         try:
-            images.append(ViewImage(ref, image=load_image(ref.path)))
+            img = load_image(ref.path)
+            images.append(ViewImage(ref, image=img, thumb=thumbnail_u8(img.pixels, THUMB_SIZE)))
         except ImageDecodeError as e:
             images.append(ViewImage(ref, error=e.reason))
         except Exception as e:  # noqa: BLE001 - a decoder bug must not take the viewer down
