@@ -31,7 +31,7 @@ demo: $(STAMP)
 	@echo "== 3/4 export, INT8 quantization and validation gate -> $(DEMO)/bundle"
 	$(VENV)/bin/mura-compress --checkpoint $(DEMO)/train/checkpoint_best.pt --out $(DEMO)/bundle \
 		--calib-data mura:$(DEMO)/data/mura --val-data mura:$(DEMO)/data/mura \
-		--val-data folder:$(DEMO)/data/external --budget 0.01 --name phantom-custom-cnn
+		--val-data folder:$(DEMO)/data/external --name phantom-custom-cnn
 	@echo "== 4/4 screen the phantom DICOM studies -> $(DEMO)/screen"
 	$(VENV)/bin/mura-screen $(DEMO)/data/dicom --model $(DEMO)/bundle --out $(DEMO)/screen
 	@echo "Done. Outputs: $(DEMO)/train (checkpoints, metrics.csv), $(DEMO)/bundle (card.json,"

@@ -23,11 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="calibration source (mura:PATH | folder:PATH | csv:PATH); its training images are sampled")
     ap.add_argument("--val-data", action="append", default=[],
                     help="evaluation set for the gate, repeatable (MURA: the valid split; folder: all splits)")
-    ap.add_argument("--budget", type=float, default=0.01, help="largest allowed AUC drop FP32 -> INT8 (default 0.01)")
+    ap.add_argument("--budget", type=float, default=0.005,
+                    help="largest allowed |ΔAUC| FP32 -> INT8 on any set, image or study level (default 0.005)")
+    ap.add_argument("--min-agreement", type=float, default=0.99,
+                    help="share of FP32 decisions at each card threshold INT8 must keep (default 0.99)")
     ap.add_argument("--calib-size", type=int, default=300, help="calibration images, stratified by body part and label")
     ap.add_argument("--max-eval-images", type=int, default=0, help="cap per evaluation set (0 = all)")
     ap.add_argument("--preset", choices=["performance", "mixed"], default="performance", help="NNCF quantization preset")
-    ap.add_argument("--no-fast-bias-correction", action="store_true", help="use the slower full bias correction")
+    ap.add_argument("--fast-bias-correction", action="store_true",
+                    help="NNCF's fast bias correction (quicker to quantize; may shift probabilities)")
     ap.add_argument("--ignore-type", action="append", default=[], help="op type kept in floating point (repeatable)")
     ap.add_argument("--no-accuracy-control", action="store_true",
                     help="when plain INT8 PTQ fails the gate, stop there instead of retrying with NNCF "
@@ -44,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     cfg = CompressConfig(
         checkpoint=a.checkpoint, out=a.out, calib_data=a.calib_data, val_data=a.val_data, name=a.name,
-        version=a.version, budget=a.budget, calib_size=a.calib_size, max_eval_images=a.max_eval_images,
-        seed=a.seed, quant=QuantizeConfig(preset=a.preset, fast_bias_correction=not a.no_fast_bias_correction,
+        version=a.version, budget=a.budget, min_agreement=a.min_agreement, calib_size=a.calib_size, max_eval_images=a.max_eval_images,
+        seed=a.seed, quant=QuantizeConfig(preset=a.preset, fast_bias_correction=a.fast_bias_correction,
                                           subset_size=a.calib_size, ignored_types=a.ignore_type),
         accuracy_control=not a.no_accuracy_control, ac_size=a.accuracy_control_size,
     )

@@ -43,7 +43,8 @@ class CompressConfig:
     val_data: list[str] = field(default_factory=list)  # MURA: the valid split
     name: str = ""
     version: str = "0.1.0"
-    budget: float = 0.01
+    budget: float = 0.005  # largest |ΔAUC| FP32 -> INT8 on any set, image or study level
+    min_agreement: float = 0.99  # share of decisions at each card threshold that INT8 must keep
     calib_size: int = 300
     max_eval_images: int = 0
     seed: int = 0
@@ -120,7 +121,7 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
                for es, r, t, x in zip(evalsets, ref, tests, extra, strict=True)]
         for r, es in zip(res, evalsets, strict=True):
             r["cam_correlation"] = cam_correlation(fp32, int8, es.inputs)
-        ok, why = gate(res, cfg.budget)
+        ok, why = gate(res, cfg.budget, cfg.min_agreement)
         return res, tests, ok, why
 
     results, int8_scores, passed, reasons = evaluate()
@@ -140,15 +141,16 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
     draw_roc_png(out / "roc.png", [{"title": es.name, "labels": es.labels,
                                     "series": {"FP32": r, "INT8": t}}
                                    for es, r, t in zip(evalsets, ref, int8_scores, strict=True)])
-    report = {"passed": passed, "budget": cfg.budget, "reasons": reasons, "precision": note,
+    report = {"passed": passed, "budget": cfg.budget, "min_agreement": cfg.min_agreement, "reasons": reasons, "precision": note,
               "quantization": quant, "variants": variants,
               "export_check_max_abs_diff": export_check, "sets": results,
               "calibration": {"n": int(len(calib.inputs)), "source": calib.summary, "failed": calib.failed[:50]}}
-    md = markdown_report(results, passed, cfg.budget, note, variants, quant)
+    md = markdown_report(results, passed, cfg.budget, note, variants, quant, cfg.min_agreement)
     atomic_write_json(out / "validation.json", report)
     atomic_write_text(out / "validation.md", md)
     card["validation"] = {"verdict": "passed" if passed else "failed", "precision": "int8",
-                          "inference_precision": PRECISION, "budget": cfg.budget, "report": "validation.json",
+                          "inference_precision": PRECISION, "budget": cfg.budget,
+                          "min_agreement": cfg.min_agreement, "report": "validation.json",
                           "reasons": reasons, "validated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     for r in results:
         card["metrics"][f"gate:{r['dataset']}"] = r

@@ -119,16 +119,30 @@ def compare_set(es: EvalSet, ref: np.ndarray, test: np.ndarray, thresholds: dict
     return out
 
 
-def gate(results: list[dict], budget: float) -> tuple[bool, list[str]]:
-    """Pass iff every set's image and study AUC drop is within ``budget``."""
+def gate(results: list[dict], budget: float, min_agreement: float = 0.0) -> tuple[bool, list[str]]:
+    """Pass iff on every set, at image and study level, |ΔAUC| <= ``budget`` and the INT8 model's
+    decisions agree with FP32's at each of the card's operating points in at least
+    ``min_agreement`` of cases.
+
+    Both directions of ΔAUC count: an INT8 model whose AUC moved a lot, up or down, is not the model
+    that was validated. Agreement is gated because a clinic sees decisions, not AUCs: a shift of the
+    probabilities near a threshold flips verdicts while leaving the ranking (AUC) untouched.
+    """
     reasons = []
     for r in results:
         for level in ("image", "study"):
             d = r[f"{level}_auc_drop"]
             if math.isnan(d):
                 reasons.append(f"{r['dataset']}: {level}-level AUC undefined (one class only); not gated")
-            elif d > budget:
-                reasons.append(f"{r['dataset']}: {level}-level AUC dropped by {d:.4f} > budget {budget}")
+            elif abs(d) > budget:
+                reasons.append(f"{r['dataset']}: {level}-level AUC changed by {-d:+.4f}, beyond the budget "
+                               f"of ±{budget}")
+            for key in sorted(k for k in r if k.startswith(f"{level}_agreement_")):
+                a = r[key]
+                name = key.removeprefix(f"{level}_agreement_")
+                if not math.isnan(a) and a < min_agreement:
+                    reasons.append(f"{r['dataset']}: {level}-level decisions at the '{name}' threshold agree "
+                                   f"in {a:.3f} of cases < {min_agreement}")
     failed = [x for x in reasons if "not gated" not in x]
     return not failed, reasons
 
@@ -139,13 +153,15 @@ def _f(x: object, fmt: str = ".4f") -> str:
 
 
 def markdown_report(results: list[dict], passed: bool, budget: float, precision_note: str,
-                    variants: list[dict] | None = None, quantization: dict | None = None) -> str:
+                    variants: list[dict] | None = None, quantization: dict | None = None,
+                    min_agreement: float | None = None) -> str:
     """The human-readable gate report: AUC per variant, ΔAUC with its CI, agreement, and (when
     given) latency and size per variant and which quantization method produced the INT8 model."""
     lines = [
         "# INT8 validation report",
         "",
-        f"Verdict: **{'PASSED' if passed else 'FAILED'}** (budget: AUC drop <= {budget}).  ",
+        f"Verdict: **{'PASSED' if passed else 'FAILED'}** (budget: |ΔAUC| <= {budget}"
+        + (f", decision agreement >= {min_agreement}" if min_agreement is not None else "") + ").  ",
         f"Precision: {precision_note}",
     ]
     if quantization:

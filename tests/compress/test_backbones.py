@@ -20,7 +20,7 @@ def test_backbone_export_quantize_gate(arch, tiny_checkpoint, phantom, tmp_path)
     save_checkpoint(tmp_path / "ck.pt", {"model": net.state_dict(), "meta": meta, "epoch": 0})
     passed, card = run(CompressConfig(checkpoint=str(tmp_path / "ck.pt"), out=str(tmp_path / "b"),
                                       calib_data=f"mura:{phantom / 'mura'}", val_data=[f"mura:{phantom / 'mura'}"],
-                                      budget=1.0, calib_size=16, accuracy_control=False))
+                                      budget=1.0, min_agreement=0.0, calib_size=16, accuracy_control=False))
     assert passed and card["architecture"] == arch
     b = load_bundle(tmp_path / "b")
     out = Engine(b).infer(torch.zeros(2, 1, 32, 32).numpy())

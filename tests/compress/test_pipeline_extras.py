@@ -29,16 +29,16 @@ def test_failed_ptq_falls_back_to_accuracy_control(phantom, tiny_checkpoint, tmp
     calls = []
     real_gate = pipeline.gate
 
-    def fail_first(results, budget):
+    def fail_first(results, budget, min_agreement):
         calls.append(1)
-        ok, reasons = real_gate(results, budget)
+        ok, reasons = real_gate(results, budget, min_agreement)
         return (False, [*reasons, "planted failure"]) if len(calls) == 1 else (ok, reasons)
 
     monkeypatch.setattr(pipeline, "gate", fail_first)
     out = tmp_path / "b"
     passed, card = pipeline.run(pipeline.CompressConfig(
         checkpoint=str(tiny_checkpoint), out=str(out), calib_data=f"mura:{phantom / 'mura'}",
-        val_data=[f"mura:{phantom / 'mura'}"], budget=1.0, calib_size=16, latency_iters=2))
+        val_data=[f"mura:{phantom / 'mura'}"], budget=1.0, min_agreement=0.0, calib_size=16, latency_iters=2))
     q = card["quantization"]
     assert q["ptq_gate"]["verdict"] == "failed" and "planted failure" in q["ptq_gate"]["reasons"]
     assert q["method"] == "accuracy_control" and len(calls) == 2
@@ -48,10 +48,10 @@ def test_failed_ptq_falls_back_to_accuracy_control(phantom, tiny_checkpoint, tmp
 def test_no_accuracy_control_keeps_the_ptq_failure(phantom, tiny_checkpoint, tmp_path, monkeypatch):
     import compress.pipeline as pipeline
 
-    monkeypatch.setattr(pipeline, "gate", lambda results, budget: (False, ["planted failure"]))
+    monkeypatch.setattr(pipeline, "gate", lambda results, budget, min_agreement: (False, ["planted failure"]))
     passed, card = pipeline.run(pipeline.CompressConfig(
         checkpoint=str(tiny_checkpoint), out=str(tmp_path / "b"), calib_data=f"mura:{phantom / 'mura'}",
-        val_data=[f"mura:{phantom / 'mura'}"], budget=1.0, calib_size=16, latency_iters=2,
+        val_data=[f"mura:{phantom / 'mura'}"], budget=1.0, min_agreement=0.0, calib_size=16, latency_iters=2,
         accuracy_control=False))
     assert not passed and card["quantization"]["method"] == "ptq"
     assert card["validation"]["verdict"] == "failed"

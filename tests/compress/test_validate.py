@@ -27,7 +27,7 @@ def test_identical_models_pass_and_degraded_fail():
     ok, reasons = gate([same], 0.01)
     assert ok and not reasons
     ok, reasons = gate([same, bad], 0.01)
-    assert not ok and any("toy: image-level AUC dropped" in r for r in reasons)
+    assert not ok and any("toy: image-level AUC changed by -" in r for r in reasons)
     md = markdown_report([same, bad], ok, 0.01, "f32")
     assert "FAILED" in md and md.count("| toy |") == 4
 
@@ -63,3 +63,18 @@ def test_cam_correlation_between_engines(tiny_bundle, phantom):
     assert same["n"] == 6 and same["min_r"] == pytest.approx(1.0)
     c = cam_correlation(fp32, int8, x)
     assert c["n"] == 6 and -1 <= c["min_r"] <= c["mean_r"] <= 1
+
+
+def test_gate_counts_auc_changes_both_ways_and_decision_agreement():
+    base = {"dataset": "toy", "image_auc_drop": 0.0, "study_auc_drop": 0.0,
+            "image_agreement_suspicious": 1.0, "image_agreement_likely": 1.0,
+            "study_agreement_suspicious": 1.0, "study_agreement_likely": 1.0}
+    assert gate([base], 0.005, 0.99) == (True, [])
+    better = {**base, "study_auc_drop": -0.02}  # INT8 "gained" 0.02: not the validated model either
+    ok, reasons = gate([better], 0.005, 0.99)
+    assert not ok and reasons == ["toy: study-level AUC changed by +0.0200, beyond the budget of ±0.005"]
+    flips = {**base, "image_agreement_likely": 0.96}
+    ok, reasons = gate([flips], 0.005, 0.99)
+    assert not ok and "image-level decisions at the 'likely' threshold agree in 0.960 of cases < 0.99" in reasons[0]
+    assert gate([flips], 0.005, 0.95)[0]  # the floor is configurable
+    assert gate([flips], 0.005)[0]  # and off unless asked for (callers choose; the CLI asks for 0.99)
