@@ -65,7 +65,7 @@ def row_for(arch: str, run_dir: Path, cfg, external: str | None) -> dict:
            else float("nan"))
     return {
         "backbone": arch,
-        "pretrained": "yes" if cfg.pretrained_weights else "no",
+        "pretrained": "yes" if cfg.pretrained_weights or cfg.pretrained else "no",
         "multi_task": "yes" if cfg.lambda_body_part > 0 else "no",
         "eval_set": name,
         "image_accuracy": res["image"]["accuracy"],
