@@ -46,7 +46,6 @@ from models.imageio import load_image
 from models.preprocess import Placement, PreprocessConfig, standardize, to_unit
 
 THUMB_SIZE = 160  # px, long side of the report's thumbnails
-MAX_ATTEMPTS = 2  # a file whose decode kills a worker this many times is reported as failed
 
 
 def default_workers() -> int:
@@ -251,7 +250,7 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
                        export_dir=export_dir(st) if export_dir is not None and st.is_dicom else None)
         feed.extend((i, k, ref.path) for k, ref in enumerate(st.images))
     window = max(2, 2 * pool.n) + runner.n_requests  # decoded inputs queued ahead of inference
-    inflight: deque[tuple[int, int, str, int, Future]] = deque()
+    inflight: deque[tuple[int, int, str, Future]] = deque()
 
     def absorb(done: list) -> None:
         for (i, k), pred in done:
@@ -276,22 +275,27 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
         job.export = pool.submit(export_study, sources, aggregate_study(preds, engine.thresholds),
                                  card or engine.bundle.card, str(job.export_dir), word)
 
-    def handle(i: int, k: int, path: str, attempt: int, fut: Future) -> None:
-        job = jobs[i]
+    def handle(i: int, k: int, path: str, fut: Future) -> None:
         try:
             pr: Prepared = fut.result()
         except BrokenProcessPool:
-            # A decoder crashed its process (or the OS killed it). Every task in flight died with
-            # it; all are retried in a new pool, and a file that keeps killing workers fails.
-            pool.restart()
-            retry = [(i, k, path, attempt)] + [(a, b, c, d) for a, b, c, d, _ in inflight]
+            # A decoder crashed its process (or the OS killed it), and every task in flight died
+            # with it. Retry those one at a time in a fresh pool: the file that crashes alone is
+            # the culprit and fails; the others are decoded as usual.
+            suspects = [(i, k, path)] + [(a, b, c) for a, b, c, _ in inflight]
             inflight.clear()
-            for a, b, c, d in retry:
-                if d + 1 >= MAX_ATTEMPTS:
-                    fail(a, b, c, "the decoder crashed (worker process died) on this file")
-                else:
-                    inflight.append((a, b, c, d + 1, pool.submit(prepare_image, c, cfg)))
+            pool.restart()
+            for a, b, c in suspects:
+                try:
+                    accept(a, b, pool.submit(prepare_image, c, cfg).result())
+                except BrokenProcessPool:
+                    pool.restart()
+                    fail(a, b, c, "the decoder crashed on this file (its worker process died)")
             return
+        accept(i, k, pr)
+
+    def accept(i: int, k: int, pr: Prepared) -> None:
+        job = jobs[i]
         if pr.error is not None or pr.x is None or pr.placement is None:
             job.rows[k] = ImageRow(pr.stamp, error=pr.error or "cannot decode")
             job.waiting -= 1
@@ -319,13 +323,13 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
             while not job.ready():
                 while feed and len(inflight) < window:
                     a, b, path = feed.popleft()
-                    inflight.append((a, b, path, 0, pool.submit(prepare_image, path, cfg)))
+                    inflight.append((a, b, path, pool.submit(prepare_image, path, cfg)))
                 absorb(runner.completed())
                 if job.ready():
                     break
-                if inflight and (not job.scored() or inflight[0][4].done() or runner.pending == 0):
-                    a, b, path, attempt, fut = inflight.popleft()
-                    handle(a, b, path, attempt, fut)
+                if inflight and (not job.scored() or inflight[0][3].done() or runner.pending == 0):
+                    a, b, path, fut = inflight.popleft()
+                    handle(a, b, path, fut)
                 elif runner.pending:
                     absorb(runner.wait())
                 elif job.export is not None:

@@ -1,14 +1,20 @@
 """``mura-screen``: screen a folder of studies and write a worklist sorted by suspicion (Qt-free).
 
 Every decodable image gets a score; every file that cannot be used is listed with its reason and
-the run goes on. Exit status: 0 every image was scored, 1 some images failed to decode, 2 fatal
-error. Files that are not images at all (notes, CSVs) are listed but are not failures.
-Patient names and IDs are never printed, logged or written to any output.
+the run goes on. Exit status: 0 every image was scored, 1 some images failed to decode (or a
+study's DICOM outputs could not be written), 2 fatal error. Files that are not images at all
+(notes, CSVs) are listed but are not failures. Patient names and IDs are never printed, logged or
+written to any output (the DICOM outputs excepted: the PACS needs their patient module).
 
-With ``--out DIR`` every study is committed to ``DIR/screen.sqlite`` as soon as it is scored
-(:mod:`desktop.screen_state`); running the same command again resumes: finished studies whose
-files are unchanged are not re-scored. worklist.csv, failures.csv and report.html are regenerated
-from the database at the end. Without ``--out`` the state lives in memory and nothing is written.
+Decoding and preprocessing run in worker processes while inference runs on OpenVINO
+asynchronous requests (:mod:`desktop.pipeline`), so both cores stay busy; the images/s of the
+run are printed at the end. With ``--out DIR`` every study is committed to ``DIR/screen.sqlite``
+as soon as all its images are scored (:mod:`desktop.screen_state`); running the same command
+again resumes: finished studies whose files are unchanged are not re-scored. worklist.csv,
+failures.csv and report.html are regenerated from the database at the end. Without ``--out``
+the state lives in memory and nothing is written. ``--dicom-out`` also writes a Secondary
+Capture per image and a Comprehensive SR per DICOM study under ``DIR/dicom/<study>/``
+(:mod:`desktop.dicom_export`).
 """
 
 from __future__ import annotations

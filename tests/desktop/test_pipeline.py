@@ -1,0 +1,109 @@
+"""The pipelined screener (decode processes + asynchronous inference) changes speed, not results."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from desktop import pipeline
+from desktop.discovery import discover
+from desktop.screen import screen
+from models.engine import Engine
+from models.imageio import load_image
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_bundle) -> Engine:
+    return Engine(tiny_bundle, performance_hint="THROUGHPUT")
+
+
+@pytest.fixture
+def src_with_bad(phantom, tmp_path) -> Path:
+    """The phantom DICOM studies plus a truncated DICOM and one without pixel data."""
+    src = tmp_path / "src"
+    shutil.copytree(phantom / "dicom", src)
+    first = sorted(src.rglob("*.dcm"))[0]
+    ds = pydicom.dcmread(first)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    data = buf.getvalue()
+    (src / "bad").mkdir()
+    (src / "bad" / "truncated.dcm").write_bytes(data[: len(data) // 3])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    del ds.PixelData  # a header-only object
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    (src / "bad" / "no_pixels.dcm").write_bytes(buf.getvalue())
+    return src
+
+
+@pytest.mark.parametrize("workers", [2, 0])
+def test_pipeline_equals_predict_image_by_image(phantom, engine, workers):
+    res = screen(phantom / "dicom", engine, workers=workers)
+    got = {p: prob for r in res.results for p, prob in r.image_probs}
+    assert len(got) == res.discovery.n_images == res.n_scored_images > 4
+    for path, prob in got.items():
+        want = engine.predict([load_image(path).pixels])[0].probability
+        assert prob == pytest.approx(want, abs=1e-6), path
+    for r in res.results:  # study = mean of its images, as the sequential screener had it
+        probs = [p for _, p in r.image_probs]
+        assert r.probability == pytest.approx(sum(probs) / len(probs), abs=1e-9)
+
+
+def test_decode_failures_in_workers_are_reported(src_with_bad, engine):
+    res = screen(src_with_bad, engine, workers=2)
+    reasons = {Path(p).name: r for p, r in res.failures}
+    assert set(reasons) == {"truncated.dcm", "no_pixels.dcm"}
+    assert all(reasons.values())
+    n_good = res.discovery.n_images - 2
+    assert res.n_scored_images == n_good and res.complete
+
+
+def _crashy_prepare(path, cfg, thumb_size=pipeline.THUMB_SIZE):
+    """Stands in for a decoder that segfaults on one file: the worker process dies."""
+    if Path(path).name == "truncated.dcm":
+        os._exit(3)
+    return pipeline.prepare_image(path, cfg, thumb_size)
+
+
+def test_a_worker_crash_fails_only_its_file(src_with_bad, engine, monkeypatch):
+    monkeypatch.setattr(pipeline, "prepare_image", _crashy_prepare)
+    res = screen(src_with_bad, engine, workers=2)
+    reasons = {Path(p).name: r for p, r in res.failures}
+    assert "crashed" in reasons["truncated.dcm"]
+    assert set(reasons) == {"truncated.dcm", "no_pixels.dcm"}
+    assert res.n_scored_images == res.discovery.n_images - 2
+
+
+def test_cancel_between_studies_stops_the_workers(phantom, engine):
+    import multiprocessing
+
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 1  # after the first study
+
+    res = screen(phantom / "dicom", engine, cancel=cancel, workers=2)
+    assert not res.complete and len(res.results) == 1
+    assert multiprocessing.active_children() == []
+
+
+def test_generator_yields_in_order_and_skips_resumed(phantom, engine):
+    disc = discover(phantom / "dicom")
+    todo = {0, len(disc.studies) - 1}
+    out = list(pipeline.scored_studies(disc.studies, todo, engine, workers=1))
+    assert [i for i, _ in out] == list(range(len(disc.studies)))
+    assert {i for i, s in out if s is not None} == todo
+    for i, s in out:
+        if s is not None:
+            assert s.row.key == disc.studies[i].key
+            assert len(s.images) == len(disc.studies[i].images) == s.n_worked
+            assert all(r.thumbnail and r.thumbnail.startswith(b"\x89PNG") for r in s.images)
