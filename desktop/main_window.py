@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.dialogs import ModelCardDialog
+from desktop.dialogs import ModelCardDialog, TagBrowserDialog
 from desktop.discovery import Study
 from desktop.image_view import ImageView, rgb_to_qimage
 from desktop.render import (
@@ -130,6 +130,7 @@ class ViewerWindow(QMainWindow):
         self._tasks: dict[str, tuple[Task, str]] = {}  # tag -> (task, study key or "")
         self._tag_counter = itertools.count(1)
         self._card_dialog: ModelCardDialog | None = None
+        self.tag_dialog: TagBrowserDialog | None = None
         self.screen_controller: ScreenController | None = None
         self._pending_key: str | None = None  # study to show once the opened folder is discovered
         self.setWindowTitle("MURA viewer — research use only")
@@ -361,6 +362,7 @@ class ViewerWindow(QMainWindow):
         # "F" too, as in RadiAnt; a second shortcut on the same action
         self.full_screen_action.setShortcuts([QKeySequence("F11"), QKeySequence("F")])
         self.card_action = action("&Model card…", self.show_model_card)
+        self.tags_action = action("DICOM &tags…", self.show_tags, "T")
 
         mb = self.menuBar()
         m = mb.addMenu("&File")
@@ -374,7 +376,7 @@ class ViewerWindow(QMainWindow):
                   self.next_study_action):
             m.addAction(a)
         m.addSeparator()
-        for a in (self.heatmap_action, self.invert_action):
+        for a in (self.heatmap_action, self.invert_action, self.tags_action):
             m.addAction(a)
         m.addSeparator()
         for a in (self.rotate_cw_action, self.rotate_ccw_action, self.flip_h_action,
@@ -717,6 +719,9 @@ class ViewerWindow(QMainWindow):
             return
         n = len(out.images)
         self.image_counter.setText(f"Image {self.current_index + 1} of {n} · {v.name}")
+        if self.tag_dialog is not None and self.tag_dialog.isVisible() \
+                and v.ref.kind == "dicom":
+            self.tag_dialog.set_path(v.ref.path)
         if self.thumb_strip.currentRow() != self.current_index:
             self.thumb_strip.blockSignals(True)
             self.thumb_strip.setCurrentRow(self.current_index)
@@ -947,6 +952,20 @@ class ViewerWindow(QMainWindow):
         self._card_dialog.show()
         self._card_dialog.raise_()
         return self._card_dialog
+
+    def show_tags(self) -> TagBrowserDialog | None:
+        """The tag browser for the current image (DICOM files only); it follows the image."""
+        v = self.current_image
+        if v is None or v.ref.kind != "dicom":
+            self.statusBar().showMessage("DICOM tags: the current image is not a DICOM file.")
+            return None
+        if self.tag_dialog is None:
+            self.tag_dialog = TagBrowserDialog(v.ref.path, self)
+        else:
+            self.tag_dialog.set_path(v.ref.path)
+        self.tag_dialog.show()
+        self.tag_dialog.raise_()
+        return self.tag_dialog
 
     def save_screenshot(self, path: str | Path) -> Path:
         """Save the whole window as shown (``window.grab()``) to a PNG."""
