@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "accuracy control (which reverts the costliest layers to floating point)")
     ap.add_argument("--accuracy-control-size", type=int, default=300,
                     help="images of the first --val-data set used by accuracy control (default 300)")
+    ap.add_argument("--device", action="append", default=[], choices=["CPU", "GPU", "AUTO"],
+                    help="OpenVINO device the gate also runs INT8 on (repeatable; CPU always): GPU runs "
+                    "with an explicit f16 precision hint, which the card then records as validated")
     ap.add_argument("--name", default="", help="model name in the card (default: ARCH-TASK)")
     ap.add_argument("--version", default="0.1.0", help="model version in the card")
     ap.add_argument("--seed", type=int, default=0, help="seed for sampling calibration images")
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         version=a.version, budget=a.budget, min_agreement=a.min_agreement, calib_size=a.calib_size, max_eval_images=a.max_eval_images,
         seed=a.seed, quant=QuantizeConfig(preset=a.preset, fast_bias_correction=a.fast_bias_correction,
                                           subset_size=a.calib_size, ignored_types=a.ignore_type),
-        accuracy_control=not a.no_accuracy_control, ac_size=a.accuracy_control_size,
+        accuracy_control=not a.no_accuracy_control, devices=["CPU", *a.device], ac_size=a.accuracy_control_size,
     )
     try:
         passed, _ = run(cfg)

@@ -25,6 +25,7 @@ from compress.validate import (
 )
 from models.card import CARD_SCHEMA_VERSION, INTENDED_USE, write_bundle
 from models.engine import Engine
+from models.errors import ConfigError
 from models.fsutil import atomic_write_json, atomic_write_text
 from models.labels import TASK_WORDS
 from models.networks import INPUT_NAME
@@ -33,6 +34,9 @@ from trainer.checkpoint import load_checkpoint, model_from_checkpoint
 from trainer.datasets import load_source
 
 PRECISION = "f32"  # INFERENCE_PRECISION_HINT for every OpenVINO run of the gate and the runtime
+# What each device runs when the gate covers it: the GPU plugin's native f16 made explicit (and
+# validated), the CPU in f32. AUTO picks one of them at run time with these same hints.
+DEVICE_PRECISION = {"CPU": PRECISION, "GPU": "f16"}
 
 
 @dataclass
@@ -52,6 +56,7 @@ class CompressConfig:
     accuracy_control: bool = True  # retry with NNCF accuracy control when plain PTQ fails the gate
     ac_size: int = 300  # images of the first evaluation set held for accuracy control
     latency_iters: int = 20
+    devices: list[str] = field(default_factory=lambda: ["CPU"])  # OpenVINO devices the gate covers
 
 
 def _versions() -> dict[str, str]:
@@ -78,6 +83,7 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
     pre = PreprocessConfig.from_dict(meta["preprocess"])
     s = pre.input_size
 
+    devices = check_devices(cfg.devices)
     t0 = time.time()
     calib_split = load_source(cfg.calib_data, "train")
     calib = build_evalset(calib_split, pre, limit=cfg.calib_size, seed=cfg.seed)
@@ -121,6 +127,14 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
                for es, r, t, x in zip(evalsets, ref, tests, extra, strict=True)]
         for r, es in zip(res, evalsets, strict=True):
             r["cam_correlation"] = cam_correlation(fp32, int8, es.inputs)
+        for dev in devices[1:]:  # INT8 on another device, against the same CPU f32 reference
+            on_dev = Engine(write_bundle(out, card), artifact="openvino_int8", device=dev,
+                            precision=DEVICE_PRECISION.get(dev))
+            for es, r_, x in zip(evalsets, ref, extra, strict=True):
+                row = compare_set(es, r_, score(on_dev, es), thresholds, extra=x, seed=cfg.seed)
+                row["dataset"] = f"{es.name} @ {dev}"
+                row["device"] = dev
+                res.append(row)
         ok, why = gate(res, cfg.budget, cfg.min_agreement)
         return res, tests, ok, why
 
@@ -151,6 +165,8 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
     card["validation"] = {"verdict": "passed" if passed else "failed", "precision": "int8",
                           "inference_precision": PRECISION, "budget": cfg.budget,
                           "min_agreement": cfg.min_agreement, "report": "validation.json",
+                          "devices": {d: {"inference_precision": DEVICE_PRECISION[d]}
+                                      for d in devices if d in DEVICE_PRECISION},
                           "reasons": reasons, "validated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     for r in results:
         card["metrics"][f"gate:{r['dataset']}"] = r
@@ -159,6 +175,24 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
     for reason in reasons:
         _log(reason)
     return passed, card
+
+
+def check_devices(devices: list[str]) -> list[str]:
+    """Normalise the gate's device list (CPU first, always) and refuse devices this machine lacks,
+    before minutes of export and quantization are spent."""
+    import openvino as ov
+
+    wanted = ["CPU"] + [d.upper() for d in devices if d.upper() != "CPU"]
+    available = ov.Core().available_devices
+    for d in wanted:
+        if d == "AUTO":
+            continue
+        if d not in DEVICE_PRECISION:
+            raise ConfigError(f"gate device {d!r} is not supported; choose from CPU, GPU, AUTO")
+        if not any(a.split(".")[0] == d for a in available):
+            raise ConfigError(f"gate device {d!r} is not available on this machine "
+                              f"(OpenVINO reports {available}); run the gate where the device is")
+    return list(dict.fromkeys(wanted))
 
 
 def _precision_used(engine: Engine) -> str:

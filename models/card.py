@@ -102,6 +102,14 @@ CARD_SCHEMA: dict[str, Any] = {
                 "verdict": {"enum": ["passed", "failed", "not_validated"]},
                 "precision": {"type": "string"},
                 "budget": _num,
+                "devices": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["inference_precision"],
+                        "properties": {"inference_precision": {"enum": ["f32", "bf16", "f16"]}},
+                    },
+                },
             },
         },
         "provenance": {

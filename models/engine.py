@@ -106,11 +106,24 @@ def _artifact_default(bundle: Bundle, backend: str) -> str:
     )
 
 
+def validated_precision(card: dict, device: str) -> str:
+    """The INFERENCE_PRECISION_HINT the gate validated for ``device`` (card ``validation``).
+
+    ``validation.devices`` maps a device ("CPU", "GPU") to the precision its gate run used; a
+    device the gate did not run on gets the card's ``inference_precision`` (what the CPU gate
+    used, normally "f32"), never OpenVINO's silent default (bf16 on AVX-512 BF16 CPUs, f16 on GPUs).
+    """
+    val = card.get("validation", {})
+    dev = device.upper().split(".")[0]
+    return val.get("devices", {}).get(dev, {}).get("inference_precision") or val.get("inference_precision") or "f32"
+
+
 class Engine:
     """Runs a bundle. ``predict`` takes decoded grayscale arrays and applies the shared preprocessing.
 
     ``precision``: OpenVINO INFERENCE_PRECISION_HINT ("f32", "bf16", "f16"); ``None`` takes the
-    card's validated precision, or "f32" if the card has none.
+    precision the card's gate validated for ``device`` (:func:`validated_precision`).
+    ``cache_dir``: OpenVINO's compiled-model cache, so the second start skips compilation.
     """
 
     def __init__(
@@ -136,8 +149,8 @@ class Engine:
         self.cfg = self.bundle.preprocess
         self.thresholds = self.bundle.thresholds
         self.body_parts = self.bundle.body_parts
-        card_prec = self.bundle.card["validation"].get("inference_precision")
-        self.precision = precision or card_prec or "f32"
+        self.precision_override = precision
+        self.precision = precision or validated_precision(self.bundle.card, device)
         self.input_name = self.bundle.card["input"]["name"]
         if backend == "openvino":
             self._init_openvino(performance_hint, cache_dir, num_threads)
@@ -157,10 +170,17 @@ class Engine:
         if self.model_path.suffix != ".xml":
             raise BundleError(f"{self.model_path}: the openvino backend runs IR (.xml) artifacts")
         model = core.read_model(str(self.model_path))
-        config = {"PERFORMANCE_HINT": hint}
+        config: dict = {"PERFORMANCE_HINT": hint}
         dev = self.device.upper()
         if dev.startswith(("CPU", "GPU")):
             config["INFERENCE_PRECISION_HINT"] = self.precision
+        elif dev.startswith(("AUTO", "MULTI", "HETERO")):
+            # A virtual device picks the hardware at run time: state the precision for each
+            # candidate, or a GPU silently runs f16 and an AVX-512 CPU bf16.
+            config["DEVICE_PROPERTIES"] = {
+                d: {"INFERENCE_PRECISION_HINT": self.precision_override or validated_precision(self.bundle.card, d)}
+                for d in ("CPU", "GPU")
+            }
         if num_threads and dev == "CPU":
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         try:
