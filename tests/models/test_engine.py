@@ -86,3 +86,26 @@ def test_fp16_ir_artifact_agrees_with_fp32(tiny_bundle, phantom):
     h = Engine(tiny_bundle, artifact="openvino_fp16").predict(imgs)
     for x, y in zip(a, h, strict=True):
         assert x.probability == pytest.approx(y.probability, abs=1e-2)
+
+
+@pytest.mark.parametrize("backend,hint", [("openvino", "LATENCY"), ("openvino", "THROUGHPUT"),
+                                          ("onnxruntime", "LATENCY")])
+def test_async_runner_equals_predict(tiny_bundle, phantom, backend, hint):
+    """The screener's asynchronous path gives what predict() gives, image by image."""
+    eng = Engine(tiny_bundle, backend=backend, performance_hint=hint)
+    images = _images(phantom, n=6)
+    runner = eng.async_runner()
+    assert runner.n_requests >= 1
+    for k, im in enumerate(images):
+        x, placement = eng.prepare(im)
+        runner.submit(x, placement, ("img", k))
+    got = dict(runner.wait())
+    assert runner.pending == 0 and sorted(got) == [("img", k) for k in range(len(images))]
+    for k, im in enumerate(images):
+        want = eng.predict([im])[0]
+        assert got[("img", k)].probability == pytest.approx(want.probability, abs=1e-6)
+        assert got[("img", k)].body_part == want.body_part
+        np.testing.assert_allclose(got[("img", k)].cam, want.cam, atol=1e-5)
+        assert got[("img", k)].placement == want.placement
+    if backend == "openvino":
+        assert (eng.throughput_model() is eng.compiled_model) == (hint == "THROUGHPUT")
