@@ -1,0 +1,245 @@
+"""Batch screening throughput: the whole pipeline beside the engine's raw images/s, as a Markdown table.
+
+Why: the screener is meant to hide decoding and I/O behind inference (target: pipeline ≥ 90 % of
+the engine's raw images/s for the same model). Whether it can depends on the ratio of decode cost
+to inference cost on the clinic PC, so the table shows all of them, measured in one run:
+
+- raw engine: preprocessed inputs already in memory, the same AsyncRunner (THROUGHPUT hint, the
+  plugin's optimal number of requests, batch 1) the screener uses;
+- decode only: the screener's worker pool decoding + preprocessing every file, no inference;
+- pipeline: ``desktop.screen.screen`` over the folder (discovery, decode, inference, thumbnails,
+  SQLite commits), for each ``--workers`` value.
+
+Data: ``--n`` phantom DICOMs (trainer/synth.py's generator) of 1–2k px in mixed transfer
+syntaxes (explicit/implicit little endian, deflate, RLE, JPEG-LS, JPEG 2000 lossless and lossy),
+grouped into studies of 1–4 images, written to ``--data DIR`` (reused when it already holds
+them) or a temporary folder. A few distinct renders are encoded once per syntax and written
+under new UIDs, since rendering and pydicom's pure-Python RLE encoder are slow.
+Model: ``--model BUNDLE``, or a one-epoch custom_cnn at ``--input-size`` compressed to INT8
+(needs the dev venv: torch, nncf). Only timings mean anything here, not the scores.
+
+    .venv/bin/python bench/screen.py                     # 500 files, 224 px INT8 model
+    .venv/bin/python bench/screen.py --n 60 --bases 4    # quick look
+    .venv/bin/python bench/screen.py --model runs/x/bundle --data /tmp/screen-bench --workers 0,1,2
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "bench"]
+sys.path.insert(0, str(_REPO))
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+SYNTAXES = {  # name: (UID, encoding plugin or None for native)
+    "explicit LE": ("1.2.840.10008.1.2.1", None),
+    "implicit LE": ("1.2.840.10008.1.2", None),
+    "deflate": ("1.2.840.10008.1.2.1.99", None),
+    "RLE": ("1.2.840.10008.1.2.5", "pydicom"),
+    "JPEG-LS lossless": ("1.2.840.10008.1.2.4.80", "pyjpegls"),
+    "JPEG 2000 lossless": ("1.2.840.10008.1.2.4.90", "pylibjpeg"),
+    "JPEG 2000": ("1.2.840.10008.1.2.4.91", "pylibjpeg"),
+}
+PARTS = ("elbow", "finger", "forearm", "hand", "humerus", "shoulder", "wrist")
+
+
+def _encode(base: np.ndarray, name: str, seed: int):
+    """One base image as a dataset in one transfer syntax (UIDs filled in later), or None."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+
+    uid, plugin = SYNTAXES[name]
+    raw = np.rint(base * 4095).astype(np.uint16)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    ds.PatientName, ds.PatientID = "BENCH^PHANTOM", f"B{seed:05d}"
+    ds.Modality, ds.StudyDescription = "DX", "bench phantom"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.set_pixel_data(raw, "MONOCHROME2", 12, generate_instance_uid=False)
+    ds.WindowCenter, ds.WindowWidth = "2048", "4096"
+    try:
+        if plugin is None:
+            ds.file_meta.TransferSyntaxUID = uid
+        else:
+            kw = {"j2k_cr": [20]} if name == "JPEG 2000" else {}
+            ds.compress(uid, raw, encoding_plugin=plugin, generate_instance_uid=False, **kw)
+    except Exception as e:  # noqa: BLE001 - an encoder missing here only narrows the mix
+        print(f"  (skipping {name}: {type(e).__name__}: {e})", file=sys.stderr)
+        return None
+    return ds
+
+
+def make_data(root: Path, n: int, bases: int, size: tuple[int, int], seed: int = 0) -> dict[str, int]:
+    """Write ``n`` DICOM files under ``root`` (see the module docstring); returns files per syntax."""
+    from pydicom.uid import generate_uid
+
+    from trainer.synth import render_radiograph
+
+    rng = np.random.default_rng(seed)
+    encoded: list[tuple[str, object]] = []
+    t0 = time.perf_counter()
+    for b in range(bases):
+        h, w = (int(x) for x in rng.integers(size[0], size[1] + 1, size=2))
+        img = render_radiograph(rng, PARTS[b % len(PARTS)], bool(b % 2), (h, w))
+        for name in SYNTAXES:
+            ds = _encode(img, name, b)
+            if ds is not None:
+                encoded.append((name, ds))
+    print(f"  encoded {len(encoded)} base files in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    counts: dict[str, int] = {}
+    i = 0
+    study = 0
+    while i < n:
+        study += 1
+        study_uid = generate_uid()
+        for k in range(min(int(rng.integers(1, 5)), n - i)):
+            name, ds = encoded[i % len(encoded)]  # every syntax, evenly
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid()
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.InstanceNumber = k + 1
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=True)
+            p = root / f"study_{study:04d}" / f"im{k + 1}.dcm"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(buf.getvalue())
+            counts[name] = counts.get(name, 0) + 1
+            i += 1
+    return counts
+
+
+def make_bundle(work: Path, input_size: int) -> Path:
+    """A one-epoch custom_cnn compressed to INT8 (timings only: its scores mean nothing)."""
+    from compress.pipeline import CompressConfig, run
+    from trainer.synth import write_mura
+    from trainer.train import TrainConfig, train
+
+    write_mura(work / "mura", seed=1, n_patients=12, size_range=(96, 160))
+    train(TrainConfig(data=f"mura:{work / 'mura'}", out=str(work / "train"), arch="custom_cnn",
+                      input_size=input_size, epochs=1, batch_size=16, augment=False))
+    out = work / "bundle"
+    run(CompressConfig(checkpoint=str(work / "train" / "checkpoint_best.pt"), out=str(out),
+                       calib_data=f"mura:{work / 'mura'}", val_data=[f"mura:{work / 'mura'}"],
+                       budget=1.0, calib_size=32, accuracy_control=False, latency_iters=3))
+    return out
+
+
+def raw_engine_rate(engine, files: list[str], n: int) -> tuple[float, int]:
+    """(images/s, requests) of the AsyncRunner alone, cycling through inputs preprocessed before."""
+    from desktop.pipeline import prepare_image
+
+    preps = [prepare_image(f, engine.cfg) for f in files[:32]]
+    preps = [p for p in preps if p.x is not None]
+    runner = engine.async_runner()
+    for p in preps[: runner.n_requests * 2]:  # warm-up
+        runner.submit(p.x, p.placement, 0)
+    runner.wait()
+    t0 = time.perf_counter()
+    for i in range(n):
+        p = preps[i % len(preps)]
+        runner.submit(p.x, p.placement, i)
+        if i % 64 == 0:
+            runner.completed()
+    runner.wait()
+    return n / (time.perf_counter() - t0), runner.n_requests
+
+
+def decode_rate(files: list[str], cfg, workers: int) -> float:
+    """Images/s of decoding + preprocessing alone, with the screener's pool (0: this process)."""
+    from desktop.pipeline import Workers, prepare_image
+
+    pool = Workers(workers)
+    try:
+        pool.submit(prepare_image, files[0], cfg).result()  # start the workers before timing
+        if workers > 1:
+            list(f.result() for f in [pool.submit(prepare_image, files[0], cfg) for _ in range(workers)])
+        t0 = time.perf_counter()
+        futs = [pool.submit(prepare_image, f, cfg) for f in files]
+        bad = sum(f.result().error is not None for f in futs)
+        dt = time.perf_counter() - t0
+    finally:
+        pool.close()
+    if bad:
+        print(f"  warning: {bad} files failed to decode", file=sys.stderr)
+    return len(files) / dt
+
+
+def pipeline_rate(src: Path, engine, workers: int) -> tuple[float, float]:
+    """(images/s of the whole screen() run, seconds of it spent in discovery)."""
+    from desktop.discovery import discover
+    from desktop.screen import screen
+
+    t0 = time.perf_counter()
+    discover(src)
+    t_disc = time.perf_counter() - t0
+    res = screen(src, engine, workers=workers)
+    return res.n_scored_images / res.seconds, t_disc
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=500, help="DICOM files (default 500)")
+    ap.add_argument("--bases", type=int, default=8, help="distinct renders, each encoded once per syntax")
+    ap.add_argument("--size", default="1000,2000", help="min,max side in px (default 1000,2000)")
+    ap.add_argument("--data", default=None, help="folder for the files (reused if it has them)")
+    ap.add_argument("--model", default=None, help="bundle to use (default: make a tiny INT8 one)")
+    ap.add_argument("--input-size", type=int, default=224, help="input size of the made bundle")
+    ap.add_argument("--workers", default=None,
+                    help="comma list of decode-process counts to run the pipeline with "
+                    "(default: 0 and one per core)")
+    a = ap.parse_args(argv)
+
+    from desktop.pipeline import default_workers
+    from models.engine import Engine
+
+    lo, hi = (int(x) for x in a.size.split(","))
+    workers = ([int(x) for x in a.workers.split(",")] if a.workers
+               else sorted({0, default_workers()}))
+    with tempfile.TemporaryDirectory(prefix="bench-screen-") as tmp:
+        work = Path(tmp)
+        src = Path(a.data) if a.data else work / "data"
+        files = sorted(str(p) for p in src.rglob("*.dcm")) if src.exists() else []
+        if len(files) < a.n:
+            print(f"writing {a.n} phantom DICOMs to {src} …", file=sys.stderr)
+            counts = make_data(src, a.n, a.bases, (lo, hi))
+            print("  per syntax: " + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)
+            files = sorted(str(p) for p in src.rglob("*.dcm"))
+        if a.model is None:
+            print(f"making a {a.input_size} px INT8 custom_cnn bundle …", file=sys.stderr)
+            model = make_bundle(work / "model", a.input_size)
+        else:
+            model = Path(a.model)
+        engine = Engine(model, performance_hint="THROUGHPUT")
+        n = len(files)
+        print(f"measuring on {n} files, {os.cpu_count()} CPUs …", file=sys.stderr)
+        raw, n_req = raw_engine_rate(engine, files, max(n, 200))
+        dec = {w: decode_rate(files, engine.cfg, w) for w in workers}
+        pipe = {w: pipeline_rate(src, engine, w) for w in workers}
+    print(f"\n{n} DICOM files, {lo}–{hi} px, model {engine.bundle.model_id} "
+          f"({engine.cfg.input_size} px, {engine.artifact}, {n_req} async requests, "
+          f"THROUGHPUT), {os.cpu_count()} CPUs\n")
+    print("| measure | workers | images/s | % of raw engine |")
+    print("| --- | --- | --- | --- |")
+    print(f"| raw engine (inputs in memory) | – | {raw:.1f} | 100 % |")
+    for w, r in dec.items():
+        print(f"| decode + preprocess only | {w} | {r:.1f} | {100 * r / raw:.0f} % |")
+    for w, (r, t_disc) in pipe.items():
+        bound = min(raw, dec[w])
+        print(f"| pipeline (whole run) | {w} | {r:.1f} | {100 * r / raw:.0f} % "
+              f"(= {100 * r / bound:.0f} % of min(raw, decode); discovery {t_disc:.1f}s) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
