@@ -6,11 +6,16 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QComboBox,
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
+    QPushButton,
     QTextBrowser,
     QTreeWidget,
     QTreeWidgetItem,
@@ -19,7 +24,9 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.render import card_html
+from desktop.settings import WL_PRESETS, ViewerSettings, device_choices
 from desktop.tags import TagRow, filter_rows, read_tags
+from models.engine import available_devices
 from models.errors import DicomError
 
 
@@ -122,3 +129,69 @@ class TagBrowserDialog(QDialog):
 
         walk(self.tree.invisibleRootItem())
         return out
+
+
+class SettingsDialog(QDialog):
+    """Device, model bundle and default window. ``settings()`` is what the user chose; the
+    window saves it and reloads the engine when the device or the bundle changed."""
+
+    def __init__(self, current: ViewerSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("settingsDialog")
+        self.setWindowTitle("Settings")
+        self.resize(560, 220)
+        form = QFormLayout(self)
+        self.device_combo = QComboBox(self)
+        self.device_combo.setObjectName("deviceCombo")
+        try:
+            found = available_devices()
+        except Exception:  # noqa: BLE001 - OpenVINO missing or broken: offer the basics
+            found = []
+        for d in device_choices(found):
+            absent = d not in found and d not in ("AUTO", "CPU")
+            self.device_combo.addItem(d + (" (not reported by OpenVINO)" if absent else ""), d)
+        self.device_combo.setEditable(False)
+        idx = self.device_combo.findData(current.device)
+        if idx < 0:  # a device set elsewhere (e.g. in the INI file): keep it selectable
+            self.device_combo.addItem(current.device, current.device)
+            idx = self.device_combo.count() - 1
+        self.device_combo.setCurrentIndex(idx)
+        self.device_combo.setToolTip("OpenVINO reports: " + (", ".join(found) or "nothing"))
+        form.addRow("Inference device:", self.device_combo)
+        row = QHBoxLayout()
+        self.model_edit = QLineEdit(current.model_path, self)
+        self.model_edit.setObjectName("modelPathEdit")
+        self.model_edit.setPlaceholderText("Folder with card.json (empty: images only)")
+        browse = QPushButton("Browse…", self)
+        browse.clicked.connect(self._browse)
+        row.addWidget(self.model_edit, 1)
+        row.addWidget(browse)
+        form.addRow("Model bundle:", row)
+        self.preset_combo = QComboBox(self)
+        self.preset_combo.setObjectName("defaultWindowCombo")
+        for key, (label, _prefix) in WL_PRESETS.items():
+            self.preset_combo.addItem(label, key)
+        self.preset_combo.setCurrentIndex(max(self.preset_combo.findData(current.wl_preset), 0))
+        form.addRow("Default window:", self.preset_combo)
+        note = QLabel("Changing the device or the bundle reloads the model; studies already "
+                      "analysed are analysed again with it.", self)
+        note.setWordWrap(True)
+        note.setStyleSheet("QLabel { color: #666; }")
+        form.addRow(note)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel,
+            parent=self)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Model bundle folder",
+                                                  self.model_edit.text())
+        if folder:
+            self.model_edit.setText(folder)
+
+    def settings(self) -> ViewerSettings:
+        return ViewerSettings(device=str(self.device_combo.currentData()),
+                              model_path=self.model_edit.text().strip(),
+                              wl_preset=str(self.preset_combo.currentData()))

@@ -7,6 +7,7 @@ are shown in the image overlay only; nothing here logs or prints them.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -35,7 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.dialogs import ModelCardDialog, TagBrowserDialog
+from desktop.dialogs import ModelCardDialog, SettingsDialog, TagBrowserDialog
 from desktop.discovery import Study
 from desktop.image_view import ImageView, rgb_to_qimage
 from desktop.render import (
@@ -50,6 +51,7 @@ from desktop.render import (
     verdict_text,
 )
 from desktop.screen_dialog import ScreenController, screen_job, viewer_key
+from desktop.settings import ViewerSettings, preset_index
 from desktop.studies import (
     THUMB_SIZE,
     DiscoveryResult,
@@ -57,6 +59,7 @@ from desktop.studies import (
     ViewImage,
     analyse_study,
     discover_paths,
+    load_engine,
 )
 from desktop.tasks import Task
 from models.engine import Engine, StudyPrediction
@@ -110,10 +113,17 @@ class ViewerWindow(QMainWindow):
     analysis_ready = Signal(str)
     idle = Signal()
 
+    engine_changed = Signal()  # a reload from Settings finished (engine or model_error is set)
+
     def __init__(self, engine: Engine | None = None, *, model_error: str = "",
+                 settings: ViewerSettings | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
+        self.settings = settings if settings is not None else ViewerSettings.load()
+        if engine is not None:  # what is in use (e.g. from --model) is what Settings shows
+            self.settings = dataclasses.replace(self.settings, device=engine.device,
+                                                model_path=str(engine.bundle.root))
         self.model_error = model_error
         self.word = task_word(engine.bundle.card) if engine is not None else "abnormality"
         self.studies: list[Study] = []
@@ -130,6 +140,7 @@ class ViewerWindow(QMainWindow):
         self._tasks: dict[str, tuple[Task, str]] = {}  # tag -> (task, study key or "")
         self._tag_counter = itertools.count(1)
         self._card_dialog: ModelCardDialog | None = None
+        self.settings_dialog: SettingsDialog | None = None
         self.tag_dialog: TagBrowserDialog | None = None
         self.screen_controller: ScreenController | None = None
         self._pending_key: str | None = None  # study to show once the opened folder is discovered
@@ -343,6 +354,7 @@ class ViewerWindow(QMainWindow):
         self.open_files_action = action("Open &file(s) or DICOMDIR…", self.open_files_dialog,
                                         "Ctrl+Shift+O")
         self.screen_action = action("&Screen folder…", self.screen_folder_dialog)
+        self.settings_action = action("S&ettings…", self.show_settings, QKeySequence.Preferences)
         self.quit_action = action("&Quit", self.close, QKeySequence.Quit)
         self.prev_action = action("&Previous image", self.prev_image, "Left")
         self.next_action = action("&Next image", self.next_image, "Right")
@@ -370,6 +382,8 @@ class ViewerWindow(QMainWindow):
         m.addAction(self.open_files_action)
         m.addAction(self.screen_action)
         m.addSeparator()
+        m.addAction(self.settings_action)
+        m.addSeparator()
         m.addAction(self.quit_action)
         m = mb.addMenu("&View")
         for a in (self.prev_action, self.next_action, self.prev_study_action,
@@ -390,16 +404,23 @@ class ViewerWindow(QMainWindow):
         m.addAction(self.card_action)
 
     def _show_model_state(self) -> None:
+        self.word = task_word(self.engine.bundle.card) if self.engine is not None \
+            else "abnormality"
+        self.study_prob_caption.setText(f"Study P({self.word}):")
+        self.image_prob_caption.setText(f"Image P({self.word}):")
+        for w in (self.card_button, self.card_action, self.heatmap_check,
+                  self.heatmap_action, self.screen_action):
+            w.setEnabled(self.engine is not None)
+        self.model_label.setStyleSheet("")
         if self.engine is None:
+            self.operating_label.setText("—")
             msg = (f"Model could not be loaded: {self.model_error}" if self.model_error
-                   else "No model loaded (start with --model BUNDLE): images only.")
+                   else "No model loaded (choose a bundle in Settings, or start with "
+                   "--model BUNDLE): images only.")
             self.model_label.setText(msg)
             self.model_status.setText("no model")
             self.verdict_label.setText("No model")
             self._style_verdict("failed")
-            for w in (self.card_button, self.card_action, self.heatmap_check,
-                      self.heatmap_action, self.screen_action):
-                w.setEnabled(False)
             if self.model_error:
                 self.model_label.setStyleSheet("QLabel { color: #b3261e; }")
             return
@@ -520,7 +541,9 @@ class ViewerWindow(QMainWindow):
         entry = self._tasks.get(tag)
         if entry is None or entry[0].is_cancelled:
             return  # superseded (another folder opened) while the result was queued
-        if isinstance(res, DiscoveryResult):
+        if isinstance(res, Engine):
+            self._set_engine(res, "")
+        elif isinstance(res, DiscoveryResult):
             self._on_discovered(res)
         elif isinstance(res, StudyOutcome):
             self._on_outcome(res)
@@ -537,6 +560,8 @@ class ViewerWindow(QMainWindow):
         elif tag.startswith("discover:"):
             self.view.clear(f"Could not open: {message}")
             self.discovery_ready.emit(0)
+        elif tag.startswith("engine:"):
+            self._set_engine(None, message)
 
     def _on_task_finished(self, tag: str) -> None:
         self._tasks.pop(tag, None)
@@ -607,12 +632,15 @@ class ViewerWindow(QMainWindow):
             lines.append(f"{verdict} · {format_probability(pred.probability)}")
         return "\n".join(lines)
 
-    def _update_study_item(self, st: Study, pred: StudyPrediction | None) -> None:
+    def _update_study_item(self, st: Study, pred: StudyPrediction | None, *,
+                           pending: bool = False) -> None:
         for row in range(self.study_list.count()):
             item = self.study_list.item(row)
             if item.data(Qt.ItemDataRole.UserRole) == st.key:
                 item.setText(self._study_text(st, pred))
-                item.setIcon(_verdict_icon(pred.verdict if pred is not None else "failed"))
+                verdict = "pending" if pending else (pred.verdict if pred is not None
+                                                     else "failed")
+                item.setIcon(_verdict_icon(verdict))
 
     def _step_study(self, step: int) -> None:
         n = self.study_list.count()
@@ -739,6 +767,12 @@ class ViewerWindow(QMainWindow):
                 for name, c, w in v.image.window_presets():
                     self.preset_combo.addItem(f"{name} (W {_fmt_wl(w)} / L {_fmt_wl(c)})", (c, w))
             self.preset_combo.setCurrentIndex(0)  # with a placeholder set, Qt leaves it at -1
+            names = [self.preset_combo.itemText(i) for i in range(1, self.preset_combo.count())]
+            k = preset_index(names, self.settings.wl_preset)
+            if k is not None and v.image is not None:
+                self.preset_combo.setCurrentIndex(k + 1)
+                c, w = self.preset_combo.itemData(k + 1)
+                self.current_window = (float(c), float(w))
         if v.image is None:
             self.current_rgb = None
             self._display01 = None
@@ -966,6 +1000,55 @@ class ViewerWindow(QMainWindow):
         self.tag_dialog.show()
         self.tag_dialog.raise_()
         return self.tag_dialog
+
+    # -- settings ---------------------------------------------------------------------------
+    def show_settings(self) -> SettingsDialog:
+        """The Settings dialog (non-blocking); accepting it applies and saves the settings."""
+        dlg = SettingsDialog(self.settings, self)
+        dlg.accepted.connect(lambda: self.apply_settings(dlg.settings()))
+        dlg.open()
+        self.settings_dialog = dlg
+        return dlg
+
+    def apply_settings(self, new: ViewerSettings, *, save: bool = True) -> None:
+        """Persist ``new``; reload the engine on the worker if the device or bundle changed."""
+        old, self.settings = self.settings, new
+        if save:
+            new.save()
+        if new.wl_preset != old.wl_preset:
+            self._show_image(new=True)
+        cur = str(Path(self.engine.bundle.root).resolve()) if self.engine is not None else ""
+        want = str(Path(new.model_path).resolve()) if new.model_path else ""
+        same_device = self.engine is None or self.engine.device == new.device
+        if cur == want and same_device and not (want and self.model_error):
+            return
+        if not new.model_path:
+            self._set_engine(None, "")
+            return
+        self.statusBar().showMessage(f"Loading model on {new.device}…")
+        self.model_label.setText(f"Loading {Path(new.model_path).name} on {new.device}…")
+        self._start("engine", "", load_engine, new.model_path, new.device)
+
+    def _set_engine(self, engine: Engine | None, error: str) -> None:
+        """Swap the engine: results of the old model are dropped and the study re-analysed."""
+        self.engine, self.model_error = engine, error
+        if self._card_dialog is not None:
+            self._card_dialog.close()
+            self._card_dialog = None
+        self._show_model_state()
+        self.outcomes.clear()
+        self.summaries.clear()
+        for st in self.studies:
+            self._update_study_item(st, None, pending=True)
+        if error:
+            self.statusBar().showMessage(f"Model could not be loaded: {error}")
+        elif engine is not None:
+            self.statusBar().showMessage(f"Model loaded on {engine.device}")
+        key = self.current_key
+        if key is not None:
+            self.current_key = None
+            self.select_study(key)
+        self.engine_changed.emit()
 
     def save_screenshot(self, path: str | Path) -> Path:
         """Save the whole window as shown (``window.grab()``) to a PNG."""

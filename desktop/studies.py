@@ -229,3 +229,16 @@ def analyse_study(
     except Exception as e:  # noqa: BLE001 - shown in the panel; the images stay viewable
         outcome.model_error = f"{type(e).__name__}: {e}"
     return outcome
+
+
+def load_engine(path: str | Path, device: str, *, progress: ProgressFn | None = None,
+                cancelled: CancelledFn | None = None) -> Engine:
+    """Load a bundle for ``device`` (run by a worker: compiling takes seconds on a slow PC).
+
+    Raises the engine's own typed errors (:class:`~models.errors.BundleError`,
+    :class:`~models.errors.ConfigError` for a device OpenVINO cannot use).
+    """
+    if progress is not None:
+        progress(0, 1, f"Loading model {Path(path).name} on {device}…")
+    check_cancelled(cancelled)
+    return Engine(path, device=device)

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import QApplication
 from desktop.dialogs import ModelCardDialog
 from desktop.image_view import ImageView, qimage_to_rgb, rgb_to_qimage
 from desktop.main_window import ViewerWindow
+from desktop.settings import ViewerSettings
 from desktop.studies import (
     Cancelled,
     DiscoveryResult,
@@ -76,10 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folders (searched recursively) or files to open; studies found in "
                     "several paths are merged by StudyInstanceUID")
     ap.add_argument("--model", metavar="BUNDLE", default=None,
-                    help="model bundle folder (card.json + model files); without it the viewer "
-                    "shows images only")
-    ap.add_argument("--device", default="CPU",
-                    help="OpenVINO device for inference: CPU, GPU or AUTO (default CPU)")
+                    help="model bundle folder (card.json + model files); default: the bundle "
+                    "chosen in File > Settings; without one the viewer shows images only")
+    ap.add_argument("--device", default=None,
+                    help="OpenVINO device for inference: CPU, GPU or AUTO (default: the "
+                    "Settings value, CPU if never set)")
     ap.add_argument("--screenshot", metavar="OUT.png", default=None,
                     help="open the paths, wait until the first study is analysed, save the "
                     "window to this PNG and exit (for tests and documentation)")
@@ -141,14 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("mura-viewer")
+    settings = ViewerSettings.load()
+    model = args.model or settings.model_path
+    device = args.device or settings.device
     engine, model_error = None, ""
-    if args.model:
+    if model:
         try:
-            engine = Engine(args.model, device=args.device)
+            engine = Engine(model, device=device)
         except Exception as e:  # noqa: BLE001 - MuraError, or OpenVINO's RuntimeError
             model_error = str(e) if isinstance(e, MuraError) else f"{type(e).__name__}: {e}"
             print(f"mura-viewer: error: cannot load the model: {e}", file=sys.stderr)
-    win = ViewerWindow(engine, model_error=model_error)
+    win = ViewerWindow(engine, model_error=model_error, settings=settings)
     win.show()
     if args.paths:
         win.open_paths(args.paths)

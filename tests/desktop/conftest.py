@@ -1,11 +1,25 @@
-"""Fixtures shared by the GUI tests: one engine per module, a shown viewer window per test."""
+"""Fixtures shared by the GUI tests: one engine per module, a shown viewer window per test.
+
+Every test here gets its own QSettings location (autouse), so no test reads or writes the real
+user's viewer settings, and no test sees another's.
+"""
 
 from __future__ import annotations
 
 import pytest
+from PySide6.QtCore import QSettings
 
 from desktop.viewer import ViewerWindow
 from models.engine import Engine
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path_factory):
+    """Point the user-scope INI location at a fresh temporary folder for this test."""
+    where = tmp_path_factory.mktemp("qsettings")
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(where))
+    yield where
 
 
 @pytest.fixture(scope="module")
