@@ -15,6 +15,7 @@ import numpy as np
 from compress.evalset import build_evalset
 from compress.export import check_export, convert_to_openvino, export_onnx, torch_outputs
 from compress.quantize import QuantizeConfig, quantize_accuracy_control, quantize_openvino
+from compress.sources import resolve_split
 from compress.validate import (
     cam_correlation,
     compare_set,
@@ -31,7 +32,6 @@ from models.labels import TASK_WORDS
 from models.networks import INPUT_NAME
 from models.preprocess import PreprocessConfig
 from trainer.checkpoint import load_checkpoint, model_from_checkpoint
-from trainer.datasets import load_source
 
 PRECISION = "f32"  # INFERENCE_PRECISION_HINT for every OpenVINO run of the gate and the runtime
 # What each device runs when the gate covers it: the GPU plugin's native f16 made explicit (and
@@ -85,9 +85,11 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
 
     devices = check_devices(cfg.devices)
     t0 = time.time()
-    calib_split = load_source(cfg.calib_data, "train")
+    source = meta.get("provenance", {}).get("data_source", "")
+    calib_split = resolve_split(cfg.calib_data, "calibration", cfg.checkpoint, source)
     calib = build_evalset(calib_split, pre, limit=cfg.calib_size, seed=cfg.seed)
-    evalsets = [build_evalset(load_source(spec, "valid"), pre, limit=cfg.max_eval_images, seed=cfg.seed)
+    evalsets = [build_evalset(resolve_split(spec, "validation", cfg.checkpoint, source), pre,
+                              limit=cfg.max_eval_images, seed=cfg.seed)
                 for spec in cfg.val_data]
     _log(f"decoded {len(calib.inputs)} calibration and {sum(len(e.inputs) for e in evalsets)} "
          f"evaluation images in {time.time() - t0:.1f}s")
