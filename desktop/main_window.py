@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -30,6 +31,8 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QSlider,
     QSplitter,
     QVBoxLayout,
@@ -38,6 +41,7 @@ from PySide6.QtWidgets import (
 
 from desktop.dialogs import ModelCardDialog, SettingsDialog, TagBrowserDialog
 from desktop.discovery import Study
+from desktop.export_report import report_content, write_report_pdf, write_report_png
 from desktop.image_view import ImageView, rgb_to_qimage
 from desktop.render import (
     DISCLAIMER,
@@ -63,6 +67,7 @@ from desktop.studies import (
 )
 from desktop.tasks import Task
 from models.engine import Engine, StudyPrediction
+from models.errors import ConfigError, MuraError
 
 #: How many analysed studies keep their decoded pixels in memory (an LRU); older ones are
 #: decoded again when revisited. Radiographs are up to ~3000x3000 float32, twice (pixels and
@@ -228,9 +233,16 @@ class ViewerWindow(QMainWindow):
         cl.addLayout(nav)
 
         # right: result, display and model
-        side = QWidget(split)
-        side.setMinimumWidth(300)
-        side.setMaximumWidth(420)
+        # The result column scrolls instead of squeezing: in a short or narrow window a squeezed
+        # layout clipped the verdict badge and the numbers under it.
+        self.side_scroll = QScrollArea(split)
+        self.side_scroll.setObjectName("sidePanel")
+        self.side_scroll.setWidgetResizable(True)
+        self.side_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.side_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.side_scroll.setMinimumWidth(300)
+        self.side_scroll.setMaximumWidth(440)
+        side = QWidget()
         sl = QVBoxLayout(side)
         sl.setContentsMargins(8, 8, 8, 8)
 
@@ -240,7 +252,10 @@ class ViewerWindow(QMainWindow):
         self.verdict_label = QLabel("—", self.result_panel)
         self.verdict_label.setObjectName("verdictLabel")
         self.verdict_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.verdict_label.setWordWrap(True)
+        self.verdict_label.setWordWrap(True)  # wraps at word boundaries; never cut
+        # as tall as its wrapped text needs (height-for-width), never squeezed below it
+        self.verdict_label.setSizePolicy(QSizePolicy.Policy.Preferred,
+                                         QSizePolicy.Policy.Minimum)
         rl.addWidget(self.verdict_label)
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft)
@@ -322,7 +337,8 @@ class ViewerWindow(QMainWindow):
 
         split.addWidget(self.study_list)
         split.addWidget(centre)
-        split.addWidget(side)
+        self.side_scroll.setWidget(side)
+        split.addWidget(self.side_scroll)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
         split.setStretchFactor(2, 0)
@@ -354,6 +370,10 @@ class ViewerWindow(QMainWindow):
         self.open_files_action = action("Open &file(s) or DICOMDIR…", self.open_files_dialog,
                                         "Ctrl+Shift+O")
         self.screen_action = action("&Screen folder…", self.screen_folder_dialog)
+        self.export_pdf_action = action("Export study report (&PDF)…",
+                                        lambda: self.export_report_dialog("pdf"))
+        self.export_png_action = action("Export study report (P&NG)…",
+                                        lambda: self.export_report_dialog("png"))
         self.settings_action = action("S&ettings…", self.show_settings, QKeySequence.Preferences)
         self.quit_action = action("&Quit", self.close, QKeySequence.Quit)
         self.prev_action = action("&Previous image", self.prev_image, "Left")
@@ -382,6 +402,9 @@ class ViewerWindow(QMainWindow):
         m.addAction(self.open_files_action)
         m.addAction(self.screen_action)
         m.addSeparator()
+        m.addAction(self.export_pdf_action)
+        m.addAction(self.export_png_action)
+        self.export_menu_anchor = m.addSeparator()
         m.addAction(self.settings_action)
         m.addSeparator()
         m.addAction(self.quit_action)
@@ -469,10 +492,13 @@ class ViewerWindow(QMainWindow):
         if out:
             self.screen_folder(src, out)
 
-    def screen_folder(self, src: str | Path, out: str | Path) -> ScreenController | None:
+    def screen_folder(self, src: str | Path, out: str | Path, *,
+                      restart: bool = False) -> ScreenController | None:
         """Screen ``src`` like ``mura-screen SRC --out OUT`` on the worker; results in a table.
 
         Returns the controller (its ``finished`` signal ends the run); None without a model.
+        If ``out`` holds results of another model or folder, the controller offers to restart
+        (``restart=True``, like ``--restart``) instead of only failing.
         """
         if self.engine is None:
             self.statusBar().showMessage("Screening needs a model (start with --model BUNDLE).")
@@ -484,13 +510,16 @@ class ViewerWindow(QMainWindow):
         src, out = str(src), str(out)
         ctl = ScreenController(self, src, out, self.word)
         ctl.finished.connect(lambda run: self._on_screened(ctl, run))
+        ctl.restart_requested.connect(lambda: self.screen_folder(src, out, restart=True))
         self.screen_controller = ctl
         self.statusBar().showMessage("Screening…")
-        self._start("screen", "", screen_job, src, out, self.engine, on_task=ctl.attach)
+        self._start("screen", "", screen_job, src, out, self.engine, restart, on_task=ctl.attach)
         return ctl
 
     def _on_screened(self, ctl: ScreenController, run: object) -> None:
-        if ctl.error:
+        if ctl.conflict is not None:
+            self.statusBar().showMessage(f"Not screened: {ctl.conflict.message}")
+        elif ctl.error:
             self.statusBar().showMessage(f"Screening failed: {ctl.error}")
         elif run is None:
             self.statusBar().showMessage("Screening cancelled; finished studies are kept in "
@@ -1000,6 +1029,43 @@ class ViewerWindow(QMainWindow):
         self.tag_dialog.show()
         self.tag_dialog.raise_()
         return self.tag_dialog
+
+    # -- export -----------------------------------------------------------------------------
+    def export_report_dialog(self, fmt: str) -> None:
+        if self.current_outcome is None:
+            self.statusBar().showMessage("Export: open and analyse a study first.")
+            return
+        filt = "PDF (*.pdf)" if fmt == "pdf" else "PNG image (*.png)"
+        path, _ = QFileDialog.getSaveFileName(self, "Export study report", f"report.{fmt}", filt)
+        if path:
+            try:
+                self.export_report(path)
+            except (OSError, MuraError) as e:
+                self.statusBar().showMessage(f"Export failed: {e}")
+
+    def export_report(self, path: str | Path) -> Path:
+        """Write the current study's report as PDF or PNG (by suffix); returns the path.
+
+        Refuses a destination that is one of the study's source files: exporting must never
+        alter an original.
+        """
+        out = self.current_outcome
+        if out is None:
+            raise ConfigError("export: no study is shown")
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in (".pdf", ".png"):
+            raise ConfigError(f"{path}: a report is written as .pdf or .png")
+        target = path.resolve()
+        for v in out.images:
+            if Path(v.ref.path).resolve() == target:
+                raise ConfigError(f"{path}: is a source image of the study; choose another file")
+        card = self.engine.bundle.card if self.engine is not None else {}
+        model_id = self.engine.bundle.model_id if self.engine is not None else "no model"
+        content = report_content(out, card, model_id)
+        written = (write_report_pdf if suffix == ".pdf" else write_report_png)(content, path)
+        self.statusBar().showMessage(f"Report written: {written}")
+        return written
 
     # -- settings ---------------------------------------------------------------------------
     def show_settings(self) -> SettingsDialog:

@@ -10,6 +10,7 @@ viewer on double-click. It lives apart from :mod:`desktop.viewer` to keep that f
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import (
     QDialog,
     QHeaderView,
     QLabel,
+    QMessageBox,
     QPlainTextEdit,
     QProgressDialog,
     QTableWidget,
@@ -29,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from desktop.render import format_probability, verdict_text
 from desktop.screen import ScreenRun, screen_to_folder
+from desktop.screen_state import DB_NAME, SCHEMA_VERSION, ScreenState
 from models.engine import Engine
 
 if TYPE_CHECKING:  # the viewer imports this module: no import cycle at run time
@@ -38,12 +41,52 @@ COLUMNS = ["Rank", "Verdict", "P({word})", "Body part", "Images", "Failed", "Stu
 MAX_FAILED_LISTED = 50  # the rest are in failures.csv; a huge list would only hide the table
 
 
-def screen_job(src: str, out: str, engine: Engine, *,
+@dataclass
+class ScreenConflict:
+    """The output folder holds results of another model or source: the screen did not run.
+
+    Returned (not raised) so the dialog can offer "Restart", which discards those results, the
+    same choice the CLI offers with ``--restart``.
+    """
+
+    message: str
+
+
+def state_conflict(src: str, out: str, engine: Engine) -> ScreenConflict | None:
+    """What :meth:`ScreenState.begin` would refuse, found before any work starts."""
+    if not (Path(out) / DB_NAME).is_file():
+        return None
+    state = ScreenState(out)
+    try:
+        row = state.run_info()
+    finally:
+        state.close()
+    if row is None:
+        return None
+    where = Path(out) / DB_NAME
+    if row["schema_version"] != SCHEMA_VERSION:
+        return ScreenConflict(f"{where} was written by another version of the screener "
+                              f"(state schema {row['schema_version']}).")
+    if row["model_id"] != engine.bundle.model_id:
+        return ScreenConflict(f"{where} holds results of model {row['model_id']}; this run "
+                              f"uses {engine.bundle.model_id}.")
+    if row["source_root"] != str(Path(src).resolve()):
+        return ScreenConflict(f"{where} holds results for another folder "
+                              f"({row['source_root']}).")
+    return None
+
+
+def screen_job(src: str, out: str, engine: Engine, restart: bool = False, *,
                progress: Callable[[int, int, str], None] | None = None,
-               cancelled: Callable[[], bool] | None = None) -> ScreenRun:
+               cancelled: Callable[[], bool] | None = None) -> ScreenRun | ScreenConflict:
     """Worker-side body of a :class:`desktop.viewer.Task`: adapts the viewer's progress/cancel
     conventions to :func:`screen_to_folder`'s, so cancelling the task stops between studies.
+    Without ``restart``, an output folder of another model/source gives a :class:`ScreenConflict`.
     """
+    if not restart:
+        conflict = state_conflict(src, out, engine)
+        if conflict is not None:
+            return conflict
 
     def report(done: int, total: int, images_done: int, images_total: int,
                images_worked: int | None = None) -> None:
@@ -52,7 +95,7 @@ def screen_job(src: str, out: str, engine: Engine, *,
             progress(done, total, f"Screening: study {done}/{total}, "
                                   f"image {images_done}/{images_total}")
 
-    return screen_to_folder(src, engine, out, progress=report, cancel=cancelled)
+    return screen_to_folder(src, engine, out, restart=restart, progress=report, cancel=cancelled)
 
 
 def viewer_key(screen_key: str, src: str | Path) -> str:
@@ -162,6 +205,7 @@ class ScreenController(QObject):
     """
 
     finished = Signal(object)
+    restart_requested = Signal()  # the user chose to discard the folder's results and restart
 
     def __init__(self, parent: QWidget, src: str, out: str, word: str) -> None:
         super().__init__(parent)
@@ -169,6 +213,8 @@ class ScreenController(QObject):
         self.src, self.out, self.word = src, out, word
         self.task: Task | None = None
         self.run: ScreenRun | None = None
+        self.conflict: ScreenConflict | None = None
+        self.conflict_box: QMessageBox | None = None
         self.error = ""
         self.dialog: ScreenResultsDialog | None = None
         self.progress = QProgressDialog("Screening…", "Cancel", 0, 0, parent)
@@ -207,7 +253,9 @@ class ScreenController(QObject):
         self.progress.setLabelText(message)
 
     def _on_result(self, _tag: str, run: object) -> None:
-        if isinstance(run, ScreenRun) and not self.cancelled:
+        if isinstance(run, ScreenConflict):
+            self.conflict = run
+        elif isinstance(run, ScreenRun) and not self.cancelled:
             self.run = run
 
     def _on_error(self, _tag: str, message: str) -> None:
@@ -220,4 +268,22 @@ class ScreenController(QObject):
             self.dialog = ScreenResultsDialog(self.run, self.word, self.src, self.out,
                                               self.parent_widget)
             self.dialog.show()
+        elif self.conflict is not None:
+            self._offer_restart(self.conflict.message)
         self.finished.emit(self.run)
+
+    def _offer_restart(self, message: str) -> None:
+        """Ask (non-modally) whether to discard the folder's results; "Restart" emits
+        ``restart_requested``, anything else leaves the folder as it is."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Screen folder",
+                          f"{message}\n\nRestart discards those results and screens this folder "
+                          "with this model. Or cancel and choose another output folder.",
+                          QMessageBox.StandardButton.Cancel, self.parent_widget)
+        box.setObjectName("screenRestartBox")
+        self.restart_button = box.addButton("Restart (discard previous results)",
+                                            QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.buttonClicked.connect(
+            lambda b: self.restart_requested.emit() if b is self.restart_button else None)
+        self.conflict_box = box
+        box.open()

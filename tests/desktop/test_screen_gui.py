@@ -145,3 +145,45 @@ def test_screen_error_is_reported(qtbot, win, tmp_path):
     ctl = _screen(qtbot, win, tmp_path / "missing", tmp_path / "out")
     assert ctl.run is None and "no such file or folder" in ctl.error
     assert "Screening failed" in win.statusBar().currentMessage()
+
+
+def test_gui_screen_offers_restart_for_a_folder_of_another_source(qtbot, win, phantom, tmp_path):
+    """Results of another folder (or model) in OUT: the GUI asks, and "Restart" re-screens."""
+    out = tmp_path / "out"
+    first = _screen(qtbot, win, phantom / "dicom" / "study_0001", out)
+    assert first.run is not None
+    other = phantom / "dicom" / "study_0004"
+    ctl = _screen(qtbot, win, other, out)
+    assert ctl.run is None and ctl.error == "" and ctl.conflict is not None
+    assert "another folder" in ctl.conflict.message
+    box = ctl.conflict_box
+    assert box is not None and box.isVisible()
+    assert "Not screened" in win.statusBar().currentMessage()
+    # the first run's results are still there: nothing was discarded without asking
+    with open(out / "worklist.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(first.run.result.results)
+
+    with qtbot.waitSignal(ctl.restart_requested, timeout=WAIT_MS):
+        qtbot.mouseClick(ctl.restart_button, Qt.MouseButton.LeftButton)
+    again = win.screen_controller
+    assert again is not ctl
+    with qtbot.waitSignal(again.finished, timeout=WAIT_MS):
+        pass
+    qtbot.waitUntil(lambda: not win.busy, timeout=WAIT_MS)
+    assert again.run is not None and again.run.result.complete and again.conflict is None
+    assert again.run.result.n_resumed == 0  # restarted, nothing taken from the old state
+    ref = _cli_worklist(other, win.engine.bundle.root, tmp_path / "cli")
+    with open(out / "worklist.csv", newline="") as f:
+        assert list(csv.DictReader(f)) == ref
+
+
+def test_gui_screen_restart_declined_keeps_the_folder(qtbot, win, phantom, tmp_path):
+    out = tmp_path / "out"
+    _screen(qtbot, win, phantom / "dicom" / "study_0001", out)
+    before = (out / "worklist.csv").read_bytes()
+    ctl = _screen(qtbot, win, phantom / "dicom" / "study_0002", out)
+    assert ctl.conflict is not None
+    ctl.conflict_box.reject()
+    qtbot.wait(50)
+    assert win.screen_controller is ctl and not win.busy
+    assert (out / "worklist.csv").read_bytes() == before
