@@ -35,6 +35,7 @@ sys.path.insert(0, str(_REPO))
 import argparse  # noqa: E402
 import io  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -125,7 +126,7 @@ def make_bundle(work: Path, input_size: int) -> Path:
     from trainer.synth import write_mura
     from trainer.train import TrainConfig, train
 
-    write_mura(work / "mura", seed=1, n_patients=12, size_range=(96, 160))
+    write_mura(work / "mura", seed=1, n_patients=24, size_range=(96, 128))  # both classes in val
     train(TrainConfig(data=f"mura:{work / 'mura'}", out=str(work / "train"), arch="custom_cnn",
                       input_size=input_size, epochs=1, batch_size=16, augment=False))
     out = work / "bundle"
@@ -193,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bases", type=int, default=8, help="distinct renders, each encoded once per syntax")
     ap.add_argument("--size", default="1000,2000", help="min,max side in px (default 1000,2000)")
     ap.add_argument("--data", default=None, help="folder for the files (reused if it has them)")
-    ap.add_argument("--model", default=None, help="bundle to use (default: make a tiny INT8 one)")
+    ap.add_argument("--model", default=None,
+                    help="bundle to use; made there if absent (default: a throw-away one)")
     ap.add_argument("--input-size", type=int, default=224, help="input size of the made bundle")
     ap.add_argument("--workers", default=None,
                     help="comma list of decode-process counts to run the pipeline with "
@@ -215,29 +217,36 @@ def main(argv: list[str] | None = None) -> int:
             counts = make_data(src, a.n, a.bases, (lo, hi))
             print("  per syntax: " + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)
             files = sorted(str(p) for p in src.rglob("*.dcm"))
-        if a.model is None:
+        if a.model is None or not Path(a.model).exists():
             print(f"making a {a.input_size} px INT8 custom_cnn bundle …", file=sys.stderr)
             model = make_bundle(work / "model", a.input_size)
+            if a.model is not None:  # kept for the next run
+                shutil.copytree(model, a.model)
+                model = Path(a.model)
         else:
             model = Path(a.model)
         engine = Engine(model, performance_hint="THROUGHPUT")
         n = len(files)
         print(f"measuring on {n} files, {os.cpu_count()} CPUs …", file=sys.stderr)
         raw, n_req = raw_engine_rate(engine, files, max(n, 200))
-        dec = {w: decode_rate(files, engine.cfg, w) for w in workers}
-        pipe = {w: pipeline_rate(src, engine, w) for w in workers}
-    print(f"\n{n} DICOM files, {lo}–{hi} px, model {engine.bundle.model_id} "
-          f"({engine.cfg.input_size} px, {engine.artifact}, {n_req} async requests, "
-          f"THROUGHPUT), {os.cpu_count()} CPUs\n")
-    print("| measure | workers | images/s | % of raw engine |")
-    print("| --- | --- | --- | --- |")
-    print(f"| raw engine (inputs in memory) | – | {raw:.1f} | 100 % |")
-    for w, r in dec.items():
-        print(f"| decode + preprocess only | {w} | {r:.1f} | {100 * r / raw:.0f} % |")
-    for w, (r, t_disc) in pipe.items():
-        bound = min(raw, dec[w])
-        print(f"| pipeline (whole run) | {w} | {r:.1f} | {100 * r / raw:.0f} % "
-              f"(= {100 * r / bound:.0f} % of min(raw, decode); discovery {t_disc:.1f}s) |")
+        # rows are printed as they are measured: a long run that is stopped still reports
+        print(f"\n{n} DICOM files, {lo}–{hi} px, model {engine.bundle.model_id} "
+              f"({engine.cfg.input_size} px, {engine.artifact}, {n_req} async requests, "
+              f"THROUGHPUT), {os.cpu_count()} CPUs\n")
+        print("| measure | workers | images/s | % of raw engine |")
+        print("| --- | --- | --- | --- |")
+        print(f"| raw engine (inputs in memory) | – | {raw:.1f} | 100 % |", flush=True)
+        dec = {}
+        for w in workers:
+            dec[w] = decode_rate(files, engine.cfg, w)
+            print(f"| decode + preprocess only | {w} | {dec[w]:.1f} | {100 * dec[w] / raw:.0f} % |",
+                  flush=True)
+        for w in workers:
+            r, t_disc = pipeline_rate(src, engine, w)
+            bound = min(raw, dec[w])
+            print(f"| pipeline (whole run) | {w} | {r:.1f} | {100 * r / raw:.0f} % "
+                  f"(= {100 * r / bound:.0f} % of min(raw, decode); discovery {t_disc:.1f}s) |",
+                  flush=True)
     return 0
 
 
