@@ -97,7 +97,7 @@ env -i PATH=/usr/bin:/bin HOME="$REPO/$BUILD/home" LANG=C.UTF-8 "$FROZEN/mura-sc
 step "3/5 tar.gz"
 TARBALL="$DIST/$APP-$VERSION-linux-$ARCH.tar.gz"
 tar --owner=0 --group=0 --numeric-owner --sort=name -C "$DIST" -cf - "$APP" \
-    | gzip -6 -n > "$TARBALL.tmp"
+    | gzip -9 -n > "$TARBALL.tmp"
 mv "$TARBALL.tmp" "$TARBALL"
 
 # -- 4. .deb --------------------------------------------------------------------------------

@@ -176,7 +176,12 @@ def print_card(app: str, argv: Sequence[str]) -> int:
         print(f"metrics[{name}]: {m.get('n_images', '?')} images, "
               f"{m.get('n_studies', '?')} studies; {aucs or 'no AUC recorded'}")
     prov = c.get("provenance", {})
-    print(f"trained on: {prov.get('training_data')}; validated on: {prov.get('validation_data')}")
+
+    def data_name(d: object) -> str:
+        return str(d.get("dataset", d)) if isinstance(d, dict) else str(d)
+
+    print(f"trained on: {data_name(prov.get('training_data'))}; "
+          f"validated on: {data_name(prov.get('validation_data'))}")
     print(f"checksums: {len(c['files'])} files verified")
     return 0
 

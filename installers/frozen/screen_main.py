@@ -1,5 +1,6 @@
 """Frozen ``mura-screen`` executable: the batch screener behind the frozen start-up wrapper."""
 
+import multiprocessing
 import sys
 
 from mura_frozen import run
@@ -12,4 +13,7 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    # The screening pipeline decodes in "spawn" worker processes: in a frozen app each worker
+    # starts this executable again, and freeze_support() turns that start into the worker.
+    multiprocessing.freeze_support()
     sys.exit(run("mura-screen", _main))
