@@ -47,3 +47,20 @@ def test_tiny_run_per_backbone(arch, small_csv, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     m = json.loads((out / "eval.json").read_text())["metrics"]
     assert m["n_images"] > 0 and m["n_failed"] == 0 and 0 <= m["image"]["auc"] <= 1
+
+
+def test_clahe_run_records_clahe_for_the_runtime(small_csv, tmp_path):
+    """--clahe reaches the checkpoint's preprocessing (what compress copies into the card)."""
+    from models.preprocess import PreprocessConfig
+    from trainer.cli import build_parser, resolve_config
+
+    cfg = resolve_config(build_parser().parse_args(
+        ["--data", f"csv:{small_csv}", "--out", str(tmp_path), "--arch", "custom_cnn", "--input-size", "48",
+         "--epochs", "1", "--batch-size", "8", "--max-train-images", "8", "--val-fraction", "0.3",
+         "--clahe", "--clahe-tiles", "4", "--cache-dir", str(tmp_path / "cache")]))
+    assert cfg.clahe is True and cfg.clahe_tiles == 4
+    train(cfg)
+    meta = torch.load(tmp_path / "checkpoint_best.pt", weights_only=True)["meta"]
+    pre = PreprocessConfig.from_dict(meta["preprocess"])
+    assert pre.clahe and pre.clahe_tiles == 4 and pre.clahe_clip_limit == 0.01
+    assert json.loads((tmp_path / "config.json").read_text())["clahe"] is True
