@@ -58,11 +58,14 @@ from desktop.screen_dialog import ScreenController, screen_job, viewer_key
 from desktop.settings import ViewerSettings, preset_index
 from desktop.studies import (
     THUMB_SIZE,
+    DicomExport,
     DiscoveryResult,
     StudyOutcome,
     ViewImage,
     analyse_study,
+    compute_heatmaps,
     discover_paths,
+    export_dicom_job,
     load_engine,
 )
 from desktop.tasks import Task
@@ -118,7 +121,8 @@ class ViewerWindow(QMainWindow):
     analysis_ready = Signal(str)
     idle = Signal()
 
-    engine_changed = Signal()  # a reload from Settings finished (engine or model_error is set)
+    engine_changed = Signal()
+    dicom_exported = Signal(object)  # a DicomExport, or None when the export failed  # a reload from Settings finished (engine or model_error is set)
 
     def __init__(self, engine: Engine | None = None, *, model_error: str = "",
                  settings: ViewerSettings | None = None,
@@ -374,6 +378,7 @@ class ViewerWindow(QMainWindow):
                                         lambda: self.export_report_dialog("pdf"))
         self.export_png_action = action("Export study report (P&NG)…",
                                         lambda: self.export_report_dialog("png"))
+        self.export_dicom_action = action("Export &DICOM SC/SR…", self.export_dicom_dialog)
         self.settings_action = action("S&ettings…", self.show_settings, QKeySequence.Preferences)
         self.quit_action = action("&Quit", self.close, QKeySequence.Quit)
         self.prev_action = action("&Previous image", self.prev_image, "Left")
@@ -404,6 +409,7 @@ class ViewerWindow(QMainWindow):
         m.addSeparator()
         m.addAction(self.export_pdf_action)
         m.addAction(self.export_png_action)
+        m.addAction(self.export_dicom_action)
         self.export_menu_anchor = m.addSeparator()
         m.addAction(self.settings_action)
         m.addSeparator()
@@ -432,7 +438,7 @@ class ViewerWindow(QMainWindow):
         self.study_prob_caption.setText(f"Study P({self.word}):")
         self.image_prob_caption.setText(f"Image P({self.word}):")
         for w in (self.card_button, self.card_action, self.heatmap_check,
-                  self.heatmap_action, self.screen_action):
+                  self.heatmap_action, self.screen_action, self.export_dicom_action):
             w.setEnabled(self.engine is not None)
         self.model_label.setStyleSheet("")
         if self.engine is None:
@@ -572,6 +578,10 @@ class ViewerWindow(QMainWindow):
             return  # superseded (another folder opened) while the result was queued
         if isinstance(res, Engine):
             self._set_engine(res, "")
+        elif isinstance(res, DicomExport):
+            self.statusBar().showMessage(f"DICOM export: {len(res.paths)} file(s) written to "
+                                         f"{res.out_dir}")
+            self.dicom_exported.emit(res)
         elif isinstance(res, DiscoveryResult):
             self._on_discovered(res)
         elif isinstance(res, StudyOutcome):
@@ -591,6 +601,9 @@ class ViewerWindow(QMainWindow):
             self.discovery_ready.emit(0)
         elif tag.startswith("engine:"):
             self._set_engine(None, message)
+        elif tag.startswith("dicom:"):
+            self.statusBar().showMessage(f"DICOM export failed: {message}")
+            self.dicom_exported.emit(None)
 
     def _on_task_finished(self, tag: str) -> None:
         self._tasks.pop(tag, None)
@@ -634,6 +647,9 @@ class ViewerWindow(QMainWindow):
             del self.outcomes[old]
         self.summaries[key] = outcome.prediction
         self._update_study_item(outcome.study, outcome.prediction)
+        if outcome.prediction is not None:
+            # heatmaps after the scores, in the background; cancelled with the study
+            self._start("heat", f"heat:{key}", compute_heatmaps, outcome)
         if key == self.current_key:
             self._show_outcome(outcome, reset_image=False)
             n_fail = len(outcome.failures)
@@ -1066,6 +1082,26 @@ class ViewerWindow(QMainWindow):
         written = (write_report_pdf if suffix == ".pdf" else write_report_png)(content, path)
         self.statusBar().showMessage(f"Report written: {written}")
         return written
+
+    def export_dicom_dialog(self) -> None:
+        if self.current_outcome is None or self.engine is None:
+            self.statusBar().showMessage("DICOM export: open a study with a model first.")
+            return
+        out = QFileDialog.getExistingDirectory(self, "Folder for the DICOM Secondary Captures "
+                                                     "and Structured Report")
+        if out:
+            self.export_dicom(out)
+
+    def export_dicom(self, out_dir: str | Path) -> Task | None:
+        """Secondary Capture per image (heatmap and score burned in) and a Structured Report
+        referencing the source study, written by the worker; ``dicom_exported`` reports."""
+        out = self.current_outcome
+        if out is None or self.engine is None or out.prediction is None:
+            self.statusBar().showMessage("DICOM export: the study has no model result.")
+            return None
+        self.statusBar().showMessage("Writing DICOM SC/SR…")
+        return self._start("dicom", "", export_dicom_job, out, self.engine.bundle.card,
+                           str(out_dir), self.word)
 
     # -- settings ---------------------------------------------------------------------------
     def show_settings(self) -> SettingsDialog:

@@ -18,7 +18,7 @@ from pydicom.multival import MultiValue
 from desktop.discovery import MEDIA_STORAGE_DIRECTORY, Discovery, ImageRef, Study, discover
 from desktop.render import thumbnail_u8
 from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
-from models.errors import ImageDecodeError
+from models.errors import ExportError, ImageDecodeError
 from models.imageio import LoadedImage, load_image
 
 
@@ -34,8 +34,20 @@ class ViewImage:
     image: LoadedImage | None = None
     error: str = ""
     prediction: ImagePrediction | None = None
-    heat: np.ndarray | None = field(default=None, repr=False)
+    heat_cache: np.ndarray | None = field(default=None, repr=False)
     thumb: np.ndarray | None = field(default=None, repr=False)  # small uint8, for the strip
+
+    @property
+    def heat(self) -> np.ndarray | None:
+        """The model's heatmap at image size, [0, 1]; None without a prediction.
+
+        Computed on first use, not with the scores: upsampling the CAM to a 2k x 2k image costs
+        about as much as the inference itself, and the overlay starts switched off. The viewer
+        fills it in the background after showing the scores (:func:`compute_heatmaps`).
+        """
+        if self.heat_cache is None and self.prediction is not None and self.image is not None:
+            self.heat_cache = self.prediction.heatmap(self.image.pixels.shape)
+        return self.heat_cache
 
     @property
     def name(self) -> str:
@@ -225,10 +237,48 @@ def analyse_study(
         outcome.prediction = aggregate_study(preds, engine.thresholds)
         for v, pred in zip(ok, preds, strict=True):
             v.prediction = pred
-            v.heat = pred.heatmap(v.image.pixels.shape)
     except Exception as e:  # noqa: BLE001 - shown in the panel; the images stay viewable
         outcome.model_error = f"{type(e).__name__}: {e}"
     return outcome
+
+
+def compute_heatmaps(outcome: StudyOutcome, *, progress: ProgressFn | None = None,
+                     cancelled: CancelledFn | None = None) -> str:
+    """Fill every image's heatmap (run by the worker after the scores are shown); returns the
+    study key. Cancelling leaves the rest to be computed on first use."""
+    for v in outcome.images:
+        check_cancelled(cancelled)
+        _ = v.heat
+    return outcome.study.key
+
+
+@dataclass
+class DicomExport:
+    """What :func:`export_dicom_job` wrote: Secondary Captures, then the study's SR."""
+
+    out_dir: Path
+    paths: list[Path]
+
+
+def export_dicom_job(outcome: StudyOutcome, card: dict, out_dir: str | Path, word: str, *,
+                     progress: ProgressFn | None = None,
+                     cancelled: CancelledFn | None = None) -> DicomExport:
+    """Write the study's DICOM Secondary Captures and Structured Report (worker side).
+
+    Only decoded, scored images are exported; the sources are only read. Raises
+    :class:`~models.errors.ExportError` (e.g. no DICOM source) with the reason.
+    """
+    from desktop.dicom_export import write_study_dicom
+
+    if outcome.prediction is None:
+        raise ExportError(f"{outcome.study.key}: the study has no model result to export")
+    sources = [(Path(v.ref.path), v.image.pixels, v.prediction) for v in outcome.images
+               if v.image is not None and v.prediction is not None]
+    check_cancelled(cancelled)
+    if progress is not None:
+        progress(0, 1, f"Writing DICOM SC/SR for {len(sources)} image(s)…")
+    paths = write_study_dicom(sources, outcome.prediction, card, Path(out_dir), word=word)
+    return DicomExport(Path(out_dir), list(paths))
 
 
 def load_engine(path: str | Path, device: str, *, progress: ProgressFn | None = None,
