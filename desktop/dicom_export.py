@@ -38,6 +38,8 @@ SC_SERIES_NUMBER = 9901  # high numbers keep the results after the source series
 SR_SERIES_NUMBER = 9902
 MANUFACTURER = "mura-fracture"
 DISCLAIMER = "RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE"
+_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                 "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName")
 PRIVATE_SCHEME = "99MURA"  # local coding scheme ("99" prefix, PS3.16 8.2) for our probability
 
 
@@ -69,13 +71,6 @@ def render_capture(pixels: np.ndarray, pred: ImagePrediction, word: str) -> np.n
     return np.ascontiguousarray(np.asarray(canvas, dtype=np.uint8))
 
 
-def _orientation(ds: Dataset) -> tuple[str, str]:
-    po = ds.get("PatientOrientation")
-    if po is not None and not isinstance(po, str) and len(po) == 2:
-        return str(po[0]), str(po[1])
-    return "", ""  # unknown: type 2C, may be empty
-
-
 def _save(ds: Dataset, path: Path) -> Path:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -90,6 +85,11 @@ def _header(path: Path) -> Dataset:
     for kw in ("StudyInstanceUID", "SOPInstanceUID", "SOPClassUID"):
         if not str(ds.get(kw, "") or ""):
             raise ExportError(f"{path}: source has no {kw}; results cannot be filed with it")
+    # Old (ACR-NEMA) files may lack type 2 patient/study attributes the outputs must carry:
+    # empty means unknown. This changes the in-memory copy only, never the source file.
+    for kw in _TYPE2_COPIED:
+        if kw not in ds:
+            setattr(ds, kw, "")
     return ds
 
 
@@ -123,12 +123,15 @@ def write_study_dicom(sources: Sequence[tuple[Path, np.ndarray, ImagePrediction]
     for k, ((path, pixels, pred), ref) in enumerate(zip(dicom_sources, headers, strict=True), 1):
         rgb = render_capture(pixels, pred, word)
         try:
+            # highdicom insists on a valid orientation; many sources have none, so build with a
+            # placeholder and put the source's own value back (type 2C: empty means unknown).
             sc = hd.sc.SCImage.from_ref_dataset(
                 ref, rgb, "RGB", 8, "PATIENT", sc_series, SC_SERIES_NUMBER, generate_uid(), k,
-                MANUFACTURER, patient_orientation=_orientation(ref),
+                MANUFACTURER, patient_orientation=("A", "F"),
                 transfer_syntax_uid=ExplicitVRLittleEndian)
         except (ValueError, TypeError, AttributeError) as e:
             raise ExportError(f"{path}: cannot build a Secondary Capture from it ({e})") from e
+        sc.PatientOrientation = ref.get("PatientOrientation", "") or ""
         sc.BurnedInAnnotation = "YES"
         sc.SeriesDescription = f"{word} heatmaps (research use only)"
         sc.ImageComments = f"{DISCLAIMER}. P({word}) = {pred.probability:.6f}"

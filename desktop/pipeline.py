@@ -217,11 +217,13 @@ def _finish(job: _Job, engine: Engine) -> ScoredStudy:
         try:
             out.exported = job.export.result()
         except BrokenProcessPool:
-            out.export_error = "DICOM export failed: the worker process died"
-        except (MuraError, OSError, ValueError) as e:
-            out.export_error = f"DICOM export failed: {e}"
+            out.export_error = "the worker process writing the DICOM outputs died"
+        except MuraError as e:
+            out.export_error = str(e)
+        except (OSError, ValueError) as e:
+            out.export_error = f"cannot write the DICOM outputs ({e})"
         except Exception as e:  # noqa: BLE001 - an export bug must not cost the scores
-            out.export_error = f"DICOM export failed ({type(e).__name__}: {e})"
+            out.export_error = f"cannot write the DICOM outputs ({type(e).__name__}: {e})"
     return out
 
 

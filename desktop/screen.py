@@ -402,7 +402,11 @@ def main(argv: list[str] | None = None) -> int:
               f"({rate:.1f} images/s); {len(res.failures)} images failed, "
               f"{len(res.discovery.skipped)} non-image files skipped, "
               f"{len(res.discovery.duplicates)} duplicates")
+        studies = {r.study.key: r.study for r in res.results}
         for key, reason in res.export_errors:
+            if alias.anonymize and key in studies:  # reasons name source files
+                for ref in studies[key].images:
+                    reason = reason.replace(ref.path, alias(ref.path, "file"))
             print(f"  DICOM export failed for study {alias(key, 'study')}: {reason}")
         for path, reason in res.failures[:20]:
             print(f"  failed: {alias(path, 'file')}: {reason}")

@@ -1,4 +1,5 @@
-"""One run over the real DICOM edge cases plus the Kaggle set's undecodable files completes."""
+"""One run over the real DICOM edge cases plus the Kaggle set's undecodable files completes,
+with DICOM outputs for every scored DICOM study."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def test_dicom_edge_cases_and_quirks_in_one_run(tiny_bundle, tmp_path, capsys):
     quirk_links = [p for p in _mirror(quirks, src / "quirks") if p.suffix.lower() == ".jpg"]
     assert len(quirk_links) == 5
     out = tmp_path / "out"
-    rc = main([str(src), "--model", str(tiny_bundle), "--out", str(out), "--no-progress"])
+    rc = main([str(src), "--model", str(tiny_bundle), "--out", str(out), "--no-progress",
+               "--dicom-out"])
     assert rc == 1
     rows = list(csv.DictReader((out / "failures.csv").open()))
     failed = {r["path"]: r["reason"] for r in rows if r["kind"] == "failed"}
@@ -42,4 +44,9 @@ def test_dicom_edge_cases_and_quirks_in_one_run(tiny_bundle, tmp_path, capsys):
     assert [Path(r["path"]).name for r in rows if r["kind"] == "skipped"] == ["quirks.csv"]
     worklist = list(csv.DictReader((out / "worklist.csv").open()))
     assert len(worklist) >= 5 and (out / "report.html").is_file()
-    assert "images failed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "images failed" in printed
+    # DICOM outputs for every study with a scored DICOM image, old ACR-NEMA files included
+    assert "DICOM export failed" not in printed
+    scored_dicom = [r for r in worklist if r["probability"] and not r["study"].startswith("folder:")]
+    assert len(list((out / "dicom").glob("*/SR.dcm"))) == len(scored_dicom) >= 10
