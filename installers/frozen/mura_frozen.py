@@ -218,8 +218,11 @@ def run(app: str, app_main: Callable[[list[str]], int], argv: Sequence[str] | No
     argv = list(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
     logfile = _setup_logging(app)
-    log.info("start %s %s (frozen=%s, python %s, %s)", app, project_version(), paths.is_frozen(),
-             platform.python_version(), platform.platform())
+    # platform.system/release/machine read uname(); platform.platform() would also run the
+    # external `uname -p` program at every start.
+    log.info("start %s %s (frozen=%s, python %s, %s %s %s)", app, project_version(),
+             paths.is_frozen(), platform.python_version(), platform.system(), platform.release(),
+             platform.machine())
     if "--version" in argv:
         return print_version(app, argv)
     if "--card" in argv:
