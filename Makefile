@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export PIP_CONSTRAINT := /dev/null
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean installer
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,8 +41,13 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Clinic packages -> installers/dist/: frozen app, .tar.gz, .deb; checks the NSIS script when
+# makensis is installed. BUNDLE=path ships that model bundle (default: a phantom placeholder).
+installer: $(STAMP)
+	installers/build.sh $(if $(BUNDLE),--bundle $(BUNDLE))
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache installers/build installers/dist

@@ -9,14 +9,14 @@ budget; the bundle is then written with verdict "failed" and the command exits n
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
 from compress.evalset import EvalSet
 from models.engine import Engine
 from models.errors import ConfigError
-from models.metrics import aggregate_studies, roc_auc, roc_curve
+from models.metrics import aggregate_studies, roc_auc
+from models.plots import draw_roc_png  # noqa: F401 - re-exported for callers of compress.validate
 
 BOOTSTRAP_RESAMPLES = 1000
 
@@ -196,51 +196,3 @@ def markdown_report(results: list[dict], passed: bool, budget: float, precision_
             lines.append(f"| {v['name']} | {v.get('precision', '—')} | {_f(v.get('latency_ms'), '.2f')} | "
                          f"{_f(v.get('size_mb'), '.2f')} |")
     return "\n".join(lines) + "\n"
-
-
-def draw_roc_png(path, curves: list[dict], size: int = 360) -> None:
-    """ROC overlay per set with Pillow only (no matplotlib in the runtime environment).
-
-    ``curves``: one dict per set: ``{"title": str, "labels": array, "series": {name: scores}}``.
-    Panels are laid out side by side; each has axes, ticks, the chance diagonal and a legend with
-    the AUCs, so a reviewer sees at a glance whether INT8 tracks FP32 across the whole curve.
-    """
-    from PIL import Image, ImageDraw
-
-    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
-    pad_l, pad_b, pad_t, pad_r = 46, 40, 28, 12
-    panels = max(len(curves), 1)
-    img = Image.new("RGB", (size * panels, size), "white")
-    d = ImageDraw.Draw(img)
-    for k, c in enumerate(curves):
-        x0, y0 = k * size + pad_l, pad_t
-        w, h = size - pad_l - pad_r, size - pad_t - pad_b
-
-        def pt(fx: float, fy: float, x0: int = x0, y0: int = y0, w: int = w, h: int = h) -> tuple[float, float]:
-            return x0 + fx * w, y0 + (1 - fy) * h
-
-        d.rectangle([x0, y0, x0 + w, y0 + h], outline="black")
-        for t in (0.0, 0.25, 0.5, 0.75, 1.0):
-            tx, ty = pt(t, 0)
-            d.line([tx, ty, tx, ty + 4], fill="black")
-            d.text((tx - 8, ty + 6), f"{t:.2f}"[:4], fill="black")
-            lx, ly = pt(0, t)
-            d.line([lx - 4, ly, lx, ly], fill="black")
-            d.text((lx - 30, ly - 5), f"{t:.2f}"[:4], fill="black")
-        d.line([pt(0, 0), pt(1, 1)], fill=(160, 160, 160))
-        d.text((x0 + w / 2 - 50, y0 + h + 22), "false positive rate", fill="black")
-        d.text((x0 - 44, y0 - 20), "true positive rate", fill="black")
-        d.text((x0 + 4, 4), str(c["title"])[:48], fill="black")
-        y = np.asarray(c["labels"]).astype(int)
-        for j, (name, scores) in enumerate(c["series"].items()):
-            col = colours[j % len(colours)]
-            fpr, tpr, _ = roc_curve(y, scores)
-            d.line([pt(float(a), float(b)) for a, b in zip(fpr, tpr, strict=True)], fill=col,
-                   width=3 if j == 0 else 1)
-            auc = roc_auc(y, scores) if len(y) else float("nan")
-            ly = y0 + h - 14 * (len(c["series"]) - j) - 4
-            d.line([x0 + w - 120, ly + 6, x0 + w - 104, ly + 6], fill=col, width=3)
-            d.text((x0 + w - 100, ly), f"{name} AUC {_f(auc, '.3f')}", fill=col)
-    tmp = Path(str(path) + ".tmp.png")
-    img.save(tmp)
-    tmp.replace(path)

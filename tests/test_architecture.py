@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME_MODULES = ["models.preprocess", "models.card", "models.engine", "models.imageio", "models.dicom",
-                   "models.metrics", "desktop.discovery", "desktop.screen", "desktop.screen_state",
+                   "models.metrics", "models.plots", "desktop.discovery", "desktop.screen", "desktop.screen_state",
                    "desktop.report", "desktop.render", "desktop.viewer"]
 TRAINING_ONLY = ("torch", "timm", "torchvision", "nncf", "onnx", "sklearn")
 
