@@ -10,7 +10,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME_MODULES = ["models.preprocess", "models.card", "models.engine", "models.imageio", "models.dicom",
                    "models.metrics", "models.plots", "desktop.discovery", "desktop.screen", "desktop.screen_state",
-                   "desktop.report", "desktop.render", "desktop.viewer"]
+                   "desktop.report", "desktop.render", "desktop.viewer", "desktop.pipeline", "desktop.dicom_export",
+                   "desktop.paths"]
 TRAINING_ONLY = ("torch", "timm", "torchvision", "nncf", "onnx", "sklearn")
 
 
