@@ -35,12 +35,15 @@ def test_pipeline_learns_compresses_and_screens(e2e, capsys):
     passed, card = run(CompressConfig(checkpoint=summary["checkpoint"], out=str(bundle),
                                       calib_data=f"mura:{root / 'mura'}",
                                       val_data=[f"mura:{root / 'mura'}", f"folder:{root / 'external'}"],
-                                      budget=0.03, calib_size=100))
+                                      calib_size=100, min_agreement=0.97))
+    # The default |ΔAUC| budget (0.005); agreement 0.97, not 0.99: 284 images, so 0.99 allows 2 flips,
+    # and INT8 kernels differ between CPUs (measured 0.986 here). `make demo` gates at 0.99.
     report = json.loads((bundle / "validation.json").read_text())
     assert passed, report["reasons"]
     assert load_bundle(bundle).card["validation"]["verdict"] == "passed"
     mura = next(s for s in report["sets"] if s["dataset"] == "mura-v1.1/valid")
-    assert mura["image_auc_fp32"] > 0.75 and abs(mura["image_auc_drop"]) <= 0.03
+    assert mura["image_auc_fp32"] > 0.75 and abs(mura["image_auc_drop"]) <= 0.005
+    assert min(mura["image_agreement_likely"], mura["study_agreement_suspicious"]) >= 0.97
     assert (bundle / "validation.md").read_text().count("| mura-v1.1/valid |") == 2
 
     out = root / "screen"
