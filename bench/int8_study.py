@@ -40,6 +40,7 @@ RECIPES: dict[str, tuple[QuantizeConfig, bool]] = {
     "ptq-mixed": (QuantizeConfig(preset="mixed"), False),
     "ptq-fp-se-gates": (QuantizeConfig(ignored_types=["Multiply"]), False),  # squeeze-excitation products
     "ptq-fp-depthwise": (QuantizeConfig(ignored_types=["GroupConvolution"]), False),
+    "ptq-fp-last-conv": (QuantizeConfig(), False),  # + the last convolution (feeds both heads) kept FP
     "accuracy-control": (QuantizeConfig(), True),
 }
 
@@ -116,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for name in names:
             qcfg, ac = RECIPES[name]
+            if name == "ptq-fp-last-conv":
+                convs = [op.get_friendly_name() for op in fp32.get_ordered_ops()
+                         if op.get_type_name() in ("Convolution", "GroupConvolution")]
+                qcfg = QuantizeConfig(ignored_names=convs[-1:])
             t0 = time.time()
             if ac:
                 es0 = sets[0]
