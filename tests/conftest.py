@@ -13,6 +13,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def load_bench(name: str):
+    """A ``bench/NAME.py`` script as a module (bench/ is not a package; the scripts run standalone)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def shared_data(sub: str = "") -> Path:
     """Path into ../shared/data, skipping the test (with the reason) when it is absent."""
     p = SHARED_DATA / sub

@@ -1,24 +1,13 @@
 """bench/int8_study.py compares recipes on one model and prints one row per recipe."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from models.errors import ConfigError
-
-STUDY = Path(__file__).resolve().parents[2] / "bench" / "int8_study.py"
-
-
-def _study():
-    spec = importlib.util.spec_from_file_location("bench_int8_study", STUDY)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.conftest import load_bench
 
 
 def test_study_prints_a_row_per_recipe(tiny_checkpoint, phantom, capsys):
-    study = _study()
+    study = load_bench("int8_study")
     mura = f"mura:{phantom / 'mura'}"
     assert study.main(["--checkpoint", str(tiny_checkpoint), "--calib", mura, "--val", mura,
                        "--recipes", "ptq-fast-bc,ptq", "--seconds", "0.2", "--calib-size", "8"]) == 0
@@ -34,5 +23,5 @@ def test_study_prints_a_row_per_recipe(tiny_checkpoint, phantom, capsys):
 
 def test_study_rejects_unknown_recipe(tiny_checkpoint):
     with pytest.raises(ConfigError, match="--recipes"):
-        _study().main(["--checkpoint", str(tiny_checkpoint), "--calib", "mura:x", "--val", "mura:x",
+        load_bench("int8_study").main(["--checkpoint", str(tiny_checkpoint), "--calib", "mura:x", "--val", "mura:x",
                        "--recipes", "fp4"])
