@@ -42,7 +42,7 @@ from desktop.render import blend_heatmap, to_uint8
 from desktop.screen_state import FileStamp, ImageRow, StudyRow, stamp
 from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
 from models.errors import ImageDecodeError, MuraError
-from models.imageio import load_image
+from models.imageio import load_image, load_pixels
 from models.preprocess import Placement, PreprocessConfig, standardize, to_unit
 
 THUMB_SIZE = 160  # px, long side of the report's thumbnails
@@ -76,7 +76,7 @@ def prepare_image(path: str, cfg: PreprocessConfig, thumb_size: int = THUMB_SIZE
     except OSError as e:
         return Prepared(FileStamp(path, -1, -1), error=f"cannot read file ({e})")
     try:
-        pixels = load_image(path).pixels
+        pixels = load_pixels(path)
         unit, placement = to_unit(pixels, cfg)
         x = standardize(unit, cfg)
     except ImageDecodeError as e:

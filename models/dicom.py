@@ -58,6 +58,7 @@ __all__ = [
     "photometric",
     "pixel_spacing",
     "read_dataset",
+    "render_frame",
     "to_display",
     "voi_count",
     "window_presets",
@@ -258,7 +259,7 @@ def decode_pixels(ds: Dataset, path: str | Path | None = None) -> np.ndarray:
         if not ds.get(tag):
             raise DicomError(src, f"missing or zero {tag}: cannot size the pixel data")
     try:
-        arr = ds.pixel_array
+        arr = _pixel_array(ds)
     except ValueError as e:
         if "less than expected" in str(e):
             raise TruncatedPixelDataError(src, f"pixel data is truncated ({e})") from e
@@ -293,6 +294,46 @@ def decode_pixels(ds: Dataset, path: str | Path | None = None) -> np.ndarray:
     if arr.ndim != 3:
         raise DicomError(src, f"unexpected decoded shape {arr.shape} for a gray image")
     return arr
+
+
+#: Decoding plugin tried first per transfer syntax, where pydicom's own order (pylibjpeg first)
+#: is slower for identical pixels: CharLS (pyjpegls) decodes JPEG-LS 3-4x faster than libjpeg
+#: (0.08 vs 0.29 s for a 1.7k x 1.3k 12-bit image; identical pixels on the phantoms and every
+#: JPEG-LS file of the NEMA set, tests/models/test_dicom.py). JPEG 2000 keeps pylibjpeg
+#: (OpenJPEG, as fast as Pillow's or faster, identical pixels) and baseline JPEG keeps pylibjpeg
+#: too: Pillow's libjpeg-turbo is 2x faster there but its pixels differ from libjpeg's.
+PREFERRED_PLUGINS: dict[str, str] = {
+    "1.2.840.10008.1.2.4.80": "pyjpegls",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": "pyjpegls",  # JPEG-LS Near-Lossless
+}
+
+
+def _pixel_array(ds: Dataset) -> np.ndarray:
+    """``ds.pixel_array``, through :data:`PREFERRED_PLUGINS` first when that plugin is installed.
+
+    A file the preferred plugin refuses is decoded again with pydicom's usual order, so the
+    preference can only make a file faster, never make one fail.
+    """
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    plugin = PREFERRED_PLUGINS.get(ts)
+    if plugin and _plugin_available(ts, plugin):
+        try:
+            ds.pixel_array_options(decoding_plugin=plugin)
+            return ds.pixel_array
+        except Exception:  # noqa: BLE001 - any decoder error: let pydicom's order have a go
+            pass
+        finally:
+            ds.pixel_array_options(decoding_plugin="")
+    return ds.pixel_array
+
+
+def _plugin_available(ts: str, plugin: str) -> bool:
+    from pydicom.pixels import get_decoder
+
+    try:
+        return plugin in get_decoder(ts).available_plugins
+    except Exception:  # noqa: BLE001 - no decoder for this syntax: nothing to prefer
+        return False
 
 
 def _number_of_frames(ds: Dataset) -> int:
@@ -532,19 +573,27 @@ def _window(x: np.ndarray, center: float, width: float, function: str) -> np.nda
     return np.where(x > hi, 1.0, y)
 
 
-def _full_range(arr: np.ndarray) -> np.ndarray:
+def _full_range(arr: np.ndarray, data_range: tuple[float, float] | None = None) -> np.ndarray:
     x = np.asarray(arr, dtype=np.float64)
-    finite = np.isfinite(x)
-    if not finite.any():
-        return np.zeros(x.shape, dtype=np.float64)
-    lo, hi = float(x[finite].min()), float(x[finite].max())
+    if data_range is not None:
+        lo, hi = data_range
+    else:
+        finite = np.isfinite(x)
+        if not finite.any():
+            return np.zeros(x.shape, dtype=np.float64)
+        lo, hi = float(x[finite].min()), float(x[finite].max())
     if hi <= lo:
         return np.zeros(x.shape, dtype=np.float64)
     return (x - lo) / (hi - lo)
 
 
 def apply_voi_lut(
-    arr: np.ndarray, ds: Dataset, index: int = 0, *, window: Window | None = None
+    arr: np.ndarray,
+    ds: Dataset,
+    index: int = 0,
+    *,
+    window: Window | None = None,
+    data_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Modality values -> float32 in [0, 1] (0 = lowest display value before presentation).
 
@@ -558,6 +607,10 @@ def apply_voi_lut(
     range: a 15-bit detector rarely uses all 15 bits and the image would look washed out.
     Colour-derived (non-monochrome) data has no VOI and is scaled by its 8-bit nominal range,
     because its values already are display values.
+
+    ``data_range`` (min, max of the finite modality values of the *image*) replaces the
+    min..max of ``arr`` in that full-range case: :func:`render_frame` passes a table of every
+    stored value through here instead of the image, and the table's range is not the image's.
     """
     if window is not None:
         center, width = float(window[0]), float(window[1])
@@ -573,7 +626,7 @@ def apply_voi_lut(
     luts = list(ds.get("VOILUTSequence") or [])
     total = len(windows) + len(luts)
     if total == 0:
-        return _full_range(arr).astype(np.float32)
+        return _full_range(arr, data_range).astype(np.float32)
     if not 0 <= index < total:
         raise IndexError(f"VOI index {index} out of range: this image has {total} VOI transforms")
     if index < len(windows):
@@ -712,9 +765,61 @@ def to_display(
     if not 0 <= frame < frames.shape[0]:
         raise IndexError(f"frame {frame} out of range: {_source(ds, None)} has {frames.shape[0]}")
     fds = frame_dataset(ds, frame)
-    modality = apply_modality_lut(frames[frame], fds)
-    voi = apply_voi_lut(modality, fds, voi_index, window=window)
-    return apply_presentation(voi, fds)
+    return render_frame(frames[frame], fds, voi_index, window=window)[1]
+
+
+#: Largest table :func:`render_frame` builds (every value of a 16-bit type).
+_MAX_TABLE = 1 << 16
+
+
+def render_frame(
+    stored: np.ndarray,
+    ds: Dataset,
+    voi_index: int = 0,
+    *,
+    window: Window | None = None,
+    need_modality: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """(modality values, display values) of one frame, both float32: the chain
+    :func:`apply_modality_lut` -> :func:`apply_voi_lut` -> :func:`apply_presentation`.
+
+    Why: run element by element in float64, that chain costs more than decoding an
+    uncompressed 2k radiograph. Every step is a function of the stored value alone (the
+    full-range VOI excepted, whose min..max is taken over the image and passed in), and 8-16-bit
+    integer frames hold far fewer distinct values than pixels, so the chain is run once on a
+    table of every stored value between the frame's minimum and maximum and the frame is
+    indexed into it. The values are those of the element-wise chain, bit for bit
+    (tests/models/test_decode_speed_regression.py). Colour-derived float frames, 32-bit
+    integers, tiny images and tables that come out non-finite take the element-wise path.
+    ``need_modality=False`` (the screener, which never re-windows) skips gathering the
+    modality image and returns None in its place.
+    """
+    a = np.asarray(stored)
+    table = None
+    if a.dtype.kind in "ui" and a.dtype.itemsize <= 2 and a.ndim == 2 and a.size:
+        lo, hi = int(a.min()), int(a.max())
+        base = 0 if a.dtype.kind == "u" and hi < _MAX_TABLE // 2 else lo
+        if hi - base + 1 <= min(_MAX_TABLE, a.size):
+            table = (np.arange(base, hi + 1, dtype=np.int64), base, lo, hi)
+    mod_table = None if table is None else apply_modality_lut(table[0], ds)
+    if table is None or mod_table is None or not np.isfinite(mod_table).all():
+        modality = apply_modality_lut(a, ds)
+        voi = apply_voi_lut(modality, ds, voi_index, window=window)
+        return modality, apply_presentation(voi, ds)
+    _values, base, lo, hi = table
+    idx = a if base == 0 else (a.astype(np.int32) - np.int32(base))
+    modality = mod_table[idx] if need_modality else None
+    # The full-range VOI needs the image's own modality range: the ends of a monotonic table
+    # (the stored minimum and maximum are both present), else the values actually present.
+    m0, m1 = float(mod_table[lo - base]), float(mod_table[hi - base])
+    steps = np.diff(mod_table[lo - base : hi - base + 1])
+    if (steps >= 0).all() or (steps <= 0).all():
+        data_range = (min(m0, m1), max(m0, m1))
+    else:
+        present = mod_table[np.bincount(idx.ravel(), minlength=mod_table.size) > 0]
+        data_range = (float(present.min()), float(present.max()))
+    voi = apply_voi_lut(mod_table, ds, voi_index, window=window, data_range=data_range)
+    return modality, apply_presentation(voi, ds)[idx]
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ __all__ = [
     "LoadedImage",
     "is_ignored_file",
     "load_image",
+    "load_pixels",
     "sniff_kind",
 ]
 
@@ -157,6 +158,28 @@ def load_image(path: str | Path, *, frame: int = 0) -> LoadedImage:
     :class:`ImageDecodeError` for unreadable or truncated plain images. ``frame`` selects a frame
     of multi-frame DICOM, GIF or TIFF; an out-of-range frame is a caller error (IndexError).
     """
+    p, kind = _sniff_or_raise(path)
+    if kind == "dicom":
+        return _load_dicom(p, frame)
+    return _load_plain(p, kind, frame)
+
+
+def load_pixels(path: str | Path, *, frame: int = 0) -> np.ndarray:
+    """Only the display pixels of ``path``: exactly ``load_image(path, frame=frame).pixels``.
+
+    Why: the batch screener needs nothing else, and for DICOM it skips building the modality
+    image the viewer keeps for re-windowing (a full-size float32 gather), the header summary and
+    the pixel spacing. Raises what :func:`load_image` raises.
+    """
+    p, kind = _sniff_or_raise(path)
+    if kind != "dicom":
+        return _load_plain(p, kind, frame).pixels
+    _ds, frames, fds = _decode_dicom(p, frame)
+    _, pixels = dicom.render_frame(frames[frame], fds, need_modality=False)
+    return _finite(p, pixels)
+
+
+def _sniff_or_raise(path: str | Path) -> tuple[Path, str]:
     p = Path(path)
     try:
         with p.open("rb") as fh:
@@ -170,21 +193,27 @@ def load_image(path: str | Path, *, frame: int = 0) -> LoadedImage:
         raise UnsupportedImageError(
             p, f"not a DICOM or image file we can read (starts with {head[:8]!r})"
         )
-    if kind == "dicom":
-        return _load_dicom(p, frame)
-    return _load_plain(p, kind, frame)
+    return p, kind
 
 
-def _load_dicom(path: Path, frame: int) -> LoadedImage:
+def _decode_dicom(path: Path, frame: int) -> tuple[Dataset, np.ndarray, Dataset]:
     ds = dicom.read_dataset(path)
     frames = dicom.decode_pixels(ds, path)
     if not 0 <= frame < frames.shape[0]:
         raise IndexError(f"frame {frame} out of range: {path} has {frames.shape[0]} frame(s)")
-    fds = dicom.frame_dataset(ds, frame)
-    modality = dicom.apply_modality_lut(frames[frame], fds)
-    pixels = dicom.apply_presentation(dicom.apply_voi_lut(modality, fds), fds)
+    return ds, frames, dicom.frame_dataset(ds, frame)
+
+
+def _finite(path: Path, pixels: np.ndarray) -> np.ndarray:
     if not np.isfinite(pixels).all():
         raise ImageDecodeError(path, "decoded pixels contain NaN or infinity")
+    return np.ascontiguousarray(pixels, dtype=np.float32)
+
+
+def _load_dicom(path: Path, frame: int) -> LoadedImage:
+    ds, frames, fds = _decode_dicom(path, frame)
+    modality, pixels = dicom.render_frame(frames[frame], fds)
+    pixels = _finite(path, pixels)
     return LoadedImage(
         pixels=np.ascontiguousarray(pixels, dtype=np.float32),
         kind="dicom",

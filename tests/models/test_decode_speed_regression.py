@@ -1,0 +1,210 @@
+"""The fast decode path gives the model and the viewer the same numbers as the element-wise one.
+
+Issue #6 made the screener's file -> model-input path faster: the Modality LUT -> VOI ->
+presentation chain runs on a table of stored values (:func:`models.dicom.render_frame`), the
+screener skips the viewer's modality image (:func:`models.imageio.load_pixels`) and JPEG-LS goes
+through CharLS first (:data:`models.dicom.PREFERRED_PLUGINS`). None of that may change a pixel:
+here the element-wise chain of the public ``apply_*`` functions, fed by pydicom's default plugin
+order, is the reference, for every transfer syntax the bench uses and for MONOCHROME1, VOI LUT,
+Modality LUT and rescale files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from desktop.pipeline import prepare_image
+from models import dicom
+from models.imageio import load_image, load_pixels
+from models.preprocess import PreprocessConfig, standardize, to_unit
+from tests.models.test_dicom import lut_item, make_ds
+
+CFG = PreprocessConfig(input_size=64)
+SYNTAXES = {
+    "explicit LE": ("1.2.840.10008.1.2.1", None),
+    "implicit LE": ("1.2.840.10008.1.2", None),
+    "deflate": ("1.2.840.10008.1.2.1.99", None),
+    "RLE": ("1.2.840.10008.1.2.5", "pydicom"),
+    "JPEG-LS lossless": ("1.2.840.10008.1.2.4.80", "pyjpegls"),
+    "JPEG-LS near-lossless": ("1.2.840.10008.1.2.4.81", "pyjpegls"),
+    "JPEG 2000 lossless": ("1.2.840.10008.1.2.4.90", "pylibjpeg"),
+    "JPEG 2000": ("1.2.840.10008.1.2.4.91", "pylibjpeg"),
+}
+
+
+def _chain(stored: np.ndarray, fds: Dataset, voi_index: int = 0, window=None):
+    modality = dicom.apply_modality_lut(stored, fds)
+    voi = dicom.apply_voi_lut(modality, fds, voi_index, window=window)
+    return modality, dicom.apply_presentation(voi, fds)
+
+
+def _image(rng: np.random.Generator, shape=(90, 70), lo: int = 0, hi: int = 4095,
+           dtype=np.uint16) -> np.ndarray:
+    """A smooth ramp plus noise spanning [lo, hi]: every table path sees many distinct values."""
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    ramp = (y / shape[0] + x / shape[1]) / 2
+    v = lo + (hi - lo) * np.clip(ramp + rng.normal(0, 0.05, shape), 0, 1)
+    return np.rint(v).astype(dtype)
+
+
+def _cases() -> list[tuple[str, np.ndarray, Dataset]]:
+    rng = np.random.default_rng(7)
+    u12 = _image(rng)
+    i16 = _image(rng, lo=-1024, hi=3000, dtype=np.int16)
+    u16 = _image(rng, shape=(260, 200), lo=20000, hi=65535)  # more pixels than values
+    u8 = _image(rng, hi=255, dtype=np.uint8)
+    w = {"WindowCenter": "1800", "WindowWidth": "2500"}
+    nonmono = lut_item(0, 12, [int(v) for v in (np.sin(np.arange(4096) / 300) + 1) * 2000])
+    return [
+        ("mono2 window", u12, make_ds(u12, bits_stored=12, **w)),
+        ("mono1 window", u12, make_ds(u12, "MONOCHROME1", bits_stored=12, **w)),
+        ("mono1 full range", u12, make_ds(u12, "MONOCHROME1", bits_stored=12)),
+        ("rescale window", u12, make_ds(u12, bits_stored=12, RescaleSlope="0.5",
+                                         RescaleIntercept="-100", **w)),
+        ("negative slope full range", u12, make_ds(u12, bits_stored=12, RescaleSlope="-2",
+                                                   RescaleIntercept="7")),
+        ("signed CT", i16, make_ds(i16, RescaleSlope="1", RescaleIntercept="-1024",
+                                   WindowCenter="40", WindowWidth="400", Modality="CT")),
+        ("signed full range", i16, make_ds(i16)),
+        ("16-bit high values", u16, make_ds(u16, WindowCenter="40000", WindowWidth="30000")),
+        ("8-bit", u8, make_ds(u8, WindowCenter="100", WindowWidth="150")),
+        ("linear exact", u12, make_ds(u12, bits_stored=12, VOILUTFunction="LINEAR_EXACT", **w)),
+        ("sigmoid", u12, make_ds(u12, bits_stored=12, VOILUTFunction="SIGMOID", **w)),
+        ("inverse shape", u12, make_ds(u12, bits_stored=12, PresentationLUTShape="INVERSE", **w)),
+        ("voi lut sequence", u12, make_ds(u12, bits_stored=12, VOILUTSequence=[
+            lut_item(0, 16, [int(v) for v in np.linspace(0, 65535, 4096) ** 1.0])])),
+        ("modality lut monotonic", u12, make_ds(u12, bits_stored=12, ModalityLUTSequence=[
+            lut_item(100, 12, list(range(0, 4000, 2)))])),
+        ("modality lut non-monotonic full range", u12, make_ds(
+            u12, bits_stored=12, ModalityLUTSequence=[nonmono])),
+        ("tiny image", u12[:4, :4], make_ds(u12[:4, :4].copy(), bits_stored=12, **w)),
+    ]
+
+
+@pytest.mark.parametrize(("name", "stored", "ds"), _cases(), ids=[c[0] for c in _cases()])
+def test_render_frame_equals_the_element_wise_chain(name: str, stored: np.ndarray,
+                                                    ds: Dataset, monkeypatch) -> None:
+    fds = dicom.frame_dataset(ds, 0)
+    ref_mod, ref_px = _chain(stored, fds)
+    sizes: list[int] = []
+    real = dicom.apply_modality_lut
+    monkeypatch.setattr(dicom, "apply_modality_lut", lambda a, d: sizes.append(a.size) or real(a, d))
+    mod, px = dicom.render_frame(stored, fds)
+    monkeypatch.undo()
+    # every case but the tiny image runs the chain on a table, not on the image
+    assert (sizes == [stored.size]) == (name == "tiny image"), sizes
+    assert mod is not None and mod.dtype == np.float32 and px.dtype == np.float32
+    np.testing.assert_array_equal(mod, ref_mod)
+    np.testing.assert_array_equal(px, ref_px)
+    _, px2 = dicom.render_frame(stored, fds, need_modality=False)
+    np.testing.assert_array_equal(px2, ref_px)
+    # a window override and every VOI index go through the same table
+    for idx in range(dicom.voi_count(fds)):
+        np.testing.assert_array_equal(dicom.render_frame(stored, fds, idx)[1], _chain(stored, fds, idx)[1])
+    np.testing.assert_array_equal(dicom.render_frame(stored, fds, window=(900.0, 700.0))[1],
+                                  _chain(stored, fds, window=(900.0, 700.0))[1])
+
+
+def _write(tmp: Path, name: str, stored: np.ndarray, ds: Dataset, syntax: str) -> Path | None:
+    uid, plugin = SYNTAXES[syntax]
+    for kw in ("VOILUTSequence", "ModalityLUTSequence"):  # OW in a file: raw little-endian words
+        for item in ds.get(kw) or []:
+            item.LUTData = np.asarray(list(item.LUTData), dtype="<u2").tobytes()
+    try:
+        if plugin is None:
+            ds.file_meta.TransferSyntaxUID = uid
+        else:
+            kw = {"j2k_cr": [20]} if syntax == "JPEG 2000" else {}
+            if syntax == "JPEG-LS near-lossless":
+                kw = {"jls_error": 3}
+            ds.compress(uid, stored, encoding_plugin=plugin, generate_instance_uid=False, **kw)
+    except Exception as e:  # noqa: BLE001 - an encoder this env lacks narrows the test, says so
+        pytest.skip(f"cannot encode {syntax} here: {type(e).__name__}: {e}")
+    p = tmp / f"{name.replace(' ', '_')}_{syntax.replace(' ', '_')}.dcm"
+    ds.save_as(p, enforce_file_format=True)
+    return p
+
+
+def _reference_input(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(display pixels, (1, S, S) model input) the way the screener made them before issue #6."""
+    ds = dicom.read_dataset(path)
+    stored = ds.pixel_array  # pydicom's default plugin order
+    fds = dicom.frame_dataset(ds, 0)
+    _, px = _chain(stored, fds)
+    unit, _ = to_unit(np.ascontiguousarray(px, dtype=np.float32), CFG)
+    return px, standardize(unit, CFG)
+
+
+FILE_CASES = ["mono2 window", "mono1 full range", "rescale window", "signed CT",
+              "voi lut sequence", "modality lut monotonic", "16-bit high values"]
+
+
+@pytest.mark.parametrize("syntax", list(SYNTAXES))
+@pytest.mark.parametrize("case", FILE_CASES)
+def test_model_input_and_display_unchanged_for_every_transfer_syntax(
+        tmp_path: Path, syntax: str, case: str) -> None:
+    name, stored, ds = next(c for c in _cases() if c[0] == case)
+    if syntax.startswith("JPEG") and stored.dtype.kind == "i":
+        pytest.skip("the bench's encoders write unsigned data only")
+    if syntax.startswith("JPEG") and int(ds.BitsStored) > 12 and "2000" not in syntax:
+        ds.BitsStored, ds.HighBit = 16, 15
+    path = _write(tmp_path, name, stored, ds, syntax)
+    ref_px, ref_x = _reference_input(path)
+    img = load_image(path)
+    np.testing.assert_array_equal(img.pixels, ref_px)  # the viewer shows the same image
+    np.testing.assert_array_equal(img.display(), ref_px)
+    np.testing.assert_array_equal(load_pixels(path), ref_px)
+    pr = prepare_image(str(path), CFG)
+    assert pr.error is None and pr.x is not None
+    assert pr.x.shape == ref_x.shape and pr.x.dtype == np.float32
+    assert float(np.abs(pr.x - ref_x).max()) <= 1e-5
+
+
+def test_jpeg_ls_prefers_charls_and_its_pixels_equal_libjpeg(tmp_path: Path) -> None:
+    from pydicom.pixels import get_decoder
+
+    ts = SYNTAXES["JPEG-LS lossless"][0]
+    available = get_decoder(ts).available_plugins
+    if not {"pyjpegls", "pylibjpeg"} <= set(available):
+        pytest.skip(f"needs both JPEG-LS plugins, this env has {available}")
+    assert dicom.PREFERRED_PLUGINS[ts] == "pyjpegls"
+    for syntax in ("JPEG-LS lossless", "JPEG-LS near-lossless"):
+        name, stored, ds = _cases()[0]
+        path = _write(tmp_path, name, stored, ds, syntax)
+        out = {}
+        for plugin in ("pyjpegls", "pylibjpeg"):
+            d = pydicom.dcmread(path)
+            d.pixel_array_options(decoding_plugin=plugin)
+            out[plugin] = d.pixel_array
+        np.testing.assert_array_equal(out["pyjpegls"], out["pylibjpeg"])
+        np.testing.assert_array_equal(dicom.decode_pixels(dicom.read_dataset(path))[0],
+                                      out["pylibjpeg"])
+
+
+def test_preferred_plugin_failure_falls_back_to_pydicoms_order(tmp_path: Path, monkeypatch) -> None:
+    name, stored, ds = _cases()[0]
+    path = _write(tmp_path, name, stored, ds, "JPEG-LS lossless")
+    monkeypatch.setitem(dicom.PREFERRED_PLUGINS, SYNTAXES["JPEG-LS lossless"][0], "pylibjpeg-nope")
+    np.testing.assert_array_equal(dicom.decode_pixels(dicom.read_dataset(path))[0], stored)
+    # a plugin that is installed but raises on this file: pydicom's order still decodes it
+    from pydicom.pixels import get_decoder
+
+    ts = SYNTAXES["JPEG-LS lossless"][0]
+    decoder = get_decoder(ts)
+    if "pyjpegls" not in decoder.available_plugins:
+        pytest.skip("pyjpegls is not installed here")
+    monkeypatch.setitem(dicom.PREFERRED_PLUGINS, ts, "pyjpegls")
+    calls = []
+
+    def broken(src, runner):
+        calls.append(1)
+        raise RuntimeError("simulated CharLS failure")
+
+    monkeypatch.setitem(decoder._available, "pyjpegls", broken)
+    np.testing.assert_array_equal(dicom.decode_pixels(dicom.read_dataset(path))[0], stored)
+    assert calls, "the preferred plugin was not tried first"
