@@ -6,6 +6,7 @@ Qt so they can be tested, benchmarked and reused by other front ends as they are
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,9 +27,34 @@ class Cancelled(Exception):
     """Raised inside a task when its cancel flag is set; the task then ends without a result."""
 
 
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One series of a study as the thumbnail strip groups it.
+
+    ``uid`` is the SeriesInstanceUID ("" for plain images, which a folder holds as one series,
+    or for DICOM files whose header cannot be read).
+    """
+
+    uid: str
+    number: int | None = None
+    description: str = ""
+    modality: str = ""
+    count: int = 0
+
+    @property
+    def label(self) -> str:
+        """What the strip writes over the series: number, description, modality, image count."""
+        head = f"Series {self.number}" if self.number is not None else (
+            "Series" if self.uid else "Images")
+        parts = [head] + [x for x in (self.description, self.modality) if x]
+        parts.append(f"{self.count} image{'s' * (self.count != 1)}")
+        return " · ".join(parts)
+
+
 @dataclass
 class ViewImage:
-    """One image of a study as the viewer holds it: decoded or with the reason it is not."""
+    """One image of a study as the viewer holds it: decoded, with the reason it is not, or
+    still pending (neither ``image`` nor ``error``: the worker has not decoded it yet)."""
 
     ref: ImageRef
     image: LoadedImage | None = None
@@ -36,6 +62,12 @@ class ViewImage:
     prediction: ImagePrediction | None = None
     heat_cache: np.ndarray | None = field(default=None, repr=False)
     thumb: np.ndarray | None = field(default=None, repr=False)  # small uint8, for the strip
+    series: int = 0  # index into StudyOutcome.series
+
+    @property
+    def pending(self) -> bool:
+        """Not decoded yet (a placeholder of a study that is still being opened)."""
+        return self.image is None and not self.error
 
     @property
     def heat(self) -> np.ndarray | None:
@@ -56,16 +88,33 @@ class ViewImage:
 
 @dataclass
 class StudyOutcome:
-    """A study after decoding and inference; ``prediction`` is None when nothing could be scored."""
+    """A study after decoding and inference; ``prediction`` is None when nothing could be scored.
+
+    ``images`` are in display order: grouped by series (:func:`study_series`). ``scored_by`` is
+    the engine that was run on it (None: decoded only, e.g. while the model was still loading),
+    so the window can tell an outcome that still needs scores from one that has none to get.
+    """
 
     study: Study
     images: list[ViewImage]
     prediction: StudyPrediction | None = None
     model_error: str = ""
+    series: list[SeriesInfo] = field(default_factory=list)
+    scored_by: Engine | None = field(default=None, repr=False, compare=False)
 
     @property
     def failures(self) -> list[ViewImage]:
         return [v for v in self.images if v.image is None]
+
+
+@dataclass
+class DecodedImage:
+    """A partial result of :func:`analyse_study`: image ``index`` of study ``key`` is decoded
+    (or failed), delivered before the rest so the viewer can show it at once."""
+
+    key: str
+    index: int
+    view: ViewImage
 
 
 @dataclass
@@ -83,6 +132,7 @@ class DiscoveryResult:
 
 ProgressFn = Callable[[int, int, str], None]
 CancelledFn = Callable[[], bool]
+PartialFn = Callable[[object], None]
 
 
 def check_cancelled(cancelled: CancelledFn | None) -> None:
@@ -199,47 +249,159 @@ def discover_paths(
     return DiscoveryResult(list(merged.values()), skipped, duplicates)
 
 
+#: Header elements :func:`study_series` reads (never the pixel data).
+_SERIES_TAGS = ["SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modality"]
+
+
+def _series_header(ref: ImageRef) -> tuple[str, int | None, str, str]:
+    if ref.kind != "dicom":
+        return "", None, "", ""
+    try:
+        ds = pydicom.dcmread(ref.path, stop_before_pixels=True, force=True,
+                             specific_tags=_SERIES_TAGS)
+    except Exception:  # noqa: BLE001 - an unreadable header fails at decode time, with a reason
+        return "", None, "", ""
+    try:
+        number: int | None = int(ds.get("SeriesNumber"))
+    except (TypeError, ValueError):
+        number = None
+    return (str(ds.get("SeriesInstanceUID", "") or "").strip(), number,
+            str(ds.get("SeriesDescription", "") or "").strip(),
+            str(ds.get("Modality", "") or "").strip())
+
+
+def study_series(study: Study) -> tuple[list[ImageRef], list[SeriesInfo], list[int]]:
+    """The study's images grouped by series: (refs in display order, series, series index of
+    each ref).
+
+    Series are ordered by SeriesNumber (then by first appearance), images within a series keep
+    the study's order (InstanceNumber, path), so paging through the study walks one series after
+    the other, as the strip shows them. Only the headers are read (a few milliseconds per file);
+    plain images, and files whose header cannot be read, form a series of their own. Never
+    raises.
+    """
+    groups: OrderedDict[str, list[ImageRef]] = OrderedDict()
+    meta: dict[str, tuple[int | None, str, str]] = {}
+    for ref in study.images:
+        uid, number, desc, modality = _series_header(ref)
+        if uid not in groups:
+            groups[uid] = []
+            meta[uid] = (number, desc, modality)
+        groups[uid].append(ref)
+    first = list(groups)  # order of first appearance
+    uids = sorted(first, key=lambda u: (meta[u][0] is None, meta[u][0] or 0, first.index(u)))
+    refs: list[ImageRef] = []
+    series: list[SeriesInfo] = []
+    index: list[int] = []
+    for s, uid in enumerate(uids):
+        number, desc, modality = meta[uid]
+        series.append(SeriesInfo(uid, number, desc, modality, len(groups[uid])))
+        refs += groups[uid]
+        index += [s] * len(groups[uid])
+    return refs, series, index
+
+
+def decode_study(
+    study: Study,
+    *,
+    progress: ProgressFn | None = None,
+    cancelled: CancelledFn | None = None,
+    partial: PartialFn | None = None,
+    steps: int | None = None,
+) -> StudyOutcome:
+    """Decode every image of ``study`` (grouped by series), reporting each one as it is done.
+
+    ``partial`` first gets the study's layout (a :class:`StudyOutcome` whose images are all
+    pending placeholders, with its series), then a :class:`DecodedImage` per image in display
+    order, so the viewer can show the first image after one decode instead of after all of them
+    (a 2k x 2k JPEG 2000 radiograph takes about a second). Objects handed to ``partial`` are
+    never changed afterwards: the worker and the window may both hold them. A file that does
+    not decode is kept with its reason, never raised.
+    """
+    refs, series, idx = study_series(study)
+    images = [ViewImage(r, series=s) for r, s in zip(refs, idx, strict=True)]
+    if partial is not None:
+        partial(StudyOutcome(study, list(images), series=series))
+    n = len(images)
+    total = steps if steps is not None else n
+    for k, ref in enumerate(refs):
+        check_cancelled(cancelled)
+        if progress is not None:
+            progress(k, total, f"Decoding {Path(ref.path).name} ({k + 1}/{n})…")
+        try:
+            img = load_image(ref.path)
+            view = ViewImage(ref, image=img, thumb=thumbnail_u8(img.pixels, THUMB_SIZE),
+                             series=idx[k])
+        except ImageDecodeError as e:
+            view = ViewImage(ref, error=e.reason, series=idx[k])
+        except Exception as e:  # noqa: BLE001 - a decoder bug must not take the viewer down
+            view = ViewImage(ref, error=f"unexpected {type(e).__name__}: {e}", series=idx[k])
+        images[k] = view
+        if partial is not None:
+            partial(DecodedImage(study.key, k, view))
+    return StudyOutcome(study, images, series=series)
+
+
+def unscored(outcome: StudyOutcome) -> StudyOutcome:
+    """The outcome without any model result (same decoded pixels): what is left when the model
+    changes, to be scored again without decoding again."""
+    images = [dataclasses.replace(v, prediction=None, heat_cache=None) for v in outcome.images]
+    return StudyOutcome(outcome.study, images, series=outcome.series)
+
+
+def score_outcome(
+    outcome: StudyOutcome,
+    engine: Engine,
+    *,
+    progress: ProgressFn | None = None,
+    cancelled: CancelledFn | None = None,
+) -> StudyOutcome:
+    """Run the model on a decoded study like the screener does; returns a new outcome.
+
+    Inference runs once over all decoded images, the same call the screener makes, so the
+    numbers shown match its worklist. The given outcome is not changed (the window may be
+    showing it): the result holds new :class:`ViewImage` objects sharing the decoded pixels.
+    A model failure is kept in ``model_error``; the images stay viewable.
+    """
+    result = unscored(outcome)
+    result.scored_by = engine
+    ok = [v for v in result.images if v.image is not None]
+    if not ok:
+        return result
+    check_cancelled(cancelled)
+    n = len(result.images)
+    if progress is not None:
+        progress(n, n + 1, f"Running the model on {len(ok)} image(s)…")
+    try:
+        preds = engine.predict([v.image.pixels for v in ok])
+        result.prediction = aggregate_study(preds, engine.thresholds)
+        for v, pred in zip(ok, preds, strict=True):
+            v.prediction = pred
+    except Exception as e:  # noqa: BLE001 - shown in the panel; the images stay viewable
+        result.model_error = f"{type(e).__name__}: {e}"
+    return result
+
+
 def analyse_study(
     study: Study,
     engine: Engine | None,
     *,
     progress: ProgressFn | None = None,
     cancelled: CancelledFn | None = None,
+    partial: PartialFn | None = None,
 ) -> StudyOutcome:
     """Decode every image of ``study`` and, with an engine, score them like the screener does.
 
-    A file that does not decode is kept with its reason (the reader must see that the verdict
-    rests on fewer images), never raised. Inference runs once over all decoded images, the same
-    call the screener makes, so the numbers shown match its worklist.
+    Decoding reports each image through ``partial`` as soon as it is done
+    (:func:`decode_study`); scoring is one batched call over all decoded images
+    (:func:`score_outcome`). Without an engine the outcome is decoded only
+    (``scored_by`` None).
     """
-    images: list[ViewImage] = []
-    n = len(study.images)
-    for k, ref in enumerate(study.images):
-        check_cancelled(cancelled)
-        if progress is not None:
-            progress(k, n + 1, f"Decoding {Path(ref.path).name} ({k + 1}/{n})…")
-        try:
-            img = load_image(ref.path)
-            images.append(ViewImage(ref, image=img, thumb=thumbnail_u8(img.pixels, THUMB_SIZE)))
-        except ImageDecodeError as e:
-            images.append(ViewImage(ref, error=e.reason))
-        except Exception as e:  # noqa: BLE001 - a decoder bug must not take the viewer down
-            images.append(ViewImage(ref, error=f"unexpected {type(e).__name__}: {e}"))
-    outcome = StudyOutcome(study, images)
-    ok = [v for v in images if v.image is not None]
-    if engine is None or not ok:
+    outcome = decode_study(study, progress=progress, cancelled=cancelled, partial=partial,
+                           steps=len(study.images) + (engine is not None))
+    if engine is None:
         return outcome
-    check_cancelled(cancelled)
-    if progress is not None:
-        progress(n, n + 1, f"Running the model on {len(ok)} image(s)…")
-    try:
-        preds = engine.predict([v.image.pixels for v in ok])
-        outcome.prediction = aggregate_study(preds, engine.thresholds)
-        for v, pred in zip(ok, preds, strict=True):
-            v.prediction = pred
-    except Exception as e:  # noqa: BLE001 - shown in the panel; the images stay viewable
-        outcome.model_error = f"{type(e).__name__}: {e}"
-    return outcome
+    return score_outcome(outcome, engine, progress=progress, cancelled=cancelled)
 
 
 def compute_heatmaps(outcome: StudyOutcome, *, progress: ProgressFn | None = None,
@@ -282,13 +444,15 @@ def export_dicom_job(outcome: StudyOutcome, card: dict, out_dir: str | Path, wor
 
 
 def load_engine(path: str | Path, device: str, *, progress: ProgressFn | None = None,
-                cancelled: CancelledFn | None = None) -> Engine:
+                cancelled: CancelledFn | None = None,
+                factory: Callable[..., Engine] | None = None) -> Engine:
     """Load a bundle for ``device`` (run by a worker: compiling takes seconds on a slow PC).
 
+    ``factory`` (default :class:`Engine`) is called as ``factory(path, device=device)``.
     Raises the engine's own typed errors (:class:`~models.errors.BundleError`,
     :class:`~models.errors.ConfigError` for a device OpenVINO cannot use).
     """
     if progress is not None:
         progress(0, 1, f"Loading model {Path(path).name} on {device}…")
     check_cancelled(cancelled)
-    return Engine(path, device=device)
+    return (factory or Engine)(path, device=device)
