@@ -1,11 +1,19 @@
-"""The image canvas of the viewer and the numpy <-> QImage conversions it needs."""
+"""The image canvas of the viewer, the series captions of its thumbnail strip, and the
+numpy <-> QImage conversions they need."""
 
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap
-from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
+from PySide6.QtWidgets import (
+    QGraphicsPixmapItem,
+    QGraphicsScene,
+    QGraphicsView,
+    QListWidget,
+    QToolTip,
+    QWidget,
+)
 
 
 def rgb_to_qimage(rgb: np.ndarray) -> QImage:
@@ -195,3 +203,81 @@ class ImageView(QGraphicsView):
             painter.setPen(QColor("#f2e394"))
             painter.drawText(box, flags[corner], text)
         painter.restore()
+
+
+class SeriesBar(QWidget):
+    """Captions over a thumbnail strip: one band per series, spanning its thumbnails.
+
+    The strip keeps one item per image (its row is the image's index, so keys and clicks walk
+    the images in order); the grouping is drawn here, aligned with the items as the strip
+    scrolls. ``groups`` are ``(label, first row, count)``, contiguous and in strip order.
+    """
+
+    COLOURS = ("#2f4a6b", "#5a3f6b")  # alternate, so neighbouring series stay apart
+
+    def __init__(self, strip: QListWidget, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("seriesBar")
+        self._strip = strip
+        self.groups: list[tuple[str, int, int]] = []
+        font = QFont(self.font())
+        font.setPointSizeF(max(font.pointSizeF() * 0.85, 7.0))
+        self.setFont(font)
+        self.setFixedHeight(self.fontMetrics().height() + 6)
+        self.setAutoFillBackground(True)
+        self.setStyleSheet("background: #1b1b1b;")
+        strip.horizontalScrollBar().valueChanged.connect(self.update)
+        strip.viewport().installEventFilter(self)  # re-laid out or repainted: follow it
+
+    def eventFilter(self, obj, ev) -> bool:  # noqa: N802 - Qt override
+        if ev.type() in (QEvent.Type.Paint, QEvent.Type.Resize) and self.groups:
+            self.update()
+        return False
+
+    def set_groups(self, groups: list[tuple[str, int, int]]) -> None:
+        self.groups = list(groups)
+        self.update()
+
+    def group_rects(self) -> list[QRect]:
+        """Where each group's band is, in this widget's coordinates (empty when off screen)."""
+        out = []
+        vp = self._strip.viewport()
+        for _label, first, count in self.groups:
+            a, b = self._strip.item(first), self._strip.item(first + count - 1)
+            if a is None or b is None:
+                out.append(QRect())
+                continue
+            ra, rb = self._strip.visualItemRect(a), self._strip.visualItemRect(b)
+            left = self.mapFromGlobal(vp.mapToGlobal(QPoint(ra.left(), 0))).x()
+            right = self.mapFromGlobal(vp.mapToGlobal(QPoint(rb.right(), 0))).x()
+            out.append(QRect(left + 1, 1, max(right - left - 2, 0), self.height() - 2))
+        return out
+
+    def group_at(self, x: int) -> int | None:
+        return next((i for i, r in enumerate(self.group_rects()) if r.left() <= x <= r.right()),
+                    None)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor("#1b1b1b"))
+        fm = self.fontMetrics()
+        for i, ((label, _first, _count), r) in enumerate(zip(self.groups, self.group_rects(),
+                                                             strict=True)):
+            if r.width() <= 0 or r.right() < 0 or r.left() > self.width():
+                continue
+            p.fillRect(r, QColor(self.COLOURS[i % len(self.COLOURS)]))
+            p.setPen(QColor("#e8e8e8"))
+            text = fm.elidedText(label, Qt.TextElideMode.ElideRight, max(r.width() - 8, 0))
+            p.drawText(r.adjusted(4, 0, -4, 0),
+                       Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, text)
+        p.end()
+
+    def event(self, ev) -> bool:  # the full label of an elided caption
+        if ev.type() == QEvent.Type.ToolTip:
+            i = self.group_at(ev.pos().x())
+            if i is not None:
+                QToolTip.showText(ev.globalPos(), self.groups[i][0], self)
+            else:
+                QToolTip.hideText()
+            return True
+        return super().event(ev)

@@ -8,6 +8,7 @@ are shown in the image overlay only; nothing here logs or prints them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -42,7 +43,7 @@ from PySide6.QtWidgets import (
 from desktop.dialogs import ModelCardDialog, SettingsDialog, TagBrowserDialog
 from desktop.discovery import Study
 from desktop.export_report import report_content, write_report_pdf, write_report_png
-from desktop.image_view import ImageView, rgb_to_qimage
+from desktop.image_view import ImageView, SeriesBar, rgb_to_qimage
 from desktop.render import (
     DISCLAIMER,
     VERDICT_STYLES,
@@ -58,6 +59,7 @@ from desktop.screen_dialog import ScreenController, screen_job, viewer_key
 from desktop.settings import ViewerSettings, preset_index
 from desktop.studies import (
     THUMB_SIZE,
+    DecodedImage,
     DicomExport,
     DiscoveryResult,
     StudyOutcome,
@@ -67,6 +69,8 @@ from desktop.studies import (
     discover_paths,
     export_dicom_job,
     load_engine,
+    score_outcome,
+    unscored,
 )
 from desktop.tasks import Task
 from models.engine import Engine, StudyPrediction
@@ -89,6 +93,7 @@ def _fmt_wl(x: float) -> str:
 
 
 def _thumb_icon(v: ViewImage) -> QIcon:
+    """The image reduced; a plain dark tile while it is being decoded; crossed when it failed."""
     if v.thumb is not None:
         g = np.ascontiguousarray(v.thumb)
         h, w = g.shape
@@ -96,6 +101,12 @@ def _thumb_icon(v: ViewImage) -> QIcon:
         return QIcon(QPixmap.fromImage(img))
     pm = QPixmap(THUMB_SIZE, THUMB_SIZE)
     pm.fill(QColor("#4a4a4a"))
+    if v.pending:
+        p = QPainter(pm)
+        p.setPen(QColor("#a0a0a0"))
+        p.drawText(pm.rect(), Qt.AlignmentFlag.AlignCenter, "…")
+        p.end()
+        return QIcon(pm)
     p = QPainter(pm)
     p.setPen(QColor("#e06060"))
     p.drawLine(8, 8, THUMB_SIZE - 8, THUMB_SIZE - 8)
@@ -113,16 +124,21 @@ def _verdict_icon(verdict: str) -> QIcon:
 class ViewerWindow(QMainWindow):
     """Study list | image | model result. Decoding and inference run on a worker thread.
 
-    ``analysis_ready(key)`` is emitted once a study's outcome is on screen and ``idle`` once no
-    task is pending: ``--screenshot`` and the tests wait on them rather than on timers.
+    A study is shown as it is decoded: ``first_image_shown(key)`` is emitted when its first
+    image is on screen (usually long before the scores), ``analysis_ready(key)`` once its outcome
+    is on screen with the model's scores (or with none to wait for: no model, or the model
+    failed), and ``idle`` once no task is pending: ``--screenshot`` and the tests wait on them
+    rather than on timers. The model can load in the background (:meth:`load_model`): studies
+    opened meanwhile are decoded and shown, and scored once it is ready.
     """
 
     discovery_ready = Signal(int)
+    first_image_shown = Signal(str)
     analysis_ready = Signal(str)
     idle = Signal()
 
-    engine_changed = Signal()
-    dicom_exported = Signal(object)  # a DicomExport, or None when the export failed  # a reload from Settings finished (engine or model_error is set)
+    engine_changed = Signal()  # a model load finished (engine or model_error is set)
+    dicom_exported = Signal(object)  # a DicomExport, or None when the export failed
 
     def __init__(self, engine: Engine | None = None, *, model_error: str = "",
                  settings: ViewerSettings | None = None,
@@ -146,7 +162,16 @@ class ViewerWindow(QMainWindow):
         self._display01: np.ndarray | None = None
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)  # one engine, one infer request: run tasks in order
+        # Compiling a model takes seconds: it gets its own thread, so studies are decoded and
+        # shown meanwhile instead of queueing behind it.
+        self._engine_pool = QThreadPool(self)
+        self._engine_pool.setMaxThreadCount(1)
+        self._engine_tag: str | None = None  # the model load in flight (the latest asked for)
+        self._engine_loading = ""  # "name on DEVICE" while a model loads, else ""
         self._tasks: dict[str, tuple[Task, str]] = {}  # tag -> (task, study key or "")
+        # studies being decoded: key -> (tag of the task, outcome filled in image by image)
+        self._live: dict[str, tuple[str, StudyOutcome]] = {}
+        self._first_pending: str | None = None  # study whose first image is awaited on screen
         self._tag_counter = itertools.count(1)
         self._card_dialog: ModelCardDialog | None = None
         self.settings_dialog: SettingsDialog | None = None
@@ -219,7 +244,16 @@ class ViewerWindow(QMainWindow):
             "QListWidget::item:selected { background: #3d5a80; color: #ffffff; }")
         self.thumb_strip.currentRowChanged.connect(self._on_thumb_row)
         self.thumb_strip.hide()
-        cl.addWidget(self.thumb_strip)
+        # the strip's series, as captions right over their thumbnails
+        strip_box = QWidget(centre)
+        sb_layout = QVBoxLayout(strip_box)
+        sb_layout.setContentsMargins(0, 0, 0, 0)
+        sb_layout.setSpacing(0)
+        self.series_bar = SeriesBar(self.thumb_strip, strip_box)
+        self.series_bar.hide()
+        sb_layout.addWidget(self.series_bar)
+        sb_layout.addWidget(self.thumb_strip)
+        cl.addWidget(strip_box)
         nav = QHBoxLayout()
         nav.setContentsMargins(6, 2, 6, 4)
         self.prev_button = QPushButton("◀ Previous", centre)
@@ -441,6 +475,11 @@ class ViewerWindow(QMainWindow):
                   self.heatmap_action, self.screen_action, self.export_dicom_action):
             w.setEnabled(self.engine is not None)
         self.model_label.setStyleSheet("")
+        if self.engine is None and self._engine_loading:
+            self.operating_label.setText("—")
+            self.model_label.setText(f"Loading {self._engine_loading}…")
+            self.model_status.setText("loading model…")
+            return
         if self.engine is None:
             self.operating_label.setText("—")
             msg = (f"Model could not be loaded: {self.model_error}" if self.model_error
@@ -476,13 +515,18 @@ class ViewerWindow(QMainWindow):
             self.open_paths(files)
 
     def open_paths(self, paths: Sequence[str | Path]) -> None:
-        """Find the studies under ``paths`` on the worker; the first one is shown when found."""
-        for task, _key in list(self._tasks.values()):
-            task.cancel()
+        """Find the studies under ``paths`` on the worker; the first one is shown when found.
+
+        Cancels the work on the studies shown so far, but not a model that is loading.
+        """
+        for tag, (task, _key) in list(self._tasks.items()):
+            if not tag.startswith("engine:"):
+                task.cancel()
         self.study_list.clear()
         self.studies = []
         self.outcomes.clear()
         self.summaries.clear()
+        self._live.clear()
         self.current_key = None
         self._clear_result()
         self.view.clear("Looking for images…")
@@ -547,11 +591,13 @@ class ViewerWindow(QMainWindow):
         self.open_paths([folder])
 
     def _start(self, kind: str, key: str, fn: Callable[..., object], *args: object,
-               on_task: Callable[[Task], None] | None = None) -> Task:
+               on_task: Callable[[Task], None] | None = None, partial: bool = False,
+               pool: QThreadPool | None = None) -> Task:
         tag = f"{kind}:{next(self._tag_counter)}"
-        task = Task(tag, fn, *args)
+        task = Task(tag, fn, *args, partial=partial)
         s = task.signals
         s.progress.connect(self._on_task_progress)
+        s.partial.connect(self._on_task_partial)
         s.result.connect(self._on_task_result)
         s.errored.connect(self._on_task_error)
         s.finished.connect(self._on_task_finished)
@@ -560,7 +606,7 @@ class ViewerWindow(QMainWindow):
         self._tasks[tag] = (task, key)
         self.progress.show()
         self.progress.setRange(0, 0)
-        self._pool.start(task)
+        (pool or self._pool).start(task)
         return task
 
     # -- task callbacks (main thread, queued) -----------------------------------------------
@@ -577,7 +623,9 @@ class ViewerWindow(QMainWindow):
         if entry is None or entry[0].is_cancelled:
             return  # superseded (another folder opened) while the result was queued
         if isinstance(res, Engine):
-            self._set_engine(res, "")
+            if tag == self._engine_tag:
+                self._engine_tag = None
+                self._set_engine(res, "")
         elif isinstance(res, DicomExport):
             self.statusBar().showMessage(f"DICOM export: {len(res.paths)} file(s) written to "
                                          f"{res.out_dir}")
@@ -585,7 +633,7 @@ class ViewerWindow(QMainWindow):
         elif isinstance(res, DiscoveryResult):
             self._on_discovered(res)
         elif isinstance(res, StudyOutcome):
-            self._on_outcome(res)
+            self._on_outcome(res, tag)
 
     def _on_task_error(self, tag: str, message: str) -> None:
         task, key = self._tasks.get(tag, (None, ""))
@@ -600,13 +648,40 @@ class ViewerWindow(QMainWindow):
             self.view.clear(f"Could not open: {message}")
             self.discovery_ready.emit(0)
         elif tag.startswith("engine:"):
-            self._set_engine(None, message)
+            if tag == self._engine_tag:
+                self._engine_tag = None
+                self._set_engine(None, message)
         elif tag.startswith("dicom:"):
             self.statusBar().showMessage(f"DICOM export failed: {message}")
             self.dicom_exported.emit(None)
 
+    def _on_task_partial(self, tag: str, obj: object) -> None:
+        """A study's layout, then each image as soon as the worker has decoded it."""
+        task, key = self._tasks.get(tag, (None, ""))
+        if task is None or task.is_cancelled or not key:
+            return
+        if isinstance(obj, StudyOutcome):
+            self._live[key] = (tag, obj)
+            if key == self.current_key and key not in self.outcomes:
+                self._fill_thumbnails(obj)
+                self._show_image(new=True)  # the first image's placeholder, until decoded
+            return
+        if not isinstance(obj, DecodedImage):
+            return
+        live = self._live.get(key)
+        if live is None or live[0] != tag:
+            return
+        outcome = live[1]
+        outcome.images[obj.index] = obj.view
+        if key == self.current_key and key not in self.outcomes:
+            self._set_thumbnail(obj.index, obj.view)
+            if obj.index == self.current_index:
+                self._show_image(new=True)
+
     def _on_task_finished(self, tag: str) -> None:
-        self._tasks.pop(tag, None)
+        task, key = self._tasks.pop(tag, (None, ""))
+        if key in self._live and self._live[key][0] == tag:
+            del self._live[key]  # cancelled midway: the partial study is dropped
         if not self._tasks:
             self.progress.hide()
             self.idle.emit()
@@ -635,8 +710,29 @@ class ViewerWindow(QMainWindow):
         else:
             self.view.clear("No images found." + (f"\n{msg}" if res.skipped else ""))
 
-    def _on_outcome(self, outcome: StudyOutcome) -> None:
+    def _awaits_scores(self, outcome: StudyOutcome) -> bool:
+        """Decoded but not (or no longer) scored while a model is there or on its way."""
+        return (outcome.scored_by is None and (self.engine is not None or bool(
+            self._engine_loading)) and any(v.image is not None for v in outcome.images))
+
+    def _score(self, key: str, done_tag: str = "") -> None:
+        """Score the cached (decoded) study ``key`` on the worker, unless that is under way
+        (``done_tag``: the task whose result is being handled, finished but still listed)."""
+        if self.engine is None or key not in self.outcomes:
+            return
+        if any(tkey == key and not task.is_cancelled and tag != done_tag
+               and tag.split(":")[0] in ("study", "score")
+               for tag, (task, tkey) in self._tasks.items()):
+            return
+        self.verdict_label.setText("Analysing…")
+        self._start("score", key, score_outcome, self.outcomes[key], self.engine)
+
+    def _on_outcome(self, outcome: StudyOutcome, tag: str = "") -> None:
         key = outcome.study.key
+        if outcome.scored_by is not None and outcome.scored_by is not self.engine:
+            outcome = unscored(outcome)  # the model changed meanwhile: its scores are stale
+        live = self._live.pop(key, None)
+        was_live = live is not None and key == self.current_key and key not in self.outcomes
         self.outcomes[key] = outcome
         self.outcomes.move_to_end(key)
         while len(self.outcomes) > CACHE_STUDIES:
@@ -645,13 +741,15 @@ class ViewerWindow(QMainWindow):
                 self.outcomes.move_to_end(old)
                 continue
             del self.outcomes[old]
+        awaiting = self._awaits_scores(outcome)
         self.summaries[key] = outcome.prediction
-        self._update_study_item(outcome.study, outcome.prediction)
+        self._update_study_item(outcome.study, outcome.prediction, pending=awaiting)
         if outcome.prediction is not None:
             # heatmaps after the scores, in the background; cancelled with the study
             self._start("heat", f"heat:{key}", compute_heatmaps, outcome)
         if key == self.current_key:
-            self._show_outcome(outcome, reset_image=False)
+            # shown image by image while decoding: keep the view (window, zoom) as it is
+            self._show_outcome(outcome, reset_image=False, keep_view=was_live)
             n_fail = len(outcome.failures)
             msg = f"{len(outcome.images) - n_fail} of {len(outcome.images)} images decoded"
             if n_fail:
@@ -659,8 +757,13 @@ class ViewerWindow(QMainWindow):
                 msg += f"; {first.name}: {first.error}"
             if outcome.model_error:
                 msg += f"; model error: {outcome.model_error}"
+            if awaiting and self.engine is None:
+                msg += f"; scores follow when the model is loaded ({self._engine_loading})"
             self.statusBar().showMessage(msg)
-            self.analysis_ready.emit(key)
+            if awaiting:
+                self._score(key, done_tag=tag)
+            else:
+                self.analysis_ready.emit(key)
 
     # -- study selection --------------------------------------------------------------------
     def _study_text(self, st: Study, pred: StudyPrediction | None) -> str:
@@ -697,33 +800,58 @@ class ViewerWindow(QMainWindow):
             self.select_study(self.studies[row].key)
 
     def select_study(self, key: str) -> None:
-        """Show a study: from the cache if analysed, else queue it (cancelling other analyses)."""
+        """Show a study: from the cache if analysed, else queue it (cancelling other analyses).
+
+        While it is decoded its images appear one by one; a cached study decoded without the
+        model (it was still loading) is scored now, without decoding it again.
+        """
         study = next((s for s in self.studies if s.key == key), None)
         if study is None:
             return
         self.current_key = key
         self.current_index = 0
-        if key in self.outcomes:
-            self.outcomes.move_to_end(key)
-            self._show_outcome(self.outcomes[key], reset_image=True)
-            self.analysis_ready.emit(key)
-            return
-        running = False
+        self._first_pending = key
         for task, tkey in self._tasks.values():
             if tkey and tkey != key:
                 task.cancel()
-            elif tkey == key and not task.is_cancelled:
-                running = True
+        if key in self.outcomes:
+            out = self.outcomes[key]
+            self.outcomes.move_to_end(key)
+            self._show_outcome(out, reset_image=True)
+            if self._awaits_scores(out):
+                self._score(key)
+            else:
+                self.analysis_ready.emit(key)
+            return
+        running = any(tkey == key and not task.is_cancelled
+                      for task, tkey in self._tasks.values())
         self._clear_result()
-        self.view.clear("Decoding and analysing…" if self.engine else "Decoding…")
+        self.view.clear("Decoding…")
         self.image_counter.setText(f"{len(study.images)} image(s)")
+        live = self._live.get(key)
+        if running and live is not None:
+            self._fill_thumbnails(live[1])
+            self._show_image(new=True)
         if not running:
-            self._start("study", key, analyse_study, study, self.engine)
+            self._live.pop(key, None)
+            self._start("study", key, analyse_study, study, self.engine, partial=True)
 
     # -- showing an outcome -----------------------------------------------------------------
     @property
     def current_outcome(self) -> StudyOutcome | None:
-        return self.outcomes.get(self.current_key) if self.current_key else None
+        """The shown study: analysed, or still being decoded (then some images are pending)."""
+        if not self.current_key:
+            return None
+        out = self.outcomes.get(self.current_key)
+        if out is None and self.current_key in self._live:
+            out = self._live[self.current_key][1]
+        return out
+
+    @property
+    def decoding(self) -> bool:
+        """The shown study is still being decoded (its outcome is partial, without scores)."""
+        return self.current_key is not None and self.current_key not in self.outcomes \
+            and self.current_key in self._live
 
     @property
     def current_image(self) -> ViewImage | None:
@@ -733,7 +861,8 @@ class ViewerWindow(QMainWindow):
         return out.images[min(self.current_index, len(out.images) - 1)]
 
     def _clear_result(self) -> None:
-        self.verdict_label.setText("—" if self.engine else "No model")
+        self.verdict_label.setText("Analysing…" if self.engine else
+                                   "Model loading…" if self._engine_loading else "No model")
         self._style_verdict("failed")
         for w in (self.study_prob_label, self.image_prob_label, self.body_part_label,
                   self.images_label):
@@ -742,6 +871,8 @@ class ViewerWindow(QMainWindow):
         self.image_counter.setText("")
         self.thumb_strip.clear()
         self.thumb_strip.hide()
+        self.series_bar.set_groups([])
+        self.series_bar.hide()
         self.preset_combo.clear()
         self.current_rgb = None
         self._display01 = None
@@ -756,7 +887,11 @@ class ViewerWindow(QMainWindow):
         self.errors_label.setText("\n".join(lines))
         self.errors_label.setVisible(bool(lines))
 
-    def _show_outcome(self, outcome: StudyOutcome, *, reset_image: bool) -> None:
+    def _show_outcome(self, outcome: StudyOutcome, *, reset_image: bool,
+                      keep_view: bool = False) -> None:
+        """Result panel, strip and image; ``keep_view`` updates the image's numbers and overlay
+        but keeps its window, zoom and orientation (the reader may have changed them while the
+        scores were computed)."""
         pred = outcome.prediction
         n_ok = len(outcome.images) - len(outcome.failures)
         errors = [f"Cannot decode {v.name}: {v.error}" for v in outcome.failures]
@@ -773,16 +908,20 @@ class ViewerWindow(QMainWindow):
             self.body_part_label.setText(
                 pred.body_part + (f" · DICOM header: {header}" if header else ""))
         else:
+            awaiting = self._awaits_scores(outcome)
             self.verdict_label.setText(
-                "No model" if self.engine is None else
+                ("Analysing…" if self.engine is not None else "Model loading…") if awaiting
+                else "No model" if self.engine is None else
                 ("No result: no image could be decoded" if not n_ok else "No result"))
             self._style_verdict("failed")
             self.study_prob_label.setText("—")
             self.body_part_label.setText(outcome.study.body_part_tag or "—")
+            if awaiting:
+                self.images_label.setText("—")
         if reset_image:
             self.current_index = 0
         self._fill_thumbnails(outcome)
-        self._show_image(new=True)
+        self._show_image(new=not keep_view)
 
     def _show_image(self, *, new: bool) -> None:
         """Show ``current_index`` of the current study; ``new`` resets window, zoom and presets."""
@@ -791,7 +930,10 @@ class ViewerWindow(QMainWindow):
         if out is None or v is None:
             return
         n = len(out.images)
-        self.image_counter.setText(f"Image {self.current_index + 1} of {n} · {v.name}")
+        series = out.series[v.series] if 0 <= v.series < len(out.series) else None
+        in_series = f" · {series.label}" if series is not None and len(out.series) > 1 else ""
+        self.image_counter.setText(
+            f"Image {self.current_index + 1} of {n} · {v.name}{in_series}")
         if self.tag_dialog is not None and self.tag_dialog.isVisible() \
                 and v.ref.kind == "dicom":
             self.tag_dialog.set_path(v.ref.path)
@@ -821,12 +963,16 @@ class ViewerWindow(QMainWindow):
         if v.image is None:
             self.current_rgb = None
             self._display01 = None
-            self.view.clear(f"Cannot decode {v.name}:\n{v.error}")
+            self.view.clear(f"Decoding {v.name}…" if v.pending
+                            else f"Cannot decode {v.name}:\n{v.error}")
             self._update_overlay()
             return
         self._display01 = v.image.pixels if self.current_window is None else \
             v.image.display(self.current_window)
         self._render(new=new)
+        if self._first_pending == self.current_key:
+            self._first_pending = None
+            self.first_image_shown.emit(self.current_key)
 
     def _render(self, new: bool = False) -> None:
         v = self.current_image
@@ -871,19 +1017,47 @@ class ViewerWindow(QMainWindow):
         self.view.set_overlay(top_left="\n".join(tl), top_right="\n".join(t for t in tr if t),
                               bottom_left="\n".join(bl), bottom_right="\n".join(br))
 
+    @staticmethod
+    def _thumb_tooltip(v: ViewImage) -> str:
+        return (v.name if v.image is not None else f"{v.name}: decoding…" if v.pending
+                else f"{v.name}: {v.error}")
+
     def _fill_thumbnails(self, outcome: StudyOutcome) -> None:
-        """One thumbnail per image of the study (a crossed gray tile for an undecodable one)."""
-        self.thumb_strip.blockSignals(True)
-        self.thumb_strip.clear()
-        for k, v in enumerate(outcome.images):
-            item = QListWidgetItem(_thumb_icon(v), f"{k + 1}")
-            item.setToolTip(v.name if v.image is not None else f"{v.name}: {v.error}")
-            item.setSizeHint(QSize(THUMB_SIZE + 10, THUMB_SIZE + 30))
-            item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
-            self.thumb_strip.addItem(item)
-        self.thumb_strip.setCurrentRow(min(self.current_index, len(outcome.images) - 1))
-        self.thumb_strip.blockSignals(False)
-        self.thumb_strip.setVisible(bool(outcome.images))
+        """One thumbnail per image of the study, row = image index (a dark tile while it is
+        decoded, a crossed one for an undecodable image); the series bar captions the groups.
+        An existing strip of the same study is updated in place (no flicker, scroll kept)."""
+        strip = self.thumb_strip
+        strip.blockSignals(True)
+        same = strip.count() == len(outcome.images) and all(
+            strip.item(k).data(Qt.ItemDataRole.UserRole) == v.ref.path
+            for k, v in enumerate(outcome.images))
+        if same:
+            for k, v in enumerate(outcome.images):
+                self._set_thumbnail(k, v)
+        else:
+            strip.clear()
+            for k, v in enumerate(outcome.images):
+                item = QListWidgetItem(_thumb_icon(v), f"{k + 1}")
+                item.setData(Qt.ItemDataRole.UserRole, v.ref.path)
+                item.setToolTip(self._thumb_tooltip(v))
+                item.setSizeHint(QSize(THUMB_SIZE + 10, THUMB_SIZE + 30))
+                item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
+                strip.addItem(item)
+        strip.setCurrentRow(min(self.current_index, len(outcome.images) - 1))
+        strip.blockSignals(False)
+        strip.setVisible(bool(outcome.images))
+        groups, first = [], 0
+        for s in outcome.series:
+            groups.append((s.label, first, s.count))
+            first += s.count
+        self.series_bar.set_groups(groups if first == len(outcome.images) else [])
+        self.series_bar.setVisible(bool(outcome.images) and bool(self.series_bar.groups))
+
+    def _set_thumbnail(self, k: int, v: ViewImage) -> None:
+        item = self.thumb_strip.item(k)
+        if item is not None:
+            item.setIcon(_thumb_icon(v))
+            item.setToolTip(self._thumb_tooltip(v))
 
     def _on_thumb_row(self, row: int) -> None:
         out = self.current_outcome
@@ -1068,6 +1242,9 @@ class ViewerWindow(QMainWindow):
         out = self.current_outcome
         if out is None:
             raise ConfigError("export: no study is shown")
+        if self.decoding:
+            raise ConfigError(f"export: {out.study.key} is still being opened; export it once "
+                              "its images are decoded")
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in (".pdf", ".png"):
@@ -1127,18 +1304,48 @@ class ViewerWindow(QMainWindow):
         if not new.model_path:
             self._set_engine(None, "")
             return
-        self.statusBar().showMessage(f"Loading model on {new.device}…")
-        self.model_label.setText(f"Loading {Path(new.model_path).name} on {new.device}…")
-        self._start("engine", "", load_engine, new.model_path, new.device)
+        self.load_model(new.model_path, new.device)
+
+    def load_model(self, path: str | Path, device: str,
+                   factory: Callable[..., Engine] | None = None) -> Task:
+        """Load a bundle on its own worker thread; the window stays usable meanwhile.
+
+        Studies opened while it loads are decoded and shown, and scored once it is ready
+        (``engine_changed`` then). A failure sets ``model_error``, shown as before. A newer
+        call supersedes an older one still loading. ``factory`` is passed to
+        :func:`~desktop.studies.load_engine`.
+        """
+        if self._engine_tag is not None and self._engine_tag in self._tasks:
+            self._tasks[self._engine_tag][0].cancel()
+        self.settings = dataclasses.replace(self.settings, device=device,
+                                            model_path=str(path))
+        self._engine_loading = f"{Path(path).name} on {device}"
+        self.statusBar().showMessage(f"Loading model {self._engine_loading}…")
+        self._show_model_state()
+        self.model_label.setText(f"Loading {self._engine_loading}…")  # also over an old model
+        task = self._start("engine", "", functools.partial(load_engine, factory=factory),
+                           str(path), device, pool=self._engine_pool)
+        self._engine_tag = task.tag
+        return task
+
+    @property
+    def model_loading(self) -> bool:
+        return bool(self._engine_loading)
 
     def _set_engine(self, engine: Engine | None, error: str) -> None:
-        """Swap the engine: results of the old model are dropped and the study re-analysed."""
+        """Swap the engine: results of the old model are dropped and the shown study scored
+        again; decoded images are kept (a study is never decoded twice for a model change)."""
         self.engine, self.model_error = engine, error
+        self._engine_loading = ""
         if self._card_dialog is not None:
             self._card_dialog.close()
             self._card_dialog = None
         self._show_model_state()
-        self.outcomes.clear()
+        for tag, (task, _key) in self._tasks.items():
+            if tag.startswith(("score:", "heat:")):
+                task.cancel()  # results of the old model
+        self.outcomes = OrderedDict(
+            (k, unscored(o) if o.scored_by is not None else o) for k, o in self.outcomes.items())
         self.summaries.clear()
         for st in self.studies:
             self._update_study_item(st, None, pending=True)
@@ -1165,10 +1372,11 @@ class ViewerWindow(QMainWindow):
         return bool(self._tasks)
 
     def shutdown(self, timeout_ms: int = 10000) -> None:
-        """Cancel and wait for the worker, so no signal reaches a destroyed window."""
+        """Cancel and wait for the workers, so no signal reaches a destroyed window."""
         for task, _key in list(self._tasks.values()):
             task.cancel()
         self._pool.waitForDone(timeout_ms)
+        self._engine_pool.waitForDone(timeout_ms)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
         self.shutdown()

@@ -40,7 +40,6 @@ from desktop.studies import (
 )
 from desktop.tasks import Task, TaskSignals
 from models.engine import Engine
-from models.errors import MuraError
 
 __all__ = [
     "Cancelled",
@@ -139,32 +138,40 @@ def _run_screenshot(win: ViewerWindow, out: str, timeout_s: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start the viewer; returns the exit status (2 when the model or screenshot failed)."""
+    """Start the viewer; returns the exit status (2 when the model or screenshot failed).
+
+    The window appears at once: the model (compiling takes seconds) loads on a worker thread
+    while the opened paths are decoded and shown, and their scores follow when it is ready.
+    """
     args = build_parser().parse_args(argv)
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("mura-viewer")
     settings = ViewerSettings.load()
     model = args.model or settings.model_path
     device = args.device or settings.device
-    engine, model_error = None, ""
-    if model:
-        try:
-            engine = Engine(model, device=device)
-        except Exception as e:  # noqa: BLE001 - MuraError, or OpenVINO's RuntimeError
-            model_error = str(e) if isinstance(e, MuraError) else f"{type(e).__name__}: {e}"
-            print(f"mura-viewer: error: cannot load the model: {e}", file=sys.stderr)
-    win = ViewerWindow(engine, model_error=model_error, settings=settings)
+    win = ViewerWindow(None, settings=settings)
+
+    def report_model_error() -> None:
+        if win.model_error:
+            print(f"mura-viewer: error: cannot load the model: {win.model_error}",
+                  file=sys.stderr)
+
+    win.engine_changed.connect(report_model_error)
     win.show()
+    if model:
+        # resolved here at call time, so a test can stand in for the engine
+        win.load_model(model, device, factory=lambda path, device: Engine(path, device=device))
     if args.paths:
         win.open_paths(args.paths)
     try:
         if args.screenshot:
             rc = _run_screenshot(win, args.screenshot, args.screenshot_timeout)
-            return 2 if model_error else rc
+            return 2 if win.model_error else rc
         rc = int(app.exec())
-        return 2 if model_error and rc == 0 else rc
+        return 2 if win.model_error and rc == 0 else rc
     finally:
         win.shutdown()
+        win.engine_changed.disconnect(report_model_error)
         win.close()
         win.deleteLater()
 
