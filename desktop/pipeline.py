@@ -64,19 +64,30 @@ class Prepared:
     error: str | None = None
 
 
-def prepare_image(path: str, cfg: PreprocessConfig, thumb_size: int = THUMB_SIZE) -> Prepared:
+def fast_decode_min_side(cfg: PreprocessConfig) -> int:
+    """The smallest long side ``--fast-decode`` may decode to: twice the model's input size, so
+    the model input is still made by the same antialiased downscale, from at least 2x oversampling.
+    """
+    return 2 * int(cfg.input_size)
+
+
+def prepare_image(path: str, cfg: PreprocessConfig, thumb_size: int = THUMB_SIZE,
+                  fast_decode: bool = False) -> Prepared:
     """Stamp, decode and preprocess one file (runs in a worker process).
 
     The file is stamped before it is read: if it changes meanwhile, the next run sees another
     stamp and re-scores it rather than trusting a result of unknown content. Any exception a
     decoder raises on a hostile file is turned into a reason here, in the worker.
+    ``fast_decode`` decodes JPEG 2000 and baseline JPEG at a reduced resolution
+    (:func:`models.imageio.load_pixels` with ``min_side``); only the screener's opt-in
+    ``--fast-decode`` sets it.
     """
     try:
         fs = stamp(path)
     except OSError as e:
         return Prepared(FileStamp(path, -1, -1), error=f"cannot read file ({e})")
     try:
-        pixels = load_pixels(path)
+        pixels = load_pixels(path, min_side=fast_decode_min_side(cfg) if fast_decode else None)
         unit, placement = to_unit(pixels, cfg)
         x = standardize(unit, cfg)
     except ImageDecodeError as e:
@@ -231,14 +242,16 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
                    workers: int | None = None,
                    export_dir: Callable[[Study], Path | None] | None = None,
                    card: dict | None = None, word: str = "fracture",
+                   fast_decode: bool = False,
                    ) -> Iterator[tuple[int, ScoredStudy | None]]:
     """Yield ``(index, ScoredStudy)`` for the studies in ``todo`` and ``(index, None)`` for the
     others (the caller takes those from its state), strictly in the order of ``studies``.
 
     ``workers``: decode processes (None: one per core; 0: decode in this thread, inference still
     asynchronous). ``export_dir(study)``: where to write the study's DICOM SC/SR, or None to
-    skip it. Closing the generator (the caller cancelled) drops work in flight and stops the
-    workers; nothing of an unfinished study is yielded.
+    skip it. ``fast_decode``: reduced-resolution JPEG 2000 / JPEG decoding (see
+    :func:`prepare_image`). Closing the generator (the caller cancelled) drops work in flight
+    and stops the workers; nothing of an unfinished study is yielded.
     """
     pool = Workers(default_workers() if workers is None else workers)
     runner = engine.async_runner()
@@ -289,7 +302,7 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
             pool.restart()
             for a, b, c in suspects:
                 try:
-                    accept(a, b, pool.submit(prepare_image, c, cfg).result())
+                    accept(a, b, pool.submit(prepare_image, c, cfg, THUMB_SIZE, fast_decode).result())
                 except BrokenProcessPool:
                     pool.restart()
                     fail(a, b, c, "the decoder crashed on this file (its worker process died)")
@@ -325,7 +338,7 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
             while not job.ready():
                 while feed and len(inflight) < window:
                     a, b, path = feed.popleft()
-                    inflight.append((a, b, path, pool.submit(prepare_image, path, cfg)))
+                    inflight.append((a, b, path, pool.submit(prepare_image, path, cfg, THUMB_SIZE, fast_decode)))
                 absorb(runner.completed())
                 if job.ready():
                     break

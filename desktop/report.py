@@ -3,7 +3,8 @@
 Thumbnails are embedded as base64 PNGs (made at scoring time and kept in the state database), so
 the report works offline, by e-mail or from a USB stick, and never re-reads the source images.
 Everything shown comes from the run's results and the model card; patient names and IDs never
-appear, and with ``--anonymize`` study keys, paths and descriptions are replaced by hashes.
+appear, and with ``--anonymize`` study keys, paths and descriptions are replaced by hashes (in
+the reasons of failed DICOM exports too). The report says when ``--fast-decode`` made the scores.
 Machine-readable hooks (``data-count``, ``data-verdict``, ``class="study"``) let tests and scripts
 check the numbers without scraping prose.
 """
@@ -70,6 +71,19 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
         "duplicates": len(res.discovery.duplicates),
     }
     text = getattr(alias, "text", lambda s: s)
+    from desktop.screen import Aliases, export_error_rows
+
+    if isinstance(alias, Aliases):
+        export_errors = export_error_rows(res, alias)
+    else:  # a bare callable: it aliases the study keys
+        export_errors = [(alias(k, "study"), r) for k, r in res.export_errors]
+    counts["export_errors"] = len(export_errors)
+    fast = getattr(res, "decode", "exact") == "fast"
+    size = card.get("input", {}).get("preprocessing", {}).get("input_size")
+    decode_text = (f"reduced resolution (--fast-decode): JPEG 2000 and baseline JPEG decoded with "
+                   f"a long side of at least {2 * int(size) if size else 'twice the input'} px; "
+                   "scores differ slightly from an exact decode" if fast
+                   else "exact (every file decoded at full resolution)")
     out = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>mura-screen report — {_e(card['name'])}</title>", f"<style>{_CSS}</style></head><body>",
@@ -85,6 +99,7 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
         f"<tr><th>inference precision</th><td>{_e(validation.get('precision', '—'))}</td></tr>",
         f"<tr><th>intended use</th><td>{_e(card['intended_use'])}</td></tr>",
         f"<tr><th>operating points</th><td>{_e(operating_points_text(thr))}</td></tr>",
+        f'<tr><th>decoding</th><td data-decode="{"fast" if fast else "exact"}">{_e(decode_text)}</td></tr>',
         "</table>",
         "<h2>Counts</h2>", "<table>",
     ]
@@ -113,6 +128,10 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
             f"<td>{_e(verdict_text(r.verdict, word))}</td><td>{_e(r.body_part or '—')}</td>"
             f"<td>{len(r.study.images)}</td><td>{r.n_failed}</td><td>{_e(text(r.study.description))}</td></tr>")
     out.append("</table>")
+    out.append(f"<h2>DICOM exports that failed ({len(export_errors)})</h2><ul>")
+    out += [f'<li class="export-error" data-study="{_e(k)}">study {_e(k)}: {_e(reason)}</li>'
+            for k, reason in export_errors]
+    out.append("</ul>")
     out.append(f"<h2>Files that could not be scored ({len(res.failures)})</h2><ul>")
     out += [f'<li class="failed-file">{_e(alias(p, "file"))}: {_e(reason)}</li>' for p, reason in res.failures]
     out.append("</ul>")

@@ -14,7 +14,10 @@ again resumes: finished studies whose files are unchanged are not re-scored. wor
 failures.csv and report.html are regenerated from the database at the end. Without ``--out``
 the state lives in memory and nothing is written. ``--dicom-out`` also writes a Secondary
 Capture per image and a Comprehensive SR per DICOM study under ``DIR/dicom/<study>/``
-(:mod:`desktop.dicom_export`).
+(:mod:`desktop.dicom_export`). ``--fast-decode`` (off by default) decodes JPEG 2000 and baseline
+JPEG at a reduced resolution, never below twice the model's input size: faster, with slightly
+different scores (bench/screen.py measures how different); the state, worklist and report record
+it, and a run never resumes with the other decoding.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import TextIO
 from desktop.discovery import Discovery, Study, discover
 from desktop.pipeline import THUMB_SIZE, scored_studies
 from desktop.render import task_word
-from desktop.screen_state import ScreenState, fingerprint, stamp
+from desktop.screen_state import DECODE_EXACT, DECODE_FAST, ScreenState, fingerprint, stamp
 from models.engine import Engine
 from models.errors import ConfigError, MuraError
 from models.fsutil import atomic_write_text
@@ -41,7 +44,7 @@ from models.fsutil import atomic_write_text
 __all__ = ["THUMB_SIZE", "ScreenResult", "ScreenRun", "StudyResult", "main", "screen",
            "screen_to_folder"]
 WORKLIST_FIELDS = ["rank", "study", "verdict", "probability", "body_part", "n_images", "n_failed",
-                   "modality", "description", "first_image", "model"]
+                   "modality", "description", "first_image", "model", "decode"]
 
 
 @dataclass
@@ -65,6 +68,7 @@ class ScreenResult:
     n_resumed: int = 0
     complete: bool = True  # False when cancelled: outputs then cover only part of the source
     export_errors: list[tuple[str, str]] = field(default_factory=list)  # (study key, reason)
+    decode: str = DECODE_EXACT  # DECODE_FAST when --fast-decode made these scores
 
     @property
     def ranked(self) -> list[StudyResult]:
@@ -93,7 +97,8 @@ def _result_from_state(st: Study, state: ScreenState) -> StudyResult:
 
 def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
            state: ScreenState | None = None, *, workers: int | None = None,
-           dicom_out: str | Path | None = None, alias: Aliases | None = None) -> ScreenResult:
+           dicom_out: str | Path | None = None, alias: Aliases | None = None,
+           fast_decode: bool = False) -> ScreenResult:
     """Decode, score and aggregate every study under ``root``, committing each study to ``state``.
 
     Studies that ``state`` already holds with unchanged source files are taken from it, not
@@ -107,14 +112,21 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
     are committed, one at a time in discovery order. With ``dicom_out``, each DICOM study's
     Secondary Captures and SR go to ``dicom_out/<study>/`` (named through ``alias``) before the
     study is committed; a study whose SR is missing there is re-scored on resume.
+    ``fast_decode`` decodes JPEG 2000 / baseline JPEG at a reduced resolution; ``state`` must
+    have been begun with the same decoding (:meth:`ScreenState.begin` refuses to mix them).
     """
     t0 = time.time()
+    decode = DECODE_FAST if fast_decode else DECODE_EXACT
     disc = discover(root)
     own_state = state is None
     if state is None:
         state = ScreenState(None)
         state.begin(model_id=engine.bundle.model_id, model_name=str(engine.bundle.card["name"]),
-                    model_version=str(engine.bundle.card["version"]), source_root=str(root))
+                    model_version=str(engine.bundle.card["version"]), source_root=str(root),
+                    decode=decode)
+    elif state.decode != decode:
+        raise ConfigError(f"the state's results were decoded {state.decode!r}, this run decodes "
+                          f"{decode!r}: a worklist must not mix the two")
     alias = alias or Aliases(state.salt, False)
     results: list[StudyResult] = []
     export_errors: list[tuple[str, str]] = []
@@ -141,7 +153,7 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
             return dicom_study_dir(dicom_out, st, alias)
     card = engine.bundle.card
     studies = scored_studies(disc.studies, todo, engine, workers=workers, export_dir=export_dir,
-                             card=card, word=task_word(card))
+                             card=card, word=task_word(card), fast_decode=fast_decode)
     try:
         for i, st in enumerate(disc.studies):
             if cancel is not None and cancel():
@@ -178,7 +190,7 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
     if own_state:
         state.close()
     return ScreenResult(disc, results, failures, time.time() - t0, n_scored, n_resumed, complete,
-                        export_errors)
+                        export_errors, decode)
 
 
 def dicom_study_dir(dicom_out: str | Path, st: Study, alias: Aliases) -> Path:
@@ -230,6 +242,7 @@ def worklist_rows(res: ScreenResult, model_id: str, alias: Aliases | None = None
             "description": alias.text(r.study.description),
             "first_image": alias(r.study.images[0].path, "file") if r.study.images else "",
             "model": model_id,
+            "decode": res.decode,
         })
     return rows
 
@@ -252,6 +265,23 @@ def write_outputs(res: ScreenResult, out: Path, model_id: str,
                   for p, q in res.discovery.duplicates])
     fl = atomic_write_text(out / "failures.csv", buf.getvalue())
     return wl, fl
+
+
+def export_error_rows(res: ScreenResult, alias: Aliases | None = None) -> list[tuple[str, str]]:
+    """(study, reason) of every study whose DICOM SC/SR could not be written, as outputs show them.
+
+    Reasons can name source files, so with ``--anonymize`` those paths are replaced by their
+    aliases, as the study keys are.
+    """
+    alias = alias or Aliases("", False)
+    studies = {r.study.key: r.study for r in res.results}
+    rows = []
+    for key, reason in res.export_errors:
+        if alias.anonymize and key in studies:  # reasons name source files
+            for ref in studies[key].images:
+                reason = reason.replace(ref.path, alias(ref.path, "file"))
+        rows.append((alias(key, "study"), reason))
+    return rows
 
 
 def format_table(res: ScreenResult, word: str, top: int = 10, alias: Aliases | None = None) -> str:
@@ -329,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write, per DICOM study, a Secondary Capture per image (heatmap, "
                     "score, 'not for diagnostic use' burned in) and a Comprehensive SR under "
                     "OUT/dicom/<study>/, ready to send back to the PACS (needs --out)")
+    ap.add_argument("--fast-decode", action="store_true",
+                    help="decode JPEG 2000 at a lower resolution level and baseline JPEG by DCT "
+                    "scaling, never below twice the model's input size: several times faster on "
+                    "those files, scores slightly different from an exact decode (see "
+                    "bench/screen.py). Off by default; recorded in the state, worklist and "
+                    "report, and a run never resumes with the other setting")
     return ap
 
 
@@ -347,13 +383,15 @@ class ScreenRun:
 def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
                      restart: bool = False, anonymize: bool = False, progress=None,
                      cancel=None, workers: int | None = None,
-                     dicom_out: bool = False) -> ScreenRun:
+                     dicom_out: bool = False, fast_decode: bool = False) -> ScreenRun:
     """Screen ``src`` with the persistent state in ``out`` and write every output there.
 
     The CLI and the viewer's "Screen folder…" both call this, so the same folder gives the same
     worklist, failures, report and resumable state whichever way it was screened. ``workers``
     is the number of decode processes (None: one per core, 0: none). ``dicom_out`` writes each
     DICOM study's Secondary Captures and SR under ``out/dicom/<study>/`` (needs ``out``).
+    ``fast_decode``: see :func:`screen`; an ``out`` holding results of the other decoding is
+    refused unless ``restart``.
     """
     if dicom_out and not out:
         raise MuraError("DICOM outputs need an output folder (--out)")
@@ -364,10 +402,11 @@ def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
     try:
         state.begin(model_id=engine.bundle.model_id, model_name=str(card["name"]),
                     model_version=str(card["version"]), source_root=str(Path(src).resolve()),
-                    restart=restart)
+                    restart=restart, decode=DECODE_FAST if fast_decode else DECODE_EXACT)
         alias = Aliases(state.salt, anonymize)
         res = screen(src, engine, progress=progress, cancel=cancel, state=state, workers=workers,
-                     dicom_out=Path(out) / "dicom" if dicom_out and out else None, alias=alias)
+                     dicom_out=Path(out) / "dicom" if dicom_out and out else None, alias=alias,
+                     fast_decode=fast_decode)
         run = ScreenRun(res, alias, state.path)
         if out:
             from desktop.report import write_report
@@ -391,10 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         card = engine.bundle.card
         progress = None if a.no_progress else ProgressLine()
         run = screen_to_folder(a.src, engine, a.out, restart=a.restart, anonymize=a.anonymize,
-                               progress=progress, workers=a.workers, dicom_out=a.dicom_out)
+                               progress=progress, workers=a.workers, dicom_out=a.dicom_out,
+                               fast_decode=a.fast_decode)
         res, alias = run.result, run.alias
         word = card["task"].get("display_word", card["task"]["name"])
         print(f"Model {engine.bundle.model_id} ({card['validation']['verdict']}); {card['intended_use']}")
+        if res.decode == DECODE_FAST:
+            print(f"Decoding: --fast-decode (JPEG 2000 / baseline JPEG at reduced resolution, long "
+                  f"side >= {2 * engine.cfg.input_size} px): scores differ slightly from an exact decode")
         print(format_table(res, word, a.top, alias))
         rate = res.n_scored_images / max(res.seconds, 1e-9)
         print(f"{len(res.results)} studies ({res.n_resumed} resumed from the state), "
@@ -402,12 +445,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({rate:.1f} images/s); {len(res.failures)} images failed, "
               f"{len(res.discovery.skipped)} non-image files skipped, "
               f"{len(res.discovery.duplicates)} duplicates")
-        studies = {r.study.key: r.study for r in res.results}
-        for key, reason in res.export_errors:
-            if alias.anonymize and key in studies:  # reasons name source files
-                for ref in studies[key].images:
-                    reason = reason.replace(ref.path, alias(ref.path, "file"))
-            print(f"  DICOM export failed for study {alias(key, 'study')}: {reason}")
+        for key, reason in export_error_rows(res, alias):
+            print(f"  DICOM export failed for study {key}: {reason}")
         for path, reason in res.failures[:20]:
             print(f"  failed: {alias(path, 'file')}: {reason}")
         if len(res.failures) > 20:

@@ -3,8 +3,9 @@
 Results are committed per study in WAL mode, so a killed run loses at most the study it was
 scoring, and running the same command again picks up where it stopped. A study is trusted on
 resume only if its source files are unchanged (same paths, sizes and mtimes) and the database was
-written by the same model (``Bundle.model_id``) on the same source root; otherwise the study is
-re-scored, or, for a different model or root, the run is refused until ``--restart``.
+written by the same model (``Bundle.model_id``) on the same source root with the same decoding
+(exact, or ``--fast-decode``'s reduced resolution); otherwise the study is re-scored, or, for a
+different model, root or decoding, the run is refused until ``--restart``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from pathlib import Path
 from models.errors import ConfigError
 
 DB_NAME = "screen.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: run.decode (issue #6); version 1 files are migrated on open
+
+#: How a run decoded its images: every file in full, or JPEG 2000 / baseline JPEG at a reduced
+#: resolution (``mura-screen --fast-decode``). A worklist mixing both would rank scores made
+#: from different pixels, so a run only ever resumes with the decoding it started with.
+DECODE_EXACT = "exact"
+DECODE_FAST = "fast"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (
@@ -31,7 +38,8 @@ CREATE TABLE IF NOT EXISTS run (
     model_version TEXT NOT NULL,
     source_root TEXT NOT NULL,
     salt TEXT NOT NULL,
-    started_at REAL NOT NULL
+    started_at REAL NOT NULL,
+    decode TEXT NOT NULL DEFAULT 'exact'
 );
 CREATE TABLE IF NOT EXISTS studies (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -125,6 +133,7 @@ class ScreenState:
                 self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as e:
             raise ConfigError(f"{self.path}: not a usable screening state database ({e}); "
                               "move it away or pass --restart") from e
@@ -132,18 +141,32 @@ class ScreenState:
     def close(self) -> None:
         self.db.close()
 
+    def _migrate(self) -> None:
+        """Version 1 files predate ``run.decode``: every one of their results was decoded exactly."""
+        cols = {r["name"] for r in self.db.execute("PRAGMA table_info(run)")}
+        if "decode" in cols:
+            return
+        with self.db:
+            self.db.execute(f"ALTER TABLE run ADD COLUMN decode TEXT NOT NULL DEFAULT '{DECODE_EXACT}'")
+            self.db.execute("UPDATE run SET schema_version = ? WHERE schema_version = 1",
+                            (SCHEMA_VERSION,))
+
     # -- run identity -------------------------------------------------------------------------
 
     def run_info(self) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM run WHERE id = 1").fetchone()
 
     def begin(self, *, model_id: str, model_name: str, model_version: str, source_root: str,
-              restart: bool = False) -> None:
+              restart: bool = False, decode: str = DECODE_EXACT) -> None:
         """Claim the state for this model and source, refusing to mix results of another model.
 
         Mixing would put scores of two models into one worklist, whose ranks would then mean
         nothing; so a different model or source root is an error unless ``restart`` clears it.
+        The same holds for ``decode`` (:data:`DECODE_EXACT` or :data:`DECODE_FAST`): fast-decoded
+        scores differ slightly from exact ones, so a run never resumes with the other decoding.
         """
+        if decode not in (DECODE_EXACT, DECODE_FAST):
+            raise ConfigError(f"unknown decoding {decode!r}: expected {DECODE_EXACT!r} or {DECODE_FAST!r}")
         if restart:
             self.clear()
         row = self.run_info()
@@ -159,12 +182,25 @@ class ScreenState:
                 raise ConfigError(
                     f"{self.path}: results there are for source {row['source_root']}, this run "
                     f"screens {source_root}; pass --restart to discard them, or choose another --out")
+            if row["decode"] != decode:
+                flag = {DECODE_EXACT: "without --fast-decode", DECODE_FAST: "with --fast-decode"}
+                raise ConfigError(
+                    f"{self.path}: results there were decoded {flag.get(row['decode'], row['decode'])}, "
+                    f"this run decodes {flag[decode]}; a worklist must not mix the two: pass "
+                    "--restart to discard them, or choose another --out")
             return
         with self.db:
             self.db.execute(
-                "INSERT INTO run VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO run (id, schema_version, model_id, model_name, model_version, "
+                "source_root, salt, started_at, decode) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (SCHEMA_VERSION, model_id, model_name, model_version, source_root,
-                 secrets.token_hex(16), time.time()))
+                 secrets.token_hex(16), time.time(), decode))
+
+    @property
+    def decode(self) -> str:
+        """How this run's results were decoded (:data:`DECODE_EXACT` before :meth:`begin`)."""
+        row = self.run_info()
+        return row["decode"] if row is not None else DECODE_EXACT
 
     def clear(self) -> None:
         with self.db:

@@ -50,6 +50,7 @@ __all__ = [
     "apply_presentation",
     "apply_voi_lut",
     "decode_pixels",
+    "decode_reduced",
     "dicom_info",
     "frame_dataset",
     "is_monochrome",
@@ -334,6 +335,119 @@ def _plugin_available(ts: str, plugin: str) -> bool:
         return plugin in get_decoder(ts).available_plugins
     except Exception:  # noqa: BLE001 - no decoder for this syntax: nothing to prefer
         return False
+
+
+#: Transfer syntaxes :func:`decode_reduced` can decode at a lower resolution.
+J2K_SYNTAXES = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+
+
+def decode_reduced(ds: Dataset, min_side: int) -> np.ndarray | None:
+    """The stored values of a single-frame image decoded at a reduced resolution, or None.
+
+    Why: a 2k JPEG 2000 lossless radiograph costs ~0.4 s of CPU to decode in full, and the
+    screener then shrinks it to the model's 224-512 px. JPEG 2000 holds the image at every
+    wavelet level (Pillow's ``reduce`` stops the inverse transform ``r`` levels early, each
+    halving the sides) and baseline JPEG can be decoded at 1/2, 1/4 or 1/8 scale by DCT scaling
+    (Pillow's ``draft``); either way the long side stays >= ``min_side``. The values are not
+    those of a full decode followed by a resize (a wavelet low-pass resp. a scaled IDCT, and
+    libjpeg-turbo rather than libjpeg for JPEG), so this is only for the screener's opt-in
+    ``--fast-decode``; the viewer and the default screener never call it.
+
+    None (decode as usual) unless: (0002,0010) is JPEG 2000 or baseline JPEG, one frame, one
+    sample, MONOCHROME1/2, unsigned, the codestream's precision equals (0028,0101) Bits Stored,
+    and some reduction keeps the long side >= ``min_side``. Any error of the reduced decode also
+    gives None: the caller's exact decode then reports the file's real problem, if any.
+    """
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    if ts not in J2K_SYNTAXES and ts != JPEG_BASELINE:
+        return None
+    try:
+        if (_number_of_frames(ds) != 1 or int(ds.get("SamplesPerPixel", 1) or 1) != 1
+                or not is_monochrome(ds) or int(ds.get("PixelRepresentation", 0) or 0) != 0
+                or "PixelData" not in ds):
+            return None
+        rows, cols, bits = int(ds.Rows), int(ds.Columns), int(ds.get("BitsStored", 0) or 0)
+        from pydicom.encaps import generate_frames
+
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        if ts == JPEG_BASELINE:
+            return _jpeg_draft(frame, rows, cols, bits, min_side)
+        return _j2k_reduced(frame, rows, cols, bits, min_side)
+    except Exception:  # noqa: BLE001 - the exact decode decides what is wrong with this file
+        return None
+
+
+def _steps(long_side: int, min_side: int, factors: Sequence[int]) -> int:
+    """The largest factor in ``factors`` that keeps ceil(long_side / factor) >= min_side (or 1)."""
+    ok = [f for f in factors if -(-long_side // f) >= min_side]
+    return max(ok) if ok else 1
+
+
+def _j2k_header(code: bytes) -> tuple[int, bool, int] | None:
+    """(precision, signed, decomposition levels) from a J2K codestream's SIZ and COD markers."""
+    if code[:4] != b"\xff\x4f\xff\x51":
+        return None
+    pos, prec, signed, levels = 2, None, False, None
+    while pos + 4 <= len(code) and (prec is None or levels is None):
+        marker, length = struct.unpack_from(">HH", code, pos)
+        if marker == 0xFF51:  # SIZ: 36 bytes of sizes, then Ssiz of the first component
+            ssiz = code[pos + 2 + 36 + 2]
+            prec, signed = (ssiz & 0x7F) + 1, bool(ssiz & 0x80)
+        elif marker == 0xFF52:  # COD: Scod, SGcod (4 bytes), then the number of levels
+            levels = code[pos + 2 + 2 + 1 + 4]
+        elif marker == 0xFF90:  # first tile part: the main header is over
+            break
+        pos += 2 + length
+    if prec is None or levels is None:
+        return None
+    return prec, signed, levels
+
+
+def _j2k_reduced(code: bytes, rows: int, cols: int, bits: int, min_side: int) -> np.ndarray | None:
+    import io
+
+    from PIL import Image
+
+    head = _j2k_header(code)
+    if head is None:
+        return None
+    prec, signed, levels = head
+    if signed or prec != bits or prec > 16:
+        return None
+    factor = _steps(max(rows, cols), min_side, [1 << r for r in range(levels + 1)])
+    if factor == 1:
+        return None
+    r = factor.bit_length() - 1
+    with Image.open(io.BytesIO(code), formats=["JPEG2000"]) as im:
+        im.reduce = r  # Jpeg2KImageFile: decode r resolution levels down
+        im.load()
+        arr = np.asarray(im)
+    if arr.shape != (-(-rows // factor), -(-cols // factor)):
+        return None
+    shift = (16 if arr.dtype == np.uint16 else 8) - prec  # Pillow scales samples to its mode
+    if shift < 0 or arr.dtype not in (np.uint8, np.uint16):
+        return None
+    return arr >> shift if shift else arr
+
+
+def _jpeg_draft(code: bytes, rows: int, cols: int, bits: int, min_side: int) -> np.ndarray | None:
+    import io
+
+    from PIL import Image
+
+    if bits != 8:
+        return None
+    factor = _steps(max(rows, cols), min_side, (1, 2, 4, 8))
+    if factor == 1:
+        return None
+    with Image.open(io.BytesIO(code), formats=["JPEG"]) as im:
+        if im.mode != "L" or im.size != (cols, rows):
+            return None
+        im.draft("L", (-(-cols // factor), -(-rows // factor)))
+        im.load()
+        arr = np.asarray(im)
+    return arr if arr.dtype == np.uint8 and arr.ndim == 2 else None
 
 
 def _number_of_frames(ds: Dataset) -> int:

@@ -164,17 +164,31 @@ def load_image(path: str | Path, *, frame: int = 0) -> LoadedImage:
     return _load_plain(p, kind, frame)
 
 
-def load_pixels(path: str | Path, *, frame: int = 0) -> np.ndarray:
+def load_pixels(path: str | Path, *, frame: int = 0, min_side: int | None = None) -> np.ndarray:
     """Only the display pixels of ``path``: exactly ``load_image(path, frame=frame).pixels``.
 
     Why: the batch screener needs nothing else, and for DICOM it skips building the modality
     image the viewer keeps for re-windowing (a full-size float32 gather), the header summary and
     the pixel spacing. Raises what :func:`load_image` raises.
+
+    ``min_side`` (the screener's opt-in ``--fast-decode``; None everywhere else) lets JPEG 2000
+    and baseline JPEG — DICOM or plain ``.jpg`` — decode at a reduced resolution whose long side
+    is still >= ``min_side`` (:func:`models.dicom.decode_reduced`). Those pixels are smaller and
+    slightly different from a full decode; every other file decodes exactly as without it.
     """
     p, kind = _sniff_or_raise(path)
     if kind != "dicom":
-        return _load_plain(p, kind, frame).pixels
-    _ds, frames, fds = _decode_dicom(p, frame)
+        return _load_plain(p, kind, frame, min_side=min_side).pixels
+    if min_side is not None and frame == 0:
+        ds = dicom.read_dataset(p)
+        stored = dicom.decode_reduced(ds, int(min_side))
+        if stored is not None:
+            fds = dicom.frame_dataset(ds, 0)
+            return _finite(p, dicom.render_frame(stored, fds, need_modality=False)[1])
+        frames = dicom.decode_pixels(ds, p)
+        fds = dicom.frame_dataset(ds, 0)
+    else:
+        _ds, frames, fds = _decode_dicom(p, frame)
     _, pixels = dicom.render_frame(frames[frame], fds, need_modality=False)
     return _finite(p, pixels)
 
@@ -227,7 +241,7 @@ def _load_dicom(path: Path, frame: int) -> LoadedImage:
     )
 
 
-def _load_plain(path: Path, kind: str, frame: int) -> LoadedImage:
+def _load_plain(path: Path, kind: str, frame: int, min_side: int | None = None) -> LoadedImage:
     try:
         # No warnings.catch_warnings() here: it is process-global and the screener decodes in
         # threads. DecompressionBombError (over 2x Pillow's pixel limit) is reported below.
@@ -237,6 +251,8 @@ def _load_plain(path: Path, kind: str, frame: int) -> LoadedImage:
                 raise IndexError(f"frame {frame} out of range: {path} has {n_frames} frame(s)")
             if frame:
                 im.seek(frame)
+            if min_side is not None and kind == "jpeg":
+                _draft(im, int(min_side))
             im.load()  # full decode now, so a truncated file fails here and not later
             im = ImageOps.exif_transpose(im) or im
             gray = _to_gray01(im)
@@ -261,6 +277,14 @@ def _load_plain(path: Path, kind: str, frame: int) -> LoadedImage:
         frames=n_frames,
         frame=frame,
     )
+
+
+def _draft(im: Image.Image, min_side: int) -> None:
+    """Ask libjpeg for a 1/2, 1/4 or 1/8 scale decode that keeps the long side >= ``min_side``."""
+    w, h = im.size
+    factor = max([f for f in (1, 2, 4, 8) if -(-max(w, h) // f) >= min_side] or [1])
+    if factor > 1:
+        im.draft(im.mode, (-(-w // factor), -(-h // factor)))
 
 
 def _full_range01(arr: np.ndarray) -> np.ndarray:

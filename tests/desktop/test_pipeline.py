@@ -66,11 +66,11 @@ def test_decode_failures_in_workers_are_reported(src_with_bad, engine):
     assert res.n_scored_images == n_good and res.complete
 
 
-def _crashy_prepare(path, cfg, thumb_size=pipeline.THUMB_SIZE):
+def _crashy_prepare(path, cfg, thumb_size=pipeline.THUMB_SIZE, fast_decode=False):
     """Stands in for a decoder that segfaults on one file: the worker process dies."""
     if Path(path).name == "truncated.dcm":
         os._exit(3)
-    return pipeline.prepare_image(path, cfg, thumb_size)
+    return pipeline.prepare_image(path, cfg, thumb_size, fast_decode)
 
 
 def test_a_worker_crash_fails_only_its_file(src_with_bad, engine, monkeypatch):

@@ -208,3 +208,100 @@ def test_preferred_plugin_failure_falls_back_to_pydicoms_order(tmp_path: Path, m
     monkeypatch.setitem(decoder._available, "pyjpegls", broken)
     np.testing.assert_array_equal(dicom.decode_pixels(dicom.read_dataset(path))[0], stored)
     assert calls, "the preferred plugin was not tried first"
+
+
+# ------------------------------------------------------------------------------------------
+# --fast-decode: reduced-resolution JPEG 2000 / baseline JPEG (opt-in, screener only)
+# ------------------------------------------------------------------------------------------
+
+#: Agreed tolerances of the model input (standardised units: 1.0 = one std = 0.25 of the [0, 1]
+#: range) between a reduced and an exact decode of phantom radiographs, input 128 px, decoded
+#: long side >= 256 px. JPEG 2000's lower resolution level is the wavelet low-pass, sharper than
+#: the contract's antialiased resize, so its differences sit on edges and noise texture
+#: (measured: mean 0.004-0.015, 99th percentile 0.07-0.22, max 0.22-0.39); libjpeg-turbo's
+#: DCT scaling stays much closer (mean <= 0.002, max <= 0.035). What these differences do to
+#: the probabilities is measured on the bench folder by bench/screen.py (|Δp| and agreement).
+FAST_TOL = {"j2k": (0.025, 0.3, 0.5), "jpeg": (0.005, 0.02, 0.06)}  # mean, p99, max
+
+
+@pytest.fixture(scope="module")
+def radiographs(tmp_path_factory) -> dict[str, Path]:
+    """Two phantom radiographs as JPEG 2000 (lossless, lossy), 8-bit baseline JPEG in DICOM,
+    and plain .jpg, plus an explicit-LE copy (which fast decode must leave exact)."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+
+    from trainer.synth import render_radiograph
+
+    root = tmp_path_factory.mktemp("fast")
+    rng = np.random.default_rng(11)
+    out: dict[str, Path] = {}
+    for k, (part, shape) in enumerate([("wrist", (1200, 900)), ("hand", (950, 1300))]):
+        img = render_radiograph(rng, part, bool(k), shape)
+        u12 = np.rint(img * 4095).astype(np.uint16)
+        for syntax in ("JPEG 2000 lossless", "JPEG 2000", "explicit LE"):
+            ds = make_ds(u12, bits_stored=12, WindowCenter="2048", WindowWidth="4096")
+            out[f"{part} {syntax}"] = _write(root, part, u12, ds, syntax)
+        u8 = np.rint(img * 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(u8).save(buf, format="JPEG", quality=90)
+        ds = make_ds(u8, "MONOCHROME1" if k else "MONOCHROME2")
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+        ds.PixelData = encapsulate([buf.getvalue()])
+        ds["PixelData"].VR = "OB"
+        p = root / f"{part}_jpeg.dcm"
+        ds.save_as(p, enforce_file_format=True)
+        out[f"{part} JPEG baseline"] = p
+        jpg = root / f"{part}.jpg"
+        jpg.write_bytes(buf.getvalue())
+        out[f"{part} plain jpg"] = jpg
+    return out
+
+
+@pytest.mark.parametrize("case", ["wrist JPEG 2000 lossless", "wrist JPEG 2000", "wrist JPEG baseline",
+                                  "wrist plain jpg", "hand JPEG 2000 lossless", "hand JPEG baseline",
+                                  "hand plain jpg"])
+def test_reduced_decode_agrees_with_exact_within_tolerance(radiographs, case: str) -> None:
+    path = radiographs[case]
+    cfg = PreprocessConfig(input_size=128)
+    exact = load_pixels(path)
+    fast = load_pixels(path, min_side=2 * cfg.input_size)
+    # really reduced, and never below twice the model input on the long side
+    assert 2 * cfg.input_size <= max(fast.shape) < max(exact.shape), (fast.shape, exact.shape)
+    assert abs(fast.shape[0] / fast.shape[1] - exact.shape[0] / exact.shape[1]) < 0.01
+    assert fast.dtype == np.float32 and 0.0 <= fast.min() and fast.max() <= 1.0
+    from desktop.pipeline import prepare_image
+
+    pe, pf = prepare_image(str(path), cfg), prepare_image(str(path), cfg, fast_decode=True)
+    assert pe.error is None and pf.error is None
+    np.testing.assert_array_equal(pe.x, standardize(to_unit(exact, cfg)[0], cfg))
+    d = np.abs(pf.x - pe.x)
+    mean, p99, worst = FAST_TOL["j2k" if "2000" in case else "jpeg"]
+    assert float(d.mean()) <= mean and float(np.percentile(d, 99)) <= p99 and float(d.max()) <= worst, (
+        float(d.mean()), float(np.percentile(d, 99)), float(d.max()))
+    assert pf.placement == pe.placement or abs(pf.placement.width - pe.placement.width) <= 1
+
+
+def test_fast_decode_leaves_other_files_and_small_images_exact(radiographs) -> None:
+    for case in ("wrist explicit LE", "hand explicit LE"):
+        path = radiographs[case]
+        np.testing.assert_array_equal(load_pixels(path, min_side=256), load_pixels(path))
+    # no reduction keeps the long side >= min_side: the exact decode, bit for bit
+    path = radiographs["wrist JPEG 2000 lossless"]
+    np.testing.assert_array_equal(load_pixels(path, min_side=700), load_pixels(path))
+    np.testing.assert_array_equal(load_pixels(radiographs["wrist plain jpg"], min_side=700),
+                                  load_pixels(radiographs["wrist plain jpg"]))
+
+
+def test_reduced_decode_falls_back_to_exact_when_the_codestream_refuses(radiographs, monkeypatch) -> None:
+    path = radiographs["wrist JPEG 2000 lossless"]
+    monkeypatch.setattr(dicom, "_j2k_header", lambda code: (12, False, 9))  # claims 9 levels
+    from PIL import Jpeg2KImagePlugin
+
+    def broken(self):
+        raise OSError("broken data stream when reading image file")
+
+    monkeypatch.setattr(Jpeg2KImagePlugin.Jpeg2KImageFile, "load", broken)
+    np.testing.assert_array_equal(load_pixels(path, min_side=256), load_pixels(path))
