@@ -60,11 +60,19 @@ def quantize_openvino(ov_model, calib_inputs: np.ndarray, qcfg: QuantizeConfig):
     )
 
 
-def auc_validation_fn(labels: np.ndarray):
+def auc_validation_fn(labels: np.ndarray, reference: GateReference | None = None):
     """NNCF ``validation_fn``: image-level AUC of the compiled model's ``fracture_prob``.
 
     Items of the validation dataset are indices into ``labels`` (and into the inputs the dataset's
     transform reads), so the metric is the same ranking quality the gate measures, not a loss.
+
+    With a ``reference`` (the FP32 model's probabilities on the same images) the metric is shaped
+    like the gate, so that accuracy control stops only where the gate would pass: NNCF only
+    knows "metric drop <= max_drop", which a rising AUC or flipped decisions never trip. The
+    metric is ``ref_auc - |auc - ref_auc|``, less ``budget + shortfall`` when decisions at the
+    card's thresholds agree with FP32's in less than ``min_agreement`` of images; the FP32 model
+    scores exactly ``ref_auc``, so its drop is ``|ΔAUC|`` (plus the penalty) and
+    ``max_drop=budget`` asks for both gate conditions on this subset.
     """
     from models.metrics import roc_auc
 
@@ -74,14 +82,40 @@ def auc_validation_fn(labels: np.ndarray):
         for i, x in data:
             idx.append(int(i))
             probs.append(float(np.asarray(compiled_model(x)[port]).reshape(-1)[0]))
-        auc = roc_auc(np.asarray(labels)[idx], np.asarray(probs))
-        return 0.0 if np.isnan(auc) else float(auc)
+        y, p = np.asarray(labels)[idx], np.asarray(probs)
+        auc = roc_auc(y, p)
+        auc = 0.0 if np.isnan(auc) else float(auc)
+        if reference is None:
+            return auc
+        return reference.metric(np.asarray(idx), p, auc)
 
     return validate
 
 
+@dataclass(frozen=True)
+class GateReference:
+    """The FP32 side of the gate on accuracy control's images (see :func:`auc_validation_fn`)."""
+
+    probs: np.ndarray  # FP32 fracture_prob per validation image, in dataset order
+    auc: float  # FP32 image-level AUC on those images
+    thresholds: tuple[float, ...]  # the card's operating points
+    budget: float
+    min_agreement: float
+
+    def agreement(self, idx: np.ndarray, probs: np.ndarray) -> float:
+        ref = self.probs[idx]
+        return min((float(np.mean((probs >= t) == (ref >= t))) for t in self.thresholds),
+                   default=1.0)
+
+    def metric(self, idx: np.ndarray, probs: np.ndarray, auc: float) -> float:
+        shortfall = self.min_agreement - self.agreement(idx, probs)
+        penalty = self.budget + shortfall if shortfall > 0 else 0.0
+        return self.auc - abs(auc - self.auc) - penalty
+
+
 def quantize_accuracy_control(ov_model, calib_inputs: np.ndarray, val_inputs: np.ndarray,
-                              val_labels: np.ndarray, qcfg: QuantizeConfig, max_drop: float):
+                              val_labels: np.ndarray, qcfg: QuantizeConfig, max_drop: float,
+                              reference: GateReference | None = None):
     """INT8 with NNCF's accuracy control: layers that cost AUC are reverted to floating point
     until the image-level AUC drop on the validation data is at most ``max_drop`` (absolute).
 
@@ -101,7 +135,7 @@ def quantize_accuracy_control(ov_model, calib_inputs: np.ndarray, val_inputs: np
         ov_model,
         calibration_dataset(calib_inputs),
         val_ds,
-        auc_validation_fn(labels),
+        auc_validation_fn(labels, reference),
         max_drop=max_drop,
         drop_type=nncf.DropType.ABSOLUTE,
         preset=_preset(qcfg.preset),

@@ -73,3 +73,56 @@ def test_cli_accuracy_control_flag():
     base = ["--checkpoint", "c.pt", "--out", "o", "--calib-data", "mura:x"]
     assert build_parser().parse_args(base).no_accuracy_control is False
     assert build_parser().parse_args([*base, "--no-accuracy-control"]).no_accuracy_control is True
+
+
+def _fake_compiled(probs):
+    """A stand-in for an OpenVINO compiled model: returns probs[i] for the i-th call's input."""
+    class Port:
+        def get_names(self):
+            return {"fracture_prob"}
+
+    port = Port()
+
+    class Compiled:
+        outputs = [port]
+
+        def __call__(self, x):
+            return {port: np.array([[probs[int(x[0, 0])]]])}
+
+    return Compiled()
+
+
+def _shaped_metric(ref_probs, test_probs, labels, budget=0.005, min_agreement=0.99):
+    from compress.quantize import GateReference, auc_validation_fn
+    from models.metrics import roc_auc
+
+    ref_probs = np.asarray(ref_probs, float)
+    ref = GateReference(probs=ref_probs, auc=float(roc_auc(np.asarray(labels), ref_probs)),
+                        thresholds=(0.3, 0.6), budget=budget, min_agreement=min_agreement)
+    data = [(i, np.full((1, 1), i, np.float32)) for i in range(len(labels))]
+    return ref, auc_validation_fn(np.asarray(labels), ref)(_fake_compiled(test_probs), data)
+
+
+def test_accuracy_control_metric_is_the_gate_on_its_images():
+    """NNCF stops at metric drop <= budget: FP32 scores its own AUC; a rising AUC and flipped
+    decisions both count as a drop, so accuracy control does not stop where the gate fails."""
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 100)
+    ref_probs = np.clip(0.5 * labels + rng.uniform(0, 0.5, labels.size), 0, 1)
+    ref, same = _shaped_metric(ref_probs, ref_probs, labels)
+    assert same == ref.auc  # the FP32 model: zero drop
+
+    tiny = ref_probs + 1e-4  # same ranking, no threshold crossed: within the gate
+    assert ref.auc - _shaped_metric(ref_probs, tiny, labels)[1] <= 0.005
+
+    better = ref_probs.copy()  # AUC up by more than the budget: the gate fails, so must the metric
+    better[labels == 0] *= 0.5
+    _, m = _shaped_metric(ref_probs, better, labels)
+    assert ref.auc - m > 0.005
+
+    flipped = ref_probs.copy()  # 3 % of decisions flipped at 0.3, ranking kept: AUC ok, gate fails
+    near = np.where(np.abs(ref_probs - 0.3) < 0.2)[0][:6]
+    flipped[near] = np.where(ref_probs[near] >= 0.3, 0.2999, 0.3001)
+    ref2, m = _shaped_metric(ref_probs, flipped, labels)
+    assert ref2.agreement(np.arange(labels.size), flipped) < 0.99
+    assert ref2.auc - m > 0.005
