@@ -594,7 +594,8 @@ class ViewerWindow(QMainWindow):
                on_task: Callable[[Task], None] | None = None, partial: bool = False,
                pool: QThreadPool | None = None) -> Task:
         tag = f"{kind}:{next(self._tag_counter)}"
-        task = Task(tag, fn, *args, partial=partial)
+        # a worker waits (briefly) for each partial result to be shown before it goes on
+        task = Task(tag, fn, *args, partial=partial, partial_wait_s=2.0 if partial else 0.0)
         s = task.signals
         s.progress.connect(self._on_task_progress)
         s.partial.connect(self._on_task_partial)
@@ -658,8 +659,15 @@ class ViewerWindow(QMainWindow):
     def _on_task_partial(self, tag: str, obj: object) -> None:
         """A study's layout, then each image as soon as the worker has decoded it."""
         task, key = self._tasks.get(tag, (None, ""))
-        if task is None or task.is_cancelled or not key:
+        if task is None:
             return
+        try:
+            if not task.is_cancelled and key:
+                self._show_partial(tag, key, obj)
+        finally:
+            task.partial_taken()  # on screen: the worker may decode the next image
+
+    def _show_partial(self, tag: str, key: str, obj: object) -> None:
         if isinstance(obj, StudyOutcome):
             self._live[key] = (tag, obj)
             if key == self.current_key and key not in self.outcomes:
