@@ -285,3 +285,35 @@ def test_plain_images_are_one_series(qtbot, win, phantom, tmp_path):
     qtbot.waitUntil(lambda: not win.busy, timeout=WAIT_MS)
     assert win.series_bar.groups == [(series[0].label, 0, n)]
     assert win.thumb_strip.count() == n
+
+
+def test_task_waits_for_its_partial_result_to_be_taken(qtbot):
+    """The worker does not go on until the UI has handled a partial result (decoders hold the
+    GIL, so otherwise the UI could not show image 1 before image 2 is decoded)."""
+    from PySide6.QtCore import QThreadPool
+
+    from desktop.tasks import Task
+
+    steps: list[str] = []
+
+    def work(*, progress, cancelled, partial):
+        steps.append("decoded 1")
+        partial("image 1")
+        steps.append("decoding 2")
+        return len(steps)
+
+    task = Task("t", work, partial=True, partial_wait_s=GATE_S)
+    seen: list[tuple[str, list[str]]] = []
+
+    def on_partial(_tag: str, obj: object) -> None:
+        seen.append((str(obj), list(steps)))  # the worker is still parked here
+        task.partial_taken()
+
+    task.signals.partial.connect(on_partial)
+    results: list[object] = []
+    task.signals.result.connect(lambda _t, r: results.append(r))
+    pool = QThreadPool()
+    with qtbot.waitSignal(task.signals.finished, timeout=WAIT_MS):
+        pool.start(task)
+    pool.waitForDone()
+    assert seen == [("image 1", ["decoded 1"])] and results == [2]
