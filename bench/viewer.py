@@ -1,9 +1,10 @@
-"""Viewer speed: cold start to the first image shown, and one study from files to scores shown.
+"""Viewer speed: cold start to the window, the first image and the scores shown, and one study
+from files to scores shown.
 
 Why: a radiologist keeps the viewer open only if it starts at once and a study's verdict appears
 before the images have been looked at. Targets (printed, not asserted; 2 cores, INT8
-EfficientNet-B0 at 224 px): cold start <= 2 s; <= 150 ms of compute beyond decoding per 3-image
-study.
+EfficientNet-B0 at 224 px): cold start to the first image shown <= 2 s; <= 150 ms of compute
+beyond decoding per 3-image study.
 
     python bench/viewer.py                      # builds a random-weight INT8 EfficientNet-B0 once
     python bench/viewer.py --model BUNDLE       # any bundle
@@ -15,8 +16,10 @@ decode (``load_image``: file -> modality values -> VOI -> [0, 1]), preprocess
 of what the viewer computes before showing scores (aggregation, thumbnails, the 8-bit picture of
 the first image); then, not counted in the target, the heatmaps (upsampled to image size by a
 background task after the scores are shown) and the blended picture when the overlay is on. "GUI end to end" is the window's own path
-(``open_paths`` -> ``analysis_ready``), discovery included. Cold start runs the viewer in a fresh
-offscreen process and stops the clock when it reports the first image on screen.
+(``open_paths`` -> ``first_image_shown`` and -> ``analysis_ready``), discovery included. Cold
+start runs ``desktop.viewer.main`` itself in a fresh offscreen process (window first, the model
+compiled on a worker while the study is decoded, as ``mura-viewer PATH --model B`` does) and
+reads when the window, the first image and the scores reach the screen.
 """
 
 from __future__ import annotations
@@ -39,28 +42,33 @@ import numpy as np  # noqa: E402
 SIZE = 2048
 N_IMAGES = 3
 
-# The child of the cold-start measurement: the same steps as ``mura-viewer PATH --model B``,
-# ending when the first image (and, with a model, its scores) is on screen.
+# The child of the cold-start measurement: ``mura-viewer PATH [--model B]`` itself (its ``main``),
+# with a window class that prints when the window, the first image and the scores are on screen.
 _CHILD = r"""
-import sys, time
-t_import = time.perf_counter()
+import sys
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
-from desktop.viewer import ViewerWindow
-from desktop.settings import ViewerSettings
-from models.engine import Engine
-app = QApplication([sys.argv[0]])
+import desktop.viewer as V
+
+def say(what):
+    print(what, flush=True)
+
+class Probe(V.ViewerWindow):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        QTimer.singleShot(0, lambda: say("WINDOW"))  # first turn of the event loop after show()
+        self.first_image_shown.connect(lambda _key: say("IMAGE"))
+        self.analysis_ready.connect(self._done)
+
+    def _done(self, _key):
+        if self.engine is None and self.model_loading:
+            return  # decoded; the scores follow when the model is ready
+        say("SCORES" if self.engine is not None else "DONE")
+        QApplication.quit()
+
+V.ViewerWindow = Probe
 model = sys.argv[2] if len(sys.argv) > 2 else ""
-engine = Engine(model) if model else None
-win = ViewerWindow(engine, settings=ViewerSettings())
-win.show()
-def shown(_key):
-    if win.view.has_image:
-        print("SHOWN", flush=True)
-        win.shutdown()
-        app.quit()
-win.analysis_ready.connect(shown)
-win.open_paths([sys.argv[1]])
-app.exec()
+sys.exit(V.main([sys.argv[1]] + (["--model", model, "--device", "CPU"] if model else [])))
 """
 
 
@@ -150,23 +158,29 @@ def _ms(fn, repeats: int) -> tuple[float, object]:
     return float(np.median(ts)), res
 
 
-def cold_start(first: Path, model: str, repeats: int) -> float:
-    """Median seconds from process start to the first image shown (offscreen)."""
+def cold_start(study: Path, model: str, repeats: int) -> dict[str, float]:
+    """Median seconds from process start to WINDOW, IMAGE and SCORES (or DONE without a model)."""
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(_REPO)}
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(first)] + ([model] if model
-                                else []), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                text=True, env=env, cwd=str(_REPO))
-        for line in proc.stdout:
-            if line.startswith("SHOWN"):
-                ts.append(time.perf_counter() - t0)
-                break
-        proc.wait(timeout=120)
-        if len(ts) < _ + 1:
-            raise SystemExit("bench/viewer.py: the viewer did not show the image")
-    return float(np.median(ts))
+    runs: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="bench_viewer_cfg_") as cfg:
+        env["XDG_CONFIG_HOME"] = cfg  # no user settings (e.g. a saved model) leak in
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(study)] + (
+                [model] if model else []), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                text=True, env=env, cwd=str(_REPO))
+            marks: dict[str, float] = {}
+            for line in proc.stdout:
+                marks.setdefault(line.strip(), time.perf_counter() - t0)
+                if line.startswith(("SCORES", "DONE")):
+                    break
+            proc.wait(timeout=120)
+            want = {"WINDOW", "IMAGE", "SCORES" if model else "DONE"}
+            if not want <= set(marks):
+                raise SystemExit(f"bench/viewer.py: the viewer did not report {sorted(want)} "
+                                 f"(got {sorted(marks)})")
+            runs.append(marks)
+    return {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
 
 
 def study_phases(files: list[Path], bundle: str, repeats: int) -> list[tuple[str, float]]:
@@ -199,7 +213,8 @@ def study_phases(files: list[Path], bundle: str, repeats: int) -> list[tuple[str
             ("heatmap switched on: blended picture", blend)]
 
 
-def gui_end_to_end(folder: Path, bundle: str, repeats: int) -> float:
+def gui_end_to_end(folder: Path, bundle: str, repeats: int) -> tuple[float, float]:
+    """Median ms from ``open_paths`` to the first image shown, and to the scores shown."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
@@ -211,22 +226,30 @@ def gui_end_to_end(folder: Path, bundle: str, repeats: int) -> float:
     app = QApplication.instance() or QApplication([sys.argv[0]])
     win = ViewerWindow(Engine(bundle), settings=ViewerSettings())
     win.show()
-    ts = []
+    first, ts = [], []
     for _ in range(repeats):
         loop = QEventLoop()
+        t_first: list[float] = []
+
+        def on_first(_key: str, t_first=t_first) -> None:
+            t_first.append(time.perf_counter())
+
+        win.first_image_shown.connect(on_first)
         win.analysis_ready.connect(loop.quit)
         QTimer.singleShot(120_000, loop.quit)
         t0 = time.perf_counter()
         win.open_paths([folder])
         loop.exec()
         ts.append((time.perf_counter() - t0) * 1e3)
+        first.append(((t_first[0] if t_first else time.perf_counter()) - t0) * 1e3)
         win.analysis_ready.disconnect(loop.quit)
+        win.first_image_shown.disconnect(on_first)
         if win.study_prob_label.text() in ("", "—"):
             raise SystemExit("bench/viewer.py: the window showed no scores")
     win.shutdown()
     win.close()
     del app
-    return float(np.median(ts))
+    return float(np.median(first)), float(np.median(ts))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,20 +273,26 @@ def main(argv: list[str] | None = None) -> int:
         bundle = a.model or str(build_bundle(work))
         print(f"setup: {time.perf_counter() - t0:.1f} s (study: {len(files)} × {SIZE}², "
               f"JPEG 2000 lossless; bundle: {bundle})\n")
-        cold_img = cold_start(files[0], "", a.cold_repeats)
-        cold_model = cold_start(files[0], bundle, a.cold_repeats)
+        cold_img = cold_start(work / "study", "", a.cold_repeats)
+        cold_model = cold_start(work / "study", bundle, a.cold_repeats)
         phases = study_phases(files, bundle, a.repeats)
-        gui = gui_end_to_end(work / "study", bundle, a.repeats)
+        gui_first, gui = gui_end_to_end(work / "study", bundle, a.repeats)
         beyond = sum(ms for name, ms in phases[1:4])  # what stands between decode and scores
         print("| measurement | median | target |")
         print("| --- | --- | --- |")
-        print(f"| cold start → first image shown (no model) | {cold_img:.2f} s | ≤ 2 s |")
-        print(f"| cold start → first image + scores shown (model) | {cold_model:.2f} s | ≤ 2 s |")
+        print(f"| cold start → window shown (no model) | {cold_img['WINDOW']:.2f} s | |")
+        print(f"| cold start → first image shown (no model) | {cold_img['IMAGE']:.2f} s | ≤ 2 s |")
+        print(f"| cold start → all 3 images decoded (no model) | {cold_img['DONE']:.2f} s | |")
+        print(f"| cold start → window shown (model) | {cold_model['WINDOW']:.2f} s | |")
+        print(f"| cold start → first image shown (model) | {cold_model['IMAGE']:.2f} s | ≤ 2 s |")
+        print(f"| cold start → scores shown (model) | {cold_model['SCORES']:.2f} s | |")
         for name, ms in phases:
             print(f"| study: {name} | {ms:.0f} ms | |")
         print(f"| study: compute beyond decode | {beyond:.0f} ms | ≤ 150 ms |")
+        print(f"| study: GUI open → first image shown | {gui_first:.0f} ms | |")
         print(f"| study: GUI end to end (open → scores shown) | {gui:.0f} ms | |")
-        print(f"\ncold start {'meets' if cold_model <= 2 else 'misses'} its target; compute "
+        worst = max(cold_img["IMAGE"], cold_model["IMAGE"])
+        print(f"\ncold start {'meets' if worst <= 2 else 'misses'} its target; compute "
               f"beyond decode {'meets' if beyond <= 150 else 'misses'} its target "
               f"({os.cpu_count()} CPUs visible; timings on a shared machine are noisy).")
     finally:
