@@ -19,7 +19,9 @@ background task after the scores are shown) and the blended picture when the ove
 (``open_paths`` -> ``first_image_shown`` and -> ``analysis_ready``), discovery included. Cold
 start runs ``desktop.viewer.main`` itself in a fresh offscreen process (window first, the model
 compiled on a worker while the study is decoded, as ``mura-viewer PATH --model B`` does) and
-reads when the window, the first image and the scores reach the screen.
+reads when the window, the first image (a reduced-resolution preview of a large JPEG 2000
+image: ``desktop.studies.preview_image``), that image at full resolution and the scores reach
+the screen.
 """
 
 from __future__ import annotations
@@ -59,6 +61,14 @@ class Probe(V.ViewerWindow):
         QTimer.singleShot(0, lambda: say("WINDOW"))  # first turn of the event loop after show()
         self.first_image_shown.connect(lambda _key: say("IMAGE"))
         self.analysis_ready.connect(self._done)
+        self._full = False
+
+    def _show_image(self, *, new):
+        super()._show_image(new=new)
+        v = self.current_image
+        if not self._full and v is not None and v.image is not None and not v.preview:
+            self._full = True
+            say("FULL")  # the first image at full resolution (after a preview, if any)
 
     def _done(self, _key):
         if self.engine is None and self.model_loading:
@@ -175,7 +185,7 @@ def cold_start(study: Path, model: str, repeats: int) -> dict[str, float]:
                 if line.startswith(("SCORES", "DONE")):
                     break
             proc.wait(timeout=120)
-            want = {"WINDOW", "IMAGE", "SCORES" if model else "DONE"}
+            want = {"WINDOW", "IMAGE", "FULL", "SCORES" if model else "DONE"}
             if not want <= set(marks):
                 raise SystemExit(f"bench/viewer.py: the viewer did not report {sorted(want)} "
                                  f"(got {sorted(marks)})")
@@ -282,9 +292,13 @@ def main(argv: list[str] | None = None) -> int:
         print("| --- | --- | --- |")
         print(f"| cold start → window shown (no model) | {cold_img['WINDOW']:.2f} s | |")
         print(f"| cold start → first image shown (no model) | {cold_img['IMAGE']:.2f} s | ≤ 2 s |")
+        print(f"| cold start → first image at full resolution (no model) | "
+              f"{cold_img['FULL']:.2f} s | |")
         print(f"| cold start → all 3 images decoded (no model) | {cold_img['DONE']:.2f} s | |")
         print(f"| cold start → window shown (model) | {cold_model['WINDOW']:.2f} s | |")
         print(f"| cold start → first image shown (model) | {cold_model['IMAGE']:.2f} s | ≤ 2 s |")
+        print(f"| cold start → first image at full resolution (model) | "
+              f"{cold_model['FULL']:.2f} s | |")
         print(f"| cold start → scores shown (model) | {cold_model['SCORES']:.2f} s | |")
         for name, ms in phases:
             print(f"| study: {name} | {ms:.0f} ms | |")

@@ -58,6 +58,7 @@ from desktop.render import (
 from desktop.screen_dialog import ScreenController, screen_job, viewer_key
 from desktop.settings import ViewerSettings, preset_index
 from desktop.studies import (
+    PREVIEW_SIDE,
     THUMB_SIZE,
     DecodedImage,
     DicomExport,
@@ -172,6 +173,8 @@ class ViewerWindow(QMainWindow):
         # studies being decoded: key -> (tag of the task, outcome filled in image by image)
         self._live: dict[str, tuple[str, StudyOutcome]] = {}
         self._first_pending: str | None = None  # study whose first image is awaited on screen
+        #: a study's first image is shown from a quick reduced decode first (None: never)
+        self.preview_side: int | None = PREVIEW_SIDE
         self._tag_counter = itertools.count(1)
         self._card_dialog: ModelCardDialog | None = None
         self.settings_dialog: SettingsDialog | None = None
@@ -842,7 +845,9 @@ class ViewerWindow(QMainWindow):
             self._show_image(new=True)
         if not running:
             self._live.pop(key, None)
-            self._start("study", key, analyse_study, study, self.engine, partial=True)
+            self._start("study", key,
+                        functools.partial(analyse_study, preview_side=self.preview_side),
+                        study, self.engine, partial=True)
 
     # -- showing an outcome -----------------------------------------------------------------
     @property
@@ -1017,6 +1022,8 @@ class ViewerWindow(QMainWindow):
             bl.append("inverted")
         if not self.orientation.is_identity:
             bl.append(self.orientation.describe())
+        if v.preview:
+            bl.append("preview · full resolution follows")
         br = []
         if v.prediction is not None:
             br.append(f"P({self.word}) {format_probability(v.prediction.probability)}")
@@ -1027,6 +1034,8 @@ class ViewerWindow(QMainWindow):
 
     @staticmethod
     def _thumb_tooltip(v: ViewImage) -> str:
+        if v.preview:
+            return f"{v.name} (preview; full resolution follows)"
         return (v.name if v.image is not None else f"{v.name}: decoding…" if v.pending
                 else f"{v.name}: {v.error}")
 

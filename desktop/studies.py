@@ -18,9 +18,10 @@ from pydicom.multival import MultiValue
 
 from desktop.discovery import MEDIA_STORAGE_DIRECTORY, Discovery, ImageRef, Study, discover
 from desktop.render import thumbnail_u8
+from models import dicom
 from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
 from models.errors import ExportError, ImageDecodeError
-from models.imageio import LoadedImage, load_image
+from models.imageio import LoadedImage, load_image, sniff_kind
 
 
 class Cancelled(Exception):
@@ -63,6 +64,7 @@ class ViewImage:
     heat_cache: np.ndarray | None = field(default=None, repr=False)
     thumb: np.ndarray | None = field(default=None, repr=False)  # small uint8, for the strip
     series: int = 0  # index into StudyOutcome.series
+    preview: bool = False  # ``image`` is a reduced-resolution stand-in (see preview_image)
 
     @property
     def pending(self) -> bool:
@@ -147,6 +149,10 @@ NON_IMAGE_RECORDS = frozenset({"SR DOCUMENT", "KEY OBJECT DOC", "PRESENTATION", 
 
 #: Thumbnails are at most this many pixels on their long side.
 THUMB_SIZE = 96
+
+#: The first image of a study is first shown from a reduced-resolution decode whose long side is
+#: at least this (JPEG 2000 and baseline JPEG DICOM only; see :func:`preview_image`).
+PREVIEW_SIDE = 1024
 
 
 def is_dicomdir(path: Path) -> bool:
@@ -301,6 +307,36 @@ def study_series(study: Study) -> tuple[list[ImageRef], list[SeriesInfo], list[i
     return refs, series, index
 
 
+def preview_image(path: str | Path, min_side: int = PREVIEW_SIDE) -> LoadedImage | None:
+    """A quick reduced-resolution decode of a DICOM file, for display only; None where there is
+    none (not JPEG 2000 / baseline JPEG, too small to reduce, or any problem).
+
+    Why: a 2k x 2k JPEG 2000 radiograph takes about a second to decode in full, but a few tens
+    of milliseconds at a quarter of its size (:func:`models.dicom.decode_reduced`, the wavelet
+    levels the file already holds). The viewer shows that at once and replaces it with the full
+    decode, which alone is scored: the preview never reaches the model, the report or an export.
+    It carries the header and modality values, so window/level works on it too.
+    """
+    try:
+        p = Path(path)
+        if sniff_kind(p) != "dicom":
+            return None
+        ds = dicom.read_dataset(p)
+        stored = dicom.decode_reduced(ds, int(min_side))
+        if stored is None or stored.shape[-2:] == (int(ds.Rows), int(ds.Columns)):
+            return None
+        fds = dicom.frame_dataset(ds, 0)
+        modality, pixels = dicom.render_frame(stored, fds)
+        if modality is None or not np.isfinite(pixels).all():
+            return None
+        return LoadedImage(pixels=np.ascontiguousarray(pixels, dtype=np.float32), kind="dicom",
+                           path=p, info=dicom.dicom_info(ds),
+                           modality_pixels=np.ascontiguousarray(modality, dtype=np.float32),
+                           dataset=ds)
+    except Exception:  # noqa: BLE001 - no preview; the full decode reports any real problem
+        return None
+
+
 def decode_study(
     study: Study,
     *,
@@ -308,6 +344,7 @@ def decode_study(
     cancelled: CancelledFn | None = None,
     partial: PartialFn | None = None,
     steps: int | None = None,
+    preview_side: int | None = None,
 ) -> StudyOutcome:
     """Decode every image of ``study`` (grouped by series), reporting each one as it is done.
 
@@ -317,6 +354,10 @@ def decode_study(
     (a 2k x 2k JPEG 2000 radiograph takes about a second). Objects handed to ``partial`` are
     never changed afterwards: the worker and the window may both hold them. A file that does
     not decode is kept with its reason, never raised.
+
+    With ``preview_side`` (and ``partial``) the first image is reported twice: first from a
+    reduced-resolution decode (:func:`preview_image`, ``ViewImage.preview`` set), then in full.
+    The outcome holds only full decodes.
     """
     refs, series, idx = study_series(study)
     images = [ViewImage(r, series=s) for r, s in zip(refs, idx, strict=True)]
@@ -328,6 +369,13 @@ def decode_study(
         check_cancelled(cancelled)
         if progress is not None:
             progress(k, total, f"Decoding {Path(ref.path).name} ({k + 1}/{n})…")
+        if k == 0 and partial is not None and preview_side:
+            quick = preview_image(ref.path, preview_side)
+            if quick is not None:
+                partial(DecodedImage(study.key, 0, ViewImage(
+                    ref, image=quick, thumb=thumbnail_u8(quick.pixels, THUMB_SIZE),
+                    series=idx[0], preview=True)))
+                check_cancelled(cancelled)
         try:
             img = load_image(ref.path)
             view = ViewImage(ref, image=img, thumb=thumbnail_u8(img.pixels, THUMB_SIZE),
@@ -389,6 +437,7 @@ def analyse_study(
     progress: ProgressFn | None = None,
     cancelled: CancelledFn | None = None,
     partial: PartialFn | None = None,
+    preview_side: int | None = None,
 ) -> StudyOutcome:
     """Decode every image of ``study`` and, with an engine, score them like the screener does.
 
@@ -398,7 +447,8 @@ def analyse_study(
     (``scored_by`` None).
     """
     outcome = decode_study(study, progress=progress, cancelled=cancelled, partial=partial,
-                           steps=len(study.images) + (engine is not None))
+                           steps=len(study.images) + (engine is not None),
+                           preview_side=preview_side)
     if engine is None:
         return outcome
     return score_outcome(outcome, engine, progress=progress, cancelled=cancelled)

@@ -317,3 +317,59 @@ def test_task_waits_for_its_partial_result_to_be_taken(qtbot):
         pool.start(task)
     pool.waitForDone()
     assert seen == [("image 1", ["decoded 1"])] and results == [2]
+
+
+def _j2k_study(src: Path, out: Path) -> list[Path]:
+    """Two 12-bit JPEG 2000 lossless radiographs of one study, made from phantom pixels."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import JPEG2000Lossless
+
+    out.mkdir(parents=True)
+    study, series = generate_uid(), generate_uid()
+    written = []
+    for k, p in enumerate(sorted(src.iterdir())[:2], start=1):
+        px = np.rint(np.clip(load_image(p).pixels, 0, 1) * 4095).astype(np.uint16)
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        sop = generate_uid()
+        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+        ds.file_meta.MediaStorageSOPInstanceUID = sop
+        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1.1", sop
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.Modality, ds.InstanceNumber, ds.SeriesNumber = "DX", k, 1
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.set_pixel_data(px, "MONOCHROME2", 12, generate_instance_uid=False)
+        ds.WindowCenter, ds.WindowWidth = "2048", "4096"
+        ds.compress(JPEG2000Lossless, px, generate_instance_uid=False)
+        q = out / f"IM{k}.dcm"
+        ds.save_as(q, enforce_file_format=True)
+        written.append(q)
+    return written
+
+
+def test_a_large_jpeg2000_image_is_previewed_then_shown_in_full(qtbot, win, phantom, engine,
+                                                                 gated, tmp_path):
+    files = _j2k_study(phantom / "dicom" / "study_0004", tmp_path / "j2k")
+    full = [load_image(p) for p in files]
+    side = max(full[0].pixels.shape) // 2  # a reduction by 2 is the most this size allows
+    win.preview_side = side
+    dec = gated(set())  # every full decode waits: only the preview can reach the screen
+    with qtbot.waitSignal(win.first_image_shown, timeout=WAIT_MS):
+        win.open_paths([tmp_path / "j2k"])
+    v = win.current_image
+    assert v.preview and dec.calls in ([], [str(files[0])])
+    h, w = full[0].pixels.shape
+    assert v.image.pixels.shape == (-(-h // 2), -(-w // 2)) and win.current_rgb.shape[:2] == \
+        v.image.pixels.shape
+    assert "preview" in win.thumb_strip.item(0).toolTip()
+    assert win.current_outcome.images[0].preview and win.study_prob_label.text() == "—"
+
+    with qtbot.waitSignal(win.analysis_ready, timeout=WAIT_MS):
+        dec.gate.set()
+    qtbot.waitUntil(lambda: not win.busy, timeout=WAIT_MS)
+    # the full decode replaced it; only full decodes were scored
+    assert not any(x.preview for x in win.current_outcome.images)
+    np.testing.assert_array_equal(win.current_rgb, render.render_rgb(full[0].pixels))
+    _, agg = _reference(engine, [str(p) for p in files])
+    assert win.study_prob_label.text() == f"{agg.probability:.3f}"
+    assert "preview" not in win.thumb_strip.item(0).toolTip()
