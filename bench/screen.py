@@ -8,10 +8,17 @@ to inference cost on the clinic PC, so the table shows all of them, measured in 
   plugin's optimal number of requests, batch 1) the screener uses;
 - decode only: the screener's worker pool decoding + preprocessing every file, no inference;
 - pipeline: ``desktop.screen.screen`` over the folder (discovery, decode, inference, thumbnails,
-  SQLite commits), for each ``--workers`` value.
+  SQLite commits), for each ``--workers`` value;
+- the same two with ``--fast-decode`` (JPEG 2000 / baseline JPEG decoded at a reduced resolution,
+  long side >= 2x the input), and what that costs in scores: the largest |Δprobability| per
+  image and the share of images and studies whose verdict (at the card's operating points) is the
+  same as with the exact decode, over the whole folder;
+- per transfer syntax, the milliseconds one process spends on a file (decode + preprocess +
+  thumbnail source, as a screening worker does), exact and fast.
 
 Data: ``--n`` phantom DICOMs (trainer/synth.py's generator) of 1–2k px in mixed transfer
-syntaxes (explicit/implicit little endian, deflate, RLE, JPEG-LS, JPEG 2000 lossless and lossy),
+syntaxes (explicit/implicit little endian, deflate, RLE, JPEG-LS, JPEG 2000 lossless and lossy,
+8-bit baseline JPEG),
 grouped into studies of 1–4 images, written to ``--data DIR`` (reused when it already holds
 them) or a temporary folder. A few distinct renders are encoded once per syntax and written
 under new UIDs, since rendering and pydicom's pure-Python RLE encoder are slow.
@@ -49,6 +56,7 @@ SYNTAXES = {  # name: (UID, encoding plugin or None for native)
     "JPEG-LS lossless": ("1.2.840.10008.1.2.4.80", "pyjpegls"),
     "JPEG 2000 lossless": ("1.2.840.10008.1.2.4.90", "pylibjpeg"),
     "JPEG 2000": ("1.2.840.10008.1.2.4.91", "pylibjpeg"),
+    "JPEG baseline": ("1.2.840.10008.1.2.4.50", "pillow"),  # 8-bit, quality 90, encoded here
 }
 PARTS = ("elbow", "finger", "forearm", "hand", "humerus", "shoulder", "wrist")
 
@@ -71,7 +79,19 @@ def _encode(base: np.ndarray, name: str, seed: int):
     ds.set_pixel_data(raw, "MONOCHROME2", 12, generate_instance_uid=False)
     ds.WindowCenter, ds.WindowWidth = "2048", "4096"
     try:
-        if plugin is None:
+        if name == "JPEG baseline":  # pydicom has no JPEG encoder: Pillow's, encapsulated
+            from PIL import Image
+            from pydicom.encaps import encapsulate
+
+            u8 = np.rint(base * 255).astype(np.uint8)
+            ds.set_pixel_data(u8, "MONOCHROME2", 8, generate_instance_uid=False)
+            ds.WindowCenter, ds.WindowWidth = "128", "256"
+            buf = io.BytesIO()
+            Image.fromarray(u8).save(buf, format="JPEG", quality=90)
+            ds.file_meta.TransferSyntaxUID = uid
+            ds.PixelData = encapsulate([buf.getvalue()])
+            ds["PixelData"].VR = "OB"
+        elif plugin is None:
             ds.file_meta.TransferSyntaxUID = uid
         else:
             kw = {"j2k_cr": [20]} if name == "JPEG 2000" else {}
@@ -156,9 +176,9 @@ def raw_engine_rate(engine, files: list[str], n: int) -> tuple[float, int]:
     return n / (time.perf_counter() - t0), runner.n_requests
 
 
-def decode_rate(files: list[str], cfg, workers: int) -> float:
+def decode_rate(files: list[str], cfg, workers: int, fast: bool = False) -> float:
     """Images/s of decoding + preprocessing alone, with the screener's pool (0: this process)."""
-    from desktop.pipeline import Workers, prepare_image
+    from desktop.pipeline import THUMB_SIZE, Workers, prepare_image
 
     pool = Workers(workers)
     try:
@@ -166,7 +186,7 @@ def decode_rate(files: list[str], cfg, workers: int) -> float:
         if workers > 1:
             list(f.result() for f in [pool.submit(prepare_image, files[0], cfg) for _ in range(workers)])
         t0 = time.perf_counter()
-        futs = [pool.submit(prepare_image, f, cfg) for f in files]
+        futs = [pool.submit(prepare_image, f, cfg, THUMB_SIZE, fast) for f in files]
         bad = sum(f.result().error is not None for f in futs)
         dt = time.perf_counter() - t0
     finally:
@@ -176,16 +196,69 @@ def decode_rate(files: list[str], cfg, workers: int) -> float:
     return len(files) / dt
 
 
-def pipeline_rate(src: Path, engine, workers: int) -> tuple[float, float]:
-    """(images/s of the whole screen() run, seconds of it spent in discovery)."""
+def pipeline_rate(src: Path, engine, workers: int, fast: bool = False):
+    """(images/s of the whole screen() run, seconds of it spent in discovery, the ScreenResult)."""
     from desktop.discovery import discover
     from desktop.screen import screen
 
     t0 = time.perf_counter()
     discover(src)
     t_disc = time.perf_counter() - t0
-    res = screen(src, engine, workers=workers)
-    return res.n_scored_images / res.seconds, t_disc
+    res = screen(src, engine, workers=workers, fast_decode=fast)
+    return res.n_scored_images / res.seconds, t_disc, res
+
+
+def agreement(exact, fast, thresholds: dict[str, float]) -> tuple[float, float, float, int, str]:
+    """(max |Δp| per image, image verdict agreement, study verdict agreement, images compared,
+    the exact run's image verdicts counted) of two ScreenResults of the same folder. The counts
+    say whether agreement means anything: a model that calls every image the same agrees
+    trivially."""
+    from collections import Counter
+
+    from models.engine import verdict_for
+
+    pe = {p: v for r in exact.results for p, v in r.image_probs}
+    pf = {p: v for r in fast.results for p, v in r.image_probs}
+    common = sorted(pe.keys() & pf.keys())
+    dmax = max((abs(pe[p] - pf[p]) for p in common), default=float("nan"))
+    img = sum(verdict_for(pe[p], thresholds) == verdict_for(pf[p], thresholds) for p in common)
+    se = {r.study.key: r.verdict for r in exact.results}
+    sf = {r.study.key: r.verdict for r in fast.results}
+    keys = se.keys() & sf.keys()
+    study = sum(se[k] == sf[k] for k in keys)
+    counts = Counter(verdict_for(pe[p], thresholds) for p in common)
+    spread = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+    if common:
+        ps = np.array([pe[p] for p in common])
+        spread += f"; p from {ps.min():.3f} to {ps.max():.3f}"
+    return dmax, img / max(len(common), 1), study / max(len(keys), 1), len(common), spread
+
+
+def per_syntax_ms(files: list[str], cfg, per: int = 3) -> dict[str, tuple[float, float]]:
+    """{syntax: (exact ms, fast ms)} of prepare_image in this process, best of ``per`` files."""
+    import pydicom
+    from pydicom.uid import UID
+
+    from desktop.pipeline import prepare_image
+
+    by: dict[str, list[str]] = {}
+    for f in files:
+        ts = UID(str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID))
+        name = next((k for k, (uid, _) in SYNTAXES.items() if uid == ts), ts.name)
+        if len(by.setdefault(name, [])) < per:
+            by[name].append(f)
+    out = {}
+    for name, fs in by.items():
+        ms = []
+        for fast in (False, True):
+            best = float("inf")
+            for f in fs:
+                t0 = time.perf_counter()
+                prepare_image(f, cfg, fast_decode=fast)
+                best = min(best, time.perf_counter() - t0)
+            ms.append(1000 * best)
+        out[name] = (ms[0], ms[1])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", default=None,
                     help="comma list of decode-process counts to run the pipeline with "
                     "(default: 0 and one per core)")
+    ap.add_argument("--no-fast", action="store_true", help="skip the --fast-decode rows")
     a = ap.parse_args(argv)
 
     from desktop.pipeline import default_workers
@@ -241,12 +315,35 @@ def main(argv: list[str] | None = None) -> int:
             dec[w] = decode_rate(files, engine.cfg, w)
             print(f"| decode + preprocess only | {w} | {dec[w]:.1f} | {100 * dec[w] / raw:.0f} % |",
                   flush=True)
+        exact = {}
         for w in workers:
-            r, t_disc = pipeline_rate(src, engine, w)
+            r, t_disc, exact[w] = pipeline_rate(src, engine, w)
             bound = min(raw, dec[w])
             print(f"| pipeline (whole run) | {w} | {r:.1f} | {100 * r / raw:.0f} % "
                   f"(= {100 * r / bound:.0f} % of min(raw, decode); discovery {t_disc:.1f}s) |",
                   flush=True)
+        if a.no_fast:
+            return 0
+        fast_dec, fast_res = {}, {}
+        for w in workers:
+            fast_dec[w] = decode_rate(files, engine.cfg, w, fast=True)
+            print(f"| decode + preprocess only, --fast-decode | {w} | {fast_dec[w]:.1f} | "
+                  f"{100 * fast_dec[w] / raw:.0f} % |", flush=True)
+        for w in workers:
+            r, _, fast_res[w] = pipeline_rate(src, engine, w, fast=True)
+            bound = min(raw, fast_dec[w])
+            print(f"| pipeline (whole run), --fast-decode | {w} | {r:.1f} | {100 * r / raw:.0f} % "
+                  f"(= {100 * r / bound:.0f} % of min(raw, decode)) |", flush=True)
+        w = workers[-1]
+        dmax, img, study, n_cmp, spread = agreement(exact[w], fast_res[w], engine.thresholds)
+        print(f"\n--fast-decode vs exact decode on these {n_cmp} images ({w} workers): max "
+              f"|Δprobability| {dmax:.4f}; same verdict at the card's operating points for "
+              f"{100 * img:.1f} % of images and {100 * study:.1f} % of studies "
+              f"(thresholds {engine.thresholds}; exact image verdicts: {spread})")
+        print("\n| transfer syntax | ms per file, exact | ms per file, --fast-decode |")
+        print("| --- | --- | --- |")
+        for name, (ms_e, ms_f) in per_syntax_ms(files, engine.cfg).items():
+            print(f"| {name} | {ms_e:.0f} | {ms_f:.0f} |", flush=True)
     return 0
 
 
