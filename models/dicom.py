@@ -415,7 +415,12 @@ def _j2k_reduced(code: bytes, rows: int, cols: int, bits: int, min_side: int) ->
     prec, signed, levels = head
     if signed or prec != bits or prec > 16:
         return None
-    factor = _steps(max(rows, cols), min_side, [1 << r for r in range(levels + 1)])
+    # Pillow (13.0) fails the decode ("broken data stream") when a side leaves a remainder
+    # below half the factor (e.g. 1637 px at 1/4): its reduced size and OpenJPEG's disagree.
+    # Such factors are skipped for the next smaller one rather than paid for and thrown away.
+    factors = [1 << r for r in range(levels + 1)
+               if all(n % (1 << r) == 0 or 2 * (n % (1 << r)) >= (1 << r) for n in (rows, cols))]
+    factor = _steps(max(rows, cols), min_side, factors)
     if factor == 1:
         return None
     r = factor.bit_length() - 1

@@ -305,3 +305,29 @@ def test_reduced_decode_falls_back_to_exact_when_the_codestream_refuses(radiogra
 
     monkeypatch.setattr(Jpeg2KImagePlugin.Jpeg2KImageFile, "load", broken)
     np.testing.assert_array_equal(load_pixels(path, min_side=256), load_pixels(path))
+
+
+def test_j2k_sides_pillow_cannot_reduce_fall_back_to_the_next_level(tmp_path: Path) -> None:
+    """1001 rows at 1/4 leave a remainder of 1: Pillow 13 fails that decode, so 1/2 is used."""
+    from trainer.synth import render_radiograph
+
+    img = render_radiograph(np.random.default_rng(2), "hand", False, (1001, 902))
+    u12 = np.rint(img * 4095).astype(np.uint16)
+    ds = make_ds(u12, bits_stored=12, WindowCenter="2048", WindowWidth="4096")
+    path = _write(tmp_path, "odd", u12, ds, "JPEG 2000 lossless")
+    calls = []
+    real = dicom._j2k_reduced
+    dicom_ds = dicom.read_dataset(path)
+
+    def spy(*a):
+        out = real(*a)
+        calls.append(None if out is None else out.shape)
+        return out
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(dicom, "_j2k_reduced", spy):
+        stored = dicom.decode_reduced(dicom_ds, 200)
+    assert calls == [(501, 451)] and stored is not None and stored.shape == (501, 451)
+    fast = load_pixels(path, min_side=200)
+    assert fast.shape == (501, 451)
