@@ -44,7 +44,7 @@ test: $(STAMP)
 # Clinic packages -> installers/dist/: frozen app, .tar.gz, .deb; checks the NSIS script when
 # makensis is installed. BUNDLE=path ships that model bundle (default: a phantom placeholder).
 installer: $(STAMP)
-	installers/build.sh $(if $(BUNDLE),--bundle $(BUNDLE))
+	installers/build.sh $(if $(BUNDLE),--bundle $(BUNDLE)) $(INSTALLER_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

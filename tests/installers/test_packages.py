@@ -90,8 +90,8 @@ def test_wrapper_check_decode_matches_the_reader(tmp_path):
     files = sorted((tmp_path / "dicom").rglob("*.dcm"))
     junk = tmp_path / "notes.txt"
     junk.write_text("not an image")
-    r = subprocess.run([sys.executable, str(INSTALLERS / "frozen" / "screen_main.py"),
-                        "--check-decode", *map(str, files), str(junk)],
+    r = subprocess.run([sys.executable, str(INSTALLERS / "frozen" / "mura_main.py"),
+                        "screen", "--check-decode", *map(str, files), str(junk)],
                        env=_wrapper_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert r.returncode == 1, r.stderr  # the junk file fails
     rows = [json.loads(ln) for ln in r.stdout.splitlines()]
@@ -108,7 +108,8 @@ def test_wrapper_check_decode_matches_the_reader(tmp_path):
 
 def test_wrapper_card_names_a_missing_bundle(tmp_path):
     missing = tmp_path / "no-such-bundle"
-    r = subprocess.run([sys.executable, str(INSTALLERS / "frozen" / "screen_main.py"), "--card"],
+    r = subprocess.run([sys.executable, str(INSTALLERS / "frozen" / "mura_main.py"), "screen",
+                        "--card"],
                        env=_wrapper_env(tmp_path, MURA_MODEL=str(missing)), capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2
@@ -196,19 +197,23 @@ def test_deb_file_list():
     deb = _need(DEB)
     listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True,
                              check=True).stdout.splitlines()
-    entries = {}
+    entries, links = {}, {}
     for line in listing:
         parts = line.split(None, 5)
-        name = parts[5].split(" -> ")[0]
+        name, _, target = parts[5].partition(" -> ")
         entries[name] = (parts[0], parts[1])
+        links[name] = target
     for must in ("./opt/mura-fracture/mura-viewer", "./opt/mura-fracture/mura-screen",
                  "./opt/mura-fracture/model/card.json", "./usr/bin/mura-viewer", "./usr/bin/mura-screen",
                  "./usr/share/applications/mura-viewer.desktop",
                  "./usr/share/icons/hicolor/256x256/apps/mura-fracture.png",
                  "./usr/share/doc/mura-fracture/copyright"):
         assert must in entries, f"{must} missing from the .deb"
-    for exe in ("./opt/mura-fracture/mura-viewer", "./usr/bin/mura-screen"):
+    for exe in ("./opt/mura-fracture/mura-fracture", "./usr/bin/mura-viewer", "./usr/bin/mura-screen"):
         assert entries[exe][0] == "-rwxr-xr-x", (exe, entries[exe])
+    for name in ("mura-viewer", "mura-screen"):  # one program, two names
+        link = f"./opt/mura-fracture/{name}"
+        assert entries[link][0].startswith("l") and links[link] == "mura-fracture", link
     assert all(owner == "root/root" for _, owner in entries.values())
     tops = {n.split("/")[1] for n in entries if n.count("/") >= 1 and n != "./"}
     assert tops <= {"opt", "usr", ""}, tops
@@ -291,3 +296,28 @@ def test_every_system_library_is_declared():
                 missing.setdefault(name, str(p.relative_to(FROZEN)))
     undeclared = {k: v for k, v in missing.items() if k not in _declared_sonames()}
     assert not undeclared, f"system libraries not declared in installers/linux/*.txt: {undeclared}"
+
+
+@pytest.mark.parametrize(("argv0", "args", "app", "rest"), [
+    ("/opt/mura-fracture/mura-viewer", ["a.dcm"], "mura-viewer", ["a.dcm"]),
+    ("mura-screen", ["src", "--out", "o"], "mura-screen", ["src", "--out", "o"]),
+    (r"C:\Program Files\mura-fracture\MURA-SCREEN.EXE", ["--version"], "mura-screen",
+     ["--version"]),
+    ("/opt/mura-fracture/mura-fracture", ["viewer", "--model", "m"], "mura-viewer",
+     ["--model", "m"]),
+    ("mura-fracture", ["screen", "src"], "mura-screen", ["src"]),
+    ("mura-fracture", ["train"], None, ["train"]),
+    ("mura-fracture", [], None, []),
+])
+def test_one_executable_dispatches_on_its_name_or_first_argument(monkeypatch, argv0, args, app,
+                                                                  rest):
+    monkeypatch.syspath_prepend(str(INSTALLERS / "frozen"))
+    import mura_main
+
+    assert mura_main.resolve(argv0, list(args)) == (app, rest)
+
+
+def test_one_executable_without_an_app_prints_usage(tmp_path):
+    r = subprocess.run([sys.executable, str(INSTALLERS / "frozen" / "mura_main.py")],
+                       env=_wrapper_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "usage: mura-fracture {viewer,screen}" in r.stderr
