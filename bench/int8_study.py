@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-size", type=int, default=300)
     ap.add_argument("--max-eval-images", type=int, default=0, help="cap per evaluation set (0 = all)")
     ap.add_argument("--budget", type=float, default=0.005, help="accuracy control's max AUC drop")
+    ap.add_argument("--min-agreement", type=float, default=0.99,
+                    help="accuracy control's decision-agreement floor (the gate's)")
     ap.add_argument("--seconds", type=float, default=5.0, help="timed seconds per throughput figure")
     ap.add_argument("--batch", type=int, default=1, help="batch of the throughput requests")
     a = ap.parse_args(argv)
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from compress.evalset import build_evalset
     from compress.export import convert_to_openvino, export_onnx
-    from compress.quantize import quantize_accuracy_control, quantize_openvino
+    from compress.quantize import GateReference, quantize_accuracy_control, quantize_openvino
     from compress.sources import resolve_split
     from models.metrics import roc_auc
     from models.preprocess import PreprocessConfig
@@ -123,8 +125,13 @@ def main(argv: list[str] | None = None) -> int:
                 qcfg = QuantizeConfig(ignored_names=convs[-1:])
             t0 = time.time()
             if ac:
-                es0 = sets[0]
-                model = quantize_accuracy_control(fp32, calib.inputs, es0.inputs, es0.labels, qcfg, a.budget)
+                es0 = sets[0]  # accuracy control optimises the gate on this set (in-sample)
+                gate_ref = GateReference(
+                    probs=ref[0], auc=float(roc_auc(es0.labels, ref[0])),
+                    thresholds=tuple(float(t) for t in meta["thresholds"].values()),
+                    budget=a.budget, min_agreement=a.min_agreement)
+                model = quantize_accuracy_control(fp32, calib.inputs, es0.inputs, es0.labels, qcfg,
+                                                  a.budget, gate_ref)
             else:
                 model = quantize_openvino(fp32, calib.inputs, qcfg)
             q_s = time.time() - t0
