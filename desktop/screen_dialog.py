@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from desktop.render import format_probability, verdict_text
 from desktop.screen import ScreenRun, screen_to_folder
-from desktop.screen_state import DB_NAME, SCHEMA_VERSION, ScreenState
+from desktop.screen_state import DB_NAME, DECODE_EXACT, SCHEMA_VERSION, ScreenState
 from models.engine import Engine
 
 if TYPE_CHECKING:  # the viewer imports this module: no import cycle at run time
@@ -73,6 +73,9 @@ def state_conflict(src: str, out: str, engine: Engine) -> ScreenConflict | None:
     if row["source_root"] != str(Path(src).resolve()):
         return ScreenConflict(f"{where} holds results for another folder "
                               f"({row['source_root']}).")
+    if row["decode"] != DECODE_EXACT:
+        return ScreenConflict(f"{where} holds results decoded with --fast-decode; the viewer "
+                              "screens with exact decoding.")
     return None
 
 

@@ -187,3 +187,19 @@ def test_gui_screen_restart_declined_keeps_the_folder(qtbot, win, phantom, tmp_p
     qtbot.wait(50)
     assert win.screen_controller is ctl and not win.busy
     assert (out / "worklist.csv").read_bytes() == before
+
+
+def test_gui_screen_offers_restart_for_a_fast_decoded_folder(qtbot, win, phantom, tmp_path):
+    """A folder screened by `mura-screen --fast-decode`: the GUI (exact decoding) asks first
+    instead of failing on the state's refusal to mix decodings."""
+    src, out = phantom / "dicom" / "study_0001", tmp_path / "out"
+    rc = screen_cli.main([str(src), "--model", str(win.engine.bundle.root), "--out", str(out),
+                          "--no-progress", "--fast-decode"])
+    assert rc in (0, 1)
+    before = (out / "worklist.csv").read_bytes()
+    ctl = _screen(qtbot, win, src, out)
+    assert ctl.run is None and ctl.error == "" and ctl.conflict is not None
+    assert "--fast-decode" in ctl.conflict.message
+    ctl.conflict_box.reject()
+    qtbot.wait(50)
+    assert (out / "worklist.csv").read_bytes() == before
