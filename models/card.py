@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from models.errors import BundleError, CardValidationError, ChecksumError
 from models.fsutil import atomic_write_json, sha256_file
 from models.labels import TASK_WORDS
@@ -134,6 +132,10 @@ CARD_SCHEMA: dict[str, Any] = {
 
 def validate_card(card: dict, source: str = CARD_FILE) -> None:
     """Raise CardValidationError naming the first offending field."""
+    # imported here: jsonschema (with attrs and referencing) costs ~0.15 s, which the viewer's
+    # start-up should not pay before its window is shown; cards are validated on a worker
+    import jsonschema
+
     try:
         jsonschema.validate(card, CARD_SCHEMA)
     except jsonschema.ValidationError as e:
