@@ -82,11 +82,35 @@ sys.exit(V.main([sys.argv[1]] + (["--model", model, "--device", "CPU"] if model 
 """
 
 
+def write_j2k_dicom(img: np.ndarray, path: Path, *, study: str, series: str, instance: int,
+                    **tags: object) -> Path:
+    """One 12-bit JPEG 2000 lossless DX image of ``img`` (values in [0, 1]) at ``path``."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import JPEG2000Lossless, generate_uid
+
+    px = np.rint(np.clip(img, 0, 1) * 4095).astype(np.uint16)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    sop = generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1.1", sop
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.Modality, ds.InstanceNumber, ds.SeriesNumber = "DX", instance, 1
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    ds.set_pixel_data(px, "MONOCHROME2", 12, generate_instance_uid=False)
+    ds.WindowCenter, ds.WindowWidth = "2048", "4096"
+    ds.compress(JPEG2000Lossless, px, generate_instance_uid=False)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def write_study(folder: Path, seed: int = 0) -> list[Path]:
     """Three 2k x 2k 12-bit JPEG 2000 lossless DICOM radiographs of one study."""
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import JPEG2000Lossless, generate_uid
+    from pydicom.uid import generate_uid
 
     from trainer.synth import render_radiograph
 
@@ -99,24 +123,10 @@ def write_study(folder: Path, seed: int = 0) -> list[Path]:
     out = []
     for k in range(1, N_IMAGES + 1):
         img = render_radiograph(rng, "wrist", k == 2, (SIZE, SIZE))
-        px = np.rint(np.clip(img, 0, 1) * 4095).astype(np.uint16)
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        sop = generate_uid()
-        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-        ds.file_meta.MediaStorageSOPInstanceUID = sop
-        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1.1", sop
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.PatientName, ds.PatientID = "BENCH^PHANTOM", "BENCH"
-        ds.Modality, ds.BodyPartExamined, ds.InstanceNumber = "DX", "WRIST", k
-        ds.StudyDescription = "XR WRIST 3 VIEWS (benchmark phantom)"
-        ds.PresentationIntentType = "FOR PRESENTATION"
-        ds.set_pixel_data(px, "MONOCHROME2", 12, generate_instance_uid=False)
-        ds.WindowCenter, ds.WindowWidth = "2048", "4096"
-        ds.compress(JPEG2000Lossless, px, generate_instance_uid=False)
-        p = folder / f"IM{k:04d}.dcm"
-        ds.save_as(p, enforce_file_format=True)
-        out.append(p)
+        out.append(write_j2k_dicom(img, folder / f"IM{k:04d}.dcm", study=study, series=series,
+                                   instance=k, PatientName="BENCH^PHANTOM", PatientID="BENCH",
+                                   BodyPartExamined="WRIST",
+                                   StudyDescription="XR WRIST 3 VIEWS (benchmark phantom)"))
     pydicom.dcmread(out[0]).pixel_array  # noqa: B018 - fail here, not in the timings
     return out
 

@@ -24,6 +24,7 @@ from desktop.viewer import ViewerWindow
 from models.engine import Engine, aggregate_study
 from models.errors import BundleError
 from models.imageio import load_image
+from tests.conftest import load_bench
 
 WAIT_MS = 60_000
 GATE_S = 60
@@ -321,30 +322,11 @@ def test_task_waits_for_its_partial_result_to_be_taken(qtbot):
 
 def _j2k_study(src: Path, out: Path) -> list[Path]:
     """Two 12-bit JPEG 2000 lossless radiographs of one study, made from phantom pixels."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import JPEG2000Lossless
-
+    write = load_bench("viewer").write_j2k_dicom
     out.mkdir(parents=True)
     study, series = generate_uid(), generate_uid()
-    written = []
-    for k, p in enumerate(sorted(src.iterdir())[:2], start=1):
-        px = np.rint(np.clip(load_image(p).pixels, 0, 1) * 4095).astype(np.uint16)
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        sop = generate_uid()
-        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-        ds.file_meta.MediaStorageSOPInstanceUID = sop
-        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1.1", sop
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.Modality, ds.InstanceNumber, ds.SeriesNumber = "DX", k, 1
-        ds.PresentationIntentType = "FOR PRESENTATION"
-        ds.set_pixel_data(px, "MONOCHROME2", 12, generate_instance_uid=False)
-        ds.WindowCenter, ds.WindowWidth = "2048", "4096"
-        ds.compress(JPEG2000Lossless, px, generate_instance_uid=False)
-        q = out / f"IM{k}.dcm"
-        ds.save_as(q, enforce_file_format=True)
-        written.append(q)
-    return written
+    return [write(load_image(p).pixels, out / f"IM{k}.dcm", study=study, series=series, instance=k)
+            for k, p in enumerate(sorted(src.iterdir())[:2], start=1)]
 
 
 def test_a_large_jpeg2000_image_is_previewed_then_shown_in_full(qtbot, win, phantom, engine,
