@@ -144,13 +144,17 @@ FILE_CASES = ["mono2 window", "mono1 full range", "rescale window", "signed CT",
               "voi lut sequence", "modality lut monotonic", "16-bit high values"]
 
 
-@pytest.mark.parametrize("syntax", list(SYNTAXES))
-@pytest.mark.parametrize("case", FILE_CASES)
+# Every case in every syntax, except signed data in the JPEG family: the bench's encoders write
+# unsigned data only (signed data is covered by the uncompressed, deflate and RLE syntaxes).
+SYNTAX_CASES = [(syntax, case) for case in FILE_CASES for syntax in SYNTAXES
+                if not (syntax.startswith("JPEG") and case == "signed CT")]
+
+
+@pytest.mark.parametrize(("syntax", "case"), SYNTAX_CASES)
 def test_model_input_and_display_unchanged_for_every_transfer_syntax(
         tmp_path: Path, syntax: str, case: str) -> None:
     name, stored, ds = next(c for c in _cases() if c[0] == case)
-    if syntax.startswith("JPEG") and stored.dtype.kind == "i":
-        pytest.skip("the bench's encoders write unsigned data only")
+    assert not (syntax.startswith("JPEG") and stored.dtype.kind == "i"), "excluded above"
     if syntax.startswith("JPEG") and int(ds.BitsStored) > 12 and "2000" not in syntax:
         ds.BitsStored, ds.HighBit = 16, 15
     path = _write(tmp_path, name, stored, ds, syntax)
