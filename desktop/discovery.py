@@ -19,12 +19,42 @@ import pydicom
 from models.imageio import is_ignored_file, sniff_kind
 
 
+@dataclass(frozen=True)
+class SeriesFields:
+    """The series an image belongs to, as its header says (read once, during discovery)."""
+
+    uid: str = ""
+    number: int | None = None
+    description: str = ""
+    modality: str = ""
+
+
 @dataclass
 class ImageRef:
+    """One image file found by discovery.
+
+    ``series`` is filled from the header discovery already reads, so opening the study does not
+    read every header a second time to group its series; None means "not read" (plain images,
+    refs made elsewhere), and :func:`desktop.studies.study_series` then reads it itself.
+    """
+
     path: str
     kind: str  # "dicom", "png", "jpeg", ...
     sop_uid: str = ""
     instance: int = 0
+    series: SeriesFields | None = None
+
+
+def series_fields(ds) -> SeriesFields:
+    """(0020,000E) Series Instance UID, (0020,0011) Series Number, (0008,103E) Series
+    Description and (0008,0060) Modality of a header; odd values become empty/None."""
+    try:
+        number: int | None = int(ds.get("SeriesNumber"))
+    except (TypeError, ValueError):
+        number = None
+    return SeriesFields(str(ds.get("SeriesInstanceUID", "") or "").strip(), number,
+                        str(ds.get("SeriesDescription", "") or "").strip(),
+                        str(ds.get("Modality", "") or "").strip())
 
 
 @dataclass
@@ -109,6 +139,11 @@ def discover(root: str | Path) -> Discovery:
                 ref.instance = int(getattr(ds, "InstanceNumber", 0) or 0) if ds is not None else 0
             except (TypeError, ValueError):
                 ref.instance = 0
+            if ds is not None:
+                try:
+                    ref.series = series_fields(ds)
+                except Exception:  # noqa: BLE001 - odd series tags: study_series reads again
+                    ref.series = None
             if ref.sop_uid and ref.sop_uid in seen_sop:
                 duplicates.append((str(p), seen_sop[ref.sop_uid]))
                 continue

@@ -16,7 +16,15 @@ import numpy as np
 import pydicom
 from pydicom.multival import MultiValue
 
-from desktop.discovery import MEDIA_STORAGE_DIRECTORY, Discovery, ImageRef, Study, discover
+from desktop.discovery import (
+    MEDIA_STORAGE_DIRECTORY,
+    Discovery,
+    ImageRef,
+    SeriesFields,
+    Study,
+    discover,
+    series_fields,
+)
 from desktop.render import thumbnail_u8
 from models import dicom
 from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
@@ -259,21 +267,17 @@ def discover_paths(
 _SERIES_TAGS = ["SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modality"]
 
 
-def _series_header(ref: ImageRef) -> tuple[str, int | None, str, str]:
+def _series_header(ref: ImageRef) -> SeriesFields:
+    if ref.series is not None:
+        return ref.series
     if ref.kind != "dicom":
-        return "", None, "", ""
+        return SeriesFields()
     try:
         ds = pydicom.dcmread(ref.path, stop_before_pixels=True, force=True,
                              specific_tags=_SERIES_TAGS)
+        return series_fields(ds)
     except Exception:  # noqa: BLE001 - an unreadable header fails at decode time, with a reason
-        return "", None, "", ""
-    try:
-        number: int | None = int(ds.get("SeriesNumber"))
-    except (TypeError, ValueError):
-        number = None
-    return (str(ds.get("SeriesInstanceUID", "") or "").strip(), number,
-            str(ds.get("SeriesDescription", "") or "").strip(),
-            str(ds.get("Modality", "") or "").strip())
+        return SeriesFields()
 
 
 def study_series(study: Study) -> tuple[list[ImageRef], list[SeriesInfo], list[int]]:
@@ -282,14 +286,14 @@ def study_series(study: Study) -> tuple[list[ImageRef], list[SeriesInfo], list[i
 
     Series are ordered by SeriesNumber (then by first appearance), images within a series keep
     the study's order (InstanceNumber, path), so paging through the study walks one series after
-    the other, as the strip shows them. Only the headers are read (a few milliseconds per file);
-    plain images, and files whose header cannot be read, form a series of their own. Never
-    raises.
+    the other, as the strip shows them. The series fields come from discovery
+    (:attr:`ImageRef.series`); only refs without them have their header read here. Plain
+    images, and files whose header cannot be read, form a series of their own. Never raises.
     """
     groups: OrderedDict[str, list[ImageRef]] = OrderedDict()
     meta: dict[str, tuple[int | None, str, str]] = {}
     for ref in study.images:
-        uid, number, desc, modality = _series_header(ref)
+        uid, number, desc, modality = dataclasses.astuple(_series_header(ref))
         if uid not in groups:
             groups[uid] = []
             meta[uid] = (number, desc, modality)
