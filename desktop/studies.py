@@ -29,7 +29,7 @@ from desktop.render import thumbnail_u8
 from models import dicom
 from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
 from models.errors import ExportError, ImageDecodeError
-from models.imageio import LoadedImage, load_image, sniff_kind
+from models.imageio import LoadedImage, load_image, rewindow_source, sniff_kind
 
 
 class Cancelled(Exception):
@@ -336,7 +336,7 @@ def preview_image(path: str | Path, min_side: int = PREVIEW_SIDE) -> LoadedImage
         return LoadedImage(pixels=np.ascontiguousarray(pixels, dtype=np.float32), kind="dicom",
                            path=p, info=dicom.dicom_info(ds),
                            modality_pixels=np.ascontiguousarray(modality, dtype=np.float32),
-                           dataset=ds)
+                           dataset=ds, stored=rewindow_source(stored))
     except Exception:  # noqa: BLE001 - no preview; the full decode reports any real problem
         return None
 

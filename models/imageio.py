@@ -12,6 +12,7 @@ in a PNG/JPEG says otherwise.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ __all__ = [
     "is_ignored_file",
     "load_image",
     "load_pixels",
+    "rewindow_source",
     "sniff_kind",
 ]
 
@@ -109,8 +111,12 @@ class LoadedImage:
     ``pixels`` is float32 (H, W) in [0, 1], bone bright. For DICOM, ``modality_pixels`` holds the
     frame's modality values (after the Modality LUT, before VOI) and ``dataset`` the header, so
     the viewer can re-window with :meth:`display` without decoding again; both are None for plain
-    images. ``info`` carries patient identifiers: see :class:`~models.dicom.DicomInfo` before
-    logging anything from it.
+    images. ``stored`` keeps the frame's stored values too (DICOM, integers of up to 16 bits):
+    re-windowing then runs the chain once on a table of stored values and indexes the image
+    into it, as decoding does (:func:`models.dicom.render_frame`), instead of windowing 4 M
+    float pixels element by element on every mouse move of a window/level drag. ``info``
+    carries patient identifiers: see :class:`~models.dicom.DicomInfo` before logging anything
+    from it.
     """
 
     pixels: np.ndarray
@@ -122,6 +128,7 @@ class LoadedImage:
     modality_pixels: np.ndarray | None = field(default=None, repr=False)
     dataset: Dataset | None = field(default=None, repr=False)
     pixel_spacing: tuple[float, float] | None = None
+    stored: np.ndarray | None = field(default=None, repr=False)
 
     def display(self, window: Window | None = None, voi_index: int = 0) -> np.ndarray:
         """Re-render with another window, float32 [0, 1] bone bright.
@@ -132,6 +139,9 @@ class LoadedImage:
         """
         if self.modality_pixels is not None and self.dataset is not None:
             fds = dicom.frame_dataset(self.dataset, self.frame)
+            if self.stored is not None:
+                return dicom.render_frame(self.stored, fds, voi_index, window=window,
+                                          need_modality=False)[1]
             voi = dicom.apply_voi_lut(self.modality_pixels, fds, voi_index, window=window)
             return dicom.apply_presentation(voi, fds)
         if window is None:
@@ -147,7 +157,25 @@ class LoadedImage:
         if self.dataset is None:
             return []
         fds = dicom.frame_dataset(self.dataset, self.frame)
-        return dicom.window_presets(fds, self.modality_pixels)
+        lo_hi = self.modality_range
+        return dicom.window_presets(fds, None if lo_hi is None else np.array(lo_hi))
+
+    @functools.cached_property
+    def modality_range(self) -> tuple[float, float] | None:
+        """(min, max) of the finite modality values, None without any (or for plain images).
+
+        Cached: a window drag asks for it on every mouse move (it scales the drag), and a
+        min/max over a 2k x 2k image costs milliseconds each time.
+        """
+        m = self.modality_pixels
+        if m is None:
+            return None
+        finite = np.isfinite(m)
+        if finite.all():
+            return float(m.min()), float(m.max())
+        if not finite.any():
+            return None
+        return float(m[finite].min()), float(m[finite].max())
 
 
 def load_image(path: str | Path, *, frame: int = 0) -> LoadedImage:
@@ -238,7 +266,18 @@ def _load_dicom(path: Path, frame: int) -> LoadedImage:
         modality_pixels=np.ascontiguousarray(modality, dtype=np.float32),
         dataset=ds,
         pixel_spacing=dicom.pixel_spacing(ds),
+        # a copy for multi-frame files: a view would keep every frame alive
+        stored=rewindow_source(frames[frame] if frames.shape[0] == 1 else frames[frame].copy()),
     )
+
+
+def rewindow_source(stored: np.ndarray) -> np.ndarray | None:
+    """The stored frame when :meth:`LoadedImage.display` can re-window it through a table
+    (2-D integers of up to 16 bits), else None (it then windows the modality values)."""
+    a = np.asarray(stored)
+    if a.ndim == 2 and a.dtype.kind in "ui" and a.dtype.itemsize <= 2:
+        return a
+    return None
 
 
 def _load_plain(path: Path, kind: str, frame: int, min_side: int | None = None) -> LoadedImage:

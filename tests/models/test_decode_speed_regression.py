@@ -163,6 +163,14 @@ def test_model_input_and_display_unchanged_for_every_transfer_syntax(
     np.testing.assert_array_equal(img.pixels, ref_px)  # the viewer shows the same image
     np.testing.assert_array_equal(img.display(), ref_px)
     np.testing.assert_array_equal(load_pixels(path), ref_px)
+    # re-windowing (a window/level drag) goes through the stored-value table, pixel for pixel
+    # what the element-wise chain on the modality image gives
+    assert img.stored is not None
+    fds = dicom.frame_dataset(img.dataset, 0)
+    for window in ((900.0, 700.0), (2000.5, 1.0), *[(c, w) for _n, c, w in img.window_presets()]):
+        ref = dicom.apply_presentation(
+            dicom.apply_voi_lut(img.modality_pixels, fds, window=window), fds)
+        np.testing.assert_array_equal(img.display(window), ref)
     pr = prepare_image(str(path), CFG)
     assert pr.error is None and pr.x is not None
     assert pr.x.shape == ref_x.shape and pr.x.dtype == np.float32
