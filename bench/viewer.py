@@ -178,8 +178,23 @@ def _ms(fn, repeats: int) -> tuple[float, object]:
     return float(np.median(ts)), res
 
 
+def compile_bytecode() -> None:
+    """Compile the project's modules to ``__pycache__`` (git-ignored) before timing a start.
+
+    An installed package and the frozen app carry compiled bytecode; a source checkout run with
+    PYTHONDONTWRITEBYTECODE=1 (as on the CI machine) would otherwise compile ~60 modules from
+    source on every start and time the compiler instead of the viewer.
+    """
+    import compileall
+
+    for pkg in ("desktop", "models"):
+        if not compileall.compile_dir(str(_REPO / pkg), quiet=1, workers=1):
+            raise SystemExit(f"bench/viewer.py: could not compile {pkg}/")
+
+
 def cold_start(study: Path, model: str, repeats: int) -> dict[str, float]:
     """Median seconds from process start to WINDOW, IMAGE and SCORES (or DONE without a model)."""
+    compile_bytecode()
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(_REPO)}
     runs: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench_viewer_cfg_") as cfg:
