@@ -1,0 +1,317 @@
+"""What the viewer's panels say: the result box, the model box, the study list's items, the
+thumbnail strip and the image's corner overlay, filled from a study's outcome.
+
+Functions of the widgets they fill (:class:`desktop.window_ui.ViewerUi`) and of plain values,
+so the wording of a result changes here, not in the window's state machine. Patient names and
+IDs go into the overlay text only; nothing here logs or prints them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtWidgets import QComboBox, QLabel, QListWidget, QListWidgetItem
+
+from desktop.discovery import Study
+from desktop.image_view import SeriesBar
+from desktop.render import (
+    VERDICT_STYLES,
+    Orientation,
+    format_probability,
+    operating_points_text,
+    verdict_text,
+)
+from desktop.screen_dialog import ScreenController
+from desktop.studies import THUMB_SIZE, DiscoveryResult, StudyOutcome, ViewImage
+from desktop.window_ui import ViewerUi, thumb_icon, verdict_icon
+from models.engine import Engine, StudyPrediction
+
+
+def format_da(da: str) -> str:
+    """DICOM DA "YYYYMMDD" as ISO "YYYY-MM-DD" (left alone when it is anything else)."""
+    return f"{da[:4]}-{da[4:6]}-{da[6:8]}" if len(da) == 8 and da.isdigit() else da
+
+
+def fmt_wl(x: float) -> str:
+    """Window values: whole numbers for stored units, 3 decimals for the [0, 1] plain scale."""
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+# -- model and result ---------------------------------------------------------------------------
+def show_model_state(ui: ViewerUi, engine: Engine | None, word: str, *, loading: str,
+                     error: str) -> None:
+    """The model box, the status bar's model name and what needs a model (enabled or not)."""
+    ui.study_prob_caption.setText(f"Study P({word}):")
+    ui.image_prob_caption.setText(f"Image P({word}):")
+    for w in (ui.card_button, ui.card_action, ui.heatmap_check, ui.heatmap_action,
+              ui.screen_action, ui.export_dicom_action):
+        w.setEnabled(engine is not None)
+    ui.model_label.setStyleSheet("")
+    if engine is None and loading:
+        ui.operating_label.setText("—")
+        ui.model_label.setText(f"Loading {loading}…")
+        ui.model_status.setText("loading model…")
+        return
+    if engine is None:
+        ui.operating_label.setText("—")
+        msg = (f"Model could not be loaded: {error}" if error
+               else "No model loaded (choose a bundle in Settings, or start with "
+               "--model BUNDLE): images only.")
+        ui.model_label.setText(msg)
+        ui.model_status.setText("no model")
+        ui.verdict_label.setText("No model")
+        style_verdict(ui.verdict_label, "failed")
+        if error:
+            ui.model_label.setStyleSheet("QLabel { color: #b3261e; }")
+        return
+    card = engine.bundle.card
+    val = card.get("validation", {}).get("verdict", "not_validated")
+    ui.model_label.setText(
+        f"<b>{card['name']}</b> v{card['version']}<br>"
+        f"Validation: {val} · {engine.device} · {engine.artifact}")
+    ui.model_status.setText(engine.bundle.model_id)
+    ui.operating_label.setText(operating_points_text(engine.thresholds))
+
+
+def style_verdict(label: QLabel, verdict: str) -> None:
+    bg, fg = VERDICT_STYLES.get(verdict, VERDICT_STYLES["failed"])
+    label.setStyleSheet(
+        f"QLabel {{ background: {bg}; color: {fg}; font-size: 15pt; font-weight: bold;"
+        " padding: 8px; border-radius: 4px; }")
+
+
+def set_errors(label: QLabel, lines: list[str]) -> None:
+    label.setText("\n".join(lines))
+    label.setVisible(bool(lines))
+
+
+def clear_result(ui: ViewerUi, verdict: str) -> None:
+    """An empty result panel and strip, ``verdict`` in the badge (e.g. "Analysing…")."""
+    ui.verdict_label.setText(verdict)
+    style_verdict(ui.verdict_label, "failed")
+    for w in (ui.study_prob_label, ui.image_prob_label, ui.body_part_label, ui.images_label):
+        w.setText("—")
+    set_errors(ui.errors_label, [])
+    ui.image_counter.setText("")
+    ui.thumb_strip.clear()
+    ui.thumb_strip.hide()
+    ui.series_bar.set_groups([])
+    ui.series_bar.hide()
+    ui.preset_combo.clear()
+
+
+def show_result(ui: ViewerUi, outcome: StudyOutcome, word: str, *, has_engine: bool,
+                awaiting: bool) -> None:
+    """The result panel for ``outcome``: verdict, study probability, body part, images scored
+    and errors; ``awaiting``: its scores are still to come (being computed, or the model is
+    loading)."""
+    pred = outcome.prediction
+    n_ok = len(outcome.images) - len(outcome.failures)
+    errors = [f"Cannot decode {v.name}: {v.error}" for v in outcome.failures]
+    if outcome.model_error:
+        errors.append(f"Model error: {outcome.model_error}")
+    set_errors(ui.errors_label, errors)
+    ui.images_label.setText(f"{n_ok} of {len(outcome.images)}" if pred is not None
+                            else f"0 of {len(outcome.images)}")
+    if pred is not None:
+        ui.verdict_label.setText(verdict_text(pred.verdict, word))
+        style_verdict(ui.verdict_label, pred.verdict)
+        ui.study_prob_label.setText(format_probability(pred.probability))
+        header = outcome.study.body_part_tag
+        ui.body_part_label.setText(
+            pred.body_part + (f" · DICOM header: {header}" if header else ""))
+        return
+    ui.verdict_label.setText(
+        ("Analysing…" if has_engine else "Model loading…") if awaiting
+        else "No model" if not has_engine else
+        ("No result: no image could be decoded" if not n_ok else "No result"))
+    style_verdict(ui.verdict_label, "failed")
+    ui.study_prob_label.setText("—")
+    ui.body_part_label.setText(outcome.study.body_part_tag or "—")
+    if awaiting:
+        ui.images_label.setText("—")
+
+
+def show_position(ui: ViewerUi, outcome: StudyOutcome, index: int) -> None:
+    """Which image of the study is shown: counter, strip selection, previous / next, and the
+    image's own probability."""
+    n = len(outcome.images)
+    v = outcome.images[min(index, n - 1)]
+    series = outcome.series[v.series] if 0 <= v.series < len(outcome.series) else None
+    in_series = f" · {series.label}" if series is not None and len(outcome.series) > 1 else ""
+    ui.image_counter.setText(f"Image {index + 1} of {n} · {v.name}{in_series}")
+    if ui.thumb_strip.currentRow() != index:
+        ui.thumb_strip.blockSignals(True)
+        ui.thumb_strip.setCurrentRow(index)
+        ui.thumb_strip.blockSignals(False)
+    ui.prev_button.setEnabled(index > 0)
+    ui.next_button.setEnabled(index < n - 1)
+    ui.image_prob_label.setText(
+        format_probability(v.prediction.probability) if v.prediction is not None else "—")
+
+
+# -- status bar ---------------------------------------------------------------------------------
+def discovery_message(res: DiscoveryResult) -> str:
+    """What was found: studies and images, and what was skipped or ignored."""
+    msg = f"{len(res.studies)} studies, {res.n_images} images"
+    if res.skipped:
+        first = res.skipped[0]
+        msg += (f"; {len(res.skipped)} file(s) skipped (e.g. {Path(first[0]).name}: "
+                f"{first[1]})")
+    if res.duplicates:
+        msg += f"; {len(res.duplicates)} duplicate(s) ignored"
+    return msg
+
+
+def decoded_message(outcome: StudyOutcome, *, model_loading: str = "") -> str:
+    """How a study's decoding went; ``model_loading``: the model its scores wait for."""
+    n_fail = len(outcome.failures)
+    msg = f"{len(outcome.images) - n_fail} of {len(outcome.images)} images decoded"
+    if n_fail:
+        first = outcome.failures[0]
+        msg += f"; {first.name}: {first.error}"
+    if outcome.model_error:
+        msg += f"; model error: {outcome.model_error}"
+    if model_loading:
+        msg += f"; scores follow when the model is loaded ({model_loading})"
+    return msg
+
+
+def screened_message(ctl: ScreenController, run: object) -> str:
+    """How a screening from the window ended (``run``: its result, None if cancelled)."""
+    if ctl.conflict is not None:
+        return f"Not screened: {ctl.conflict.message}"
+    if ctl.error:
+        return f"Screening failed: {ctl.error}"
+    if run is None:
+        return ("Screening cancelled; finished studies are kept in screen.sqlite and "
+                "screening again resumes.")
+    return f"Screening done: {len(run.result.results)} studies; outputs in {ctl.out}"
+
+
+# -- study list ---------------------------------------------------------------------------------
+def study_text(st: Study, pred: StudyPrediction | None, word: str) -> str:
+    """A study list item: description, folder and image count, then the verdict once scored."""
+    if st.is_dicom:
+        title = st.description or "Study"
+        folder = Path(st.images[0].path).parent.name if st.images else ""
+        where = f"{folder} · " if folder else ""
+    else:  # the folder is the study: name it once
+        title, where = st.key[len("folder:"):], ""
+    lines = [title, f"{where}{len(st.images)} image(s)"
+             + (f" · {st.modality}" if st.modality else "")]
+    if pred is not None:
+        verdict = verdict_text(pred.verdict, word)
+        lines.append(f"{verdict} · {format_probability(pred.probability)}")
+    return "\n".join(lines)
+
+
+def add_study_items(study_list: QListWidget, studies: list[Study], word: str) -> None:
+    for st in studies:
+        item = QListWidgetItem(study_text(st, None, word))
+        item.setData(Qt.ItemDataRole.UserRole, st.key)
+        item.setToolTip(st.key)
+        item.setIcon(verdict_icon("pending"))
+        study_list.addItem(item)
+
+
+def update_study_item(study_list: QListWidget, st: Study, pred: StudyPrediction | None,
+                      word: str, *, pending: bool = False) -> None:
+    for row in range(study_list.count()):
+        item = study_list.item(row)
+        if item.data(Qt.ItemDataRole.UserRole) == st.key:
+            item.setText(study_text(st, pred, word))
+            verdict = "pending" if pending else (pred.verdict if pred is not None else "failed")
+            item.setIcon(verdict_icon(verdict))
+
+
+# -- thumbnails ---------------------------------------------------------------------------------
+def thumb_tooltip(v: ViewImage) -> str:
+    if v.preview:
+        return f"{v.name} (preview; full resolution follows)"
+    return (v.name if v.image is not None else f"{v.name}: decoding…" if v.pending
+            else f"{v.name}: {v.error}")
+
+
+def set_thumbnail(strip: QListWidget, k: int, v: ViewImage) -> None:
+    item = strip.item(k)
+    if item is not None:
+        item.setIcon(thumb_icon(v))
+        item.setToolTip(thumb_tooltip(v))
+
+
+def fill_thumbnails(strip: QListWidget, bar: SeriesBar, outcome: StudyOutcome,
+                    current: int) -> None:
+    """One thumbnail per image of the study, row = image index (a dark tile while it is
+    decoded, a crossed one for an undecodable image); the series bar captions the groups.
+    An existing strip of the same study is updated in place (no flicker, scroll kept)."""
+    strip.blockSignals(True)
+    same = strip.count() == len(outcome.images) and all(
+        strip.item(k).data(Qt.ItemDataRole.UserRole) == v.ref.path
+        for k, v in enumerate(outcome.images))
+    if same:
+        for k, v in enumerate(outcome.images):
+            set_thumbnail(strip, k, v)
+    else:
+        strip.clear()
+        for k, v in enumerate(outcome.images):
+            item = QListWidgetItem(thumb_icon(v), f"{k + 1}")
+            item.setData(Qt.ItemDataRole.UserRole, v.ref.path)
+            item.setToolTip(thumb_tooltip(v))
+            item.setSizeHint(QSize(THUMB_SIZE + 10, THUMB_SIZE + 30))
+            item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
+            strip.addItem(item)
+    strip.setCurrentRow(min(current, len(outcome.images) - 1))
+    strip.blockSignals(False)
+    strip.setVisible(bool(outcome.images))
+    groups, first = [], 0
+    for s in outcome.series:
+        groups.append((s.label, first, s.count))
+        first += s.count
+    bar.set_groups(groups if first == len(outcome.images) else [])
+    bar.setVisible(bool(outcome.images) and bool(bar.groups))
+
+
+# -- the image ----------------------------------------------------------------------------------
+def fill_presets(combo: QComboBox, v: ViewImage) -> None:
+    """"File default" and the image's window presets, labelled with their W/L values."""
+    combo.clear()
+    combo.addItem("File default", None)
+    if v.image is not None:
+        for name, c, w in v.image.window_presets():
+            combo.addItem(f"{name} (W {fmt_wl(w)} / L {fmt_wl(c)})", (c, w))
+
+
+def overlay_texts(v: ViewImage, *, index: int, n: int, window: tuple[float, float] | None,
+                  zoom: float, inverted: bool, orientation: Orientation, heat_shown: bool,
+                  word: str) -> dict[str, str]:
+    """The four corner texts over decoded image ``v`` (``index`` of ``n``): who and when top
+    left, what top right, how it is displayed bottom left, the model's score bottom right."""
+    assert v.image is not None
+    info = v.image.info
+    tl, tr = [], []
+    if info is not None:
+        # identifying data: shown on screen only, never logged
+        tl += [x for x in (info.patient_name.replace("^", " ").strip(),
+                           f"ID {info.patient_id}" if info.patient_id else "") if x]
+        tl += [x for x in (format_da(info.study_date), info.study_description) if x]
+        tr += [" · ".join(x for x in (info.modality, info.body_part_examined) if x)]
+    tr.append(f"Image {index + 1}/{n}")
+    h, w = v.image.pixels.shape
+    bl = [f"{w}×{h} · zoom {zoom * 100:.0f}%",
+          "W/L: file default" if window is None
+          else f"W {fmt_wl(window[1])} / L {fmt_wl(window[0])}"]
+    if inverted:
+        bl.append("inverted")
+    if not orientation.is_identity:
+        bl.append(orientation.describe())
+    if v.preview:
+        bl.append("preview · full resolution follows")
+    br = []
+    if v.prediction is not None:
+        br.append(f"P({word}) {format_probability(v.prediction.probability)}")
+    if heat_shown:
+        br.append("heatmap on")
+    return {"top_left": "\n".join(tl), "top_right": "\n".join(t for t in tr if t),
+            "bottom_left": "\n".join(bl), "bottom_right": "\n".join(br)}
