@@ -38,8 +38,9 @@ _HELP = {
     "pretrained_weights": "local ImageNet state dict to initialise the backbone (no downloads)",
     "pretrained": "ImageNet weights from timm's hub (needs the network; fails at once, naming "
     "--pretrained-weights PATH, when the hub cannot be reached)",
-    "amp": "mixed precision: auto (float16 + gradient scaling on CUDA, off on CPU), off, fp16 (CUDA only) "
-    "or bf16 (CPU with AVX-512 BF16, or GPU)",
+    "amp": "mixed precision: auto (float16 + gradient scaling on CUDA, off on CPU), off, fp16 (float16 + "
+    "gradient scaling; on a CPU only to test the GPU path, it is slow there) or bf16 (CPU with AVX-512 "
+    "BF16, or GPU)",
     "clahe": "contrast-limited adaptive histogram equalisation in the shared preprocessing (true/false); "
     "stored in the checkpoint, so the runtime applies it too",
     "clahe_clip_limit": "CLAHE clip limit: fraction of a tile's pixels one grey-level bin may hold "
