@@ -33,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--fast-bias-correction", action="store_true",
                     help="NNCF's fast bias correction (quicker to quantize; may shift probabilities)")
     ap.add_argument("--ignore-type", action="append", default=[], help="op type kept in floating point (repeatable)")
+    ap.add_argument("--fp-sensitivity-budget", type=float, default=0.0, metavar="RMS",
+                    help="keep the ops whose INT8 quantization moves the fracture logit most in floating "
+                    "point, so that the predicted RMS logit error (from one-op-at-a-time INT8 on "
+                    "calibration images) stays within RMS; 0 = off (default). 0.02 was needed for "
+                    "FracAtlas EfficientNet-B0 (see results/fracatlas/README.md); costs a second NNCF "
+                    "run and one inference pass per quantized op")
+    ap.add_argument("--sensitivity-images", type=int, default=128,
+                    help="calibration images the --fp-sensitivity-budget analysis runs on (default 128)")
     ap.add_argument("--no-accuracy-control", action="store_true",
                     help="when plain INT8 PTQ fails the gate, stop there instead of retrying with NNCF "
                     "accuracy control (which reverts the costliest layers to floating point)")
@@ -53,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint=a.checkpoint, out=a.out, calib_data=a.calib_data, val_data=a.val_data, name=a.name,
         version=a.version, budget=a.budget, min_agreement=a.min_agreement, calib_size=a.calib_size, max_eval_images=a.max_eval_images,
         seed=a.seed, quant=QuantizeConfig(preset=a.preset, fast_bias_correction=a.fast_bias_correction,
-                                          subset_size=a.calib_size, ignored_types=a.ignore_type),
+                                          subset_size=a.calib_size, ignored_types=a.ignore_type,
+                                          fp_sensitivity_budget=a.fp_sensitivity_budget,
+                                          sensitivity_images=a.sensitivity_images),
         accuracy_control=not a.no_accuracy_control, devices=["CPU", *a.device], ac_size=a.accuracy_control_size,
     )
     try:

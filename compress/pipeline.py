@@ -113,10 +113,16 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
     t0 = time.time()
     import openvino as ov
 
-    int8_model = quantize_openvino(fp32_model, calib.inputs, cfg.quant)
+    sens_info: dict = {}
+    int8_model = quantize_openvino(fp32_model, calib.inputs, cfg.quant, info=sens_info)
     ov.save_model(int8_model, str(out / "model.xml"), compress_to_fp16=False)
     _log(f"NNCF INT8 ({cfg.quant.preset} preset, {min(cfg.quant.subset_size, len(calib.inputs))} "
          f"calibration images) in {time.time() - t0:.1f}s")
+    if sens_info:
+        _log(f"sensitivity budget {cfg.quant.fp_sensitivity_budget} (RMS logit): kept "
+             f"{len(sens_info['kept_fp'])} of {sens_info['quantized_ops']} quantized ops in floating "
+             f"point; predicted RMS logit error {sens_info['predicted_rms']:.4f} (all INT8: "
+             f"{sens_info['all_int8_predicted_rms']:.4f})")
 
     card = _card(cfg, meta, ck)
     bundle = write_bundle(out, card)  # provisional, "not_validated": lets the engines load it
@@ -149,6 +155,7 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
     results, int8_scores, passed, reasons = evaluate()
     quant = {"method": "ptq", "preset": cfg.quant.preset, "subset_size": min(cfg.quant.subset_size, len(calib.inputs)),
              "fast_bias_correction": cfg.quant.fast_bias_correction,
+             **({"sensitivity": sens_info} if sens_info else {}),
              "ptq_gate": {"verdict": "passed" if passed else "failed", "reasons": reasons}}
     if not passed and cfg.accuracy_control and evalsets:
         quant = _accuracy_control(cfg, fp32_model, calib.inputs, evalsets[0], quant, out,
