@@ -5,7 +5,8 @@ change each: the widgets, their layout and the menus in :mod:`desktop.window_ui`
 panels and the status bar say in :mod:`desktop.panels`; opening, decoding and scoring studies
 and loading the model on the workers in :mod:`desktop.study_loader`; window/level, turn,
 invert and the rendering of the shown image in :mod:`desktop.image_display`; file dialogs,
-drops and the report export in :mod:`desktop.window_files`. Pixels and words come from
+drops and the report export in :mod:`desktop.window_files`; screening a folder from the window
+in :mod:`desktop.window_screening`. Pixels and words come from
 :mod:`desktop.render`. Patient names and IDs are shown in the image overlay only; nothing here
 logs or prints them.
 """
@@ -19,11 +20,11 @@ from PySide6.QtCore import Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMainWindow, QWidget
 
-from desktop import panels
+from desktop import panels, window_files
 from desktop.dialogs import ModelCardDialog, SettingsDialog, TagBrowserDialog
 from desktop.image_display import ImageDisplay
 from desktop.render import Orientation, task_word
-from desktop.screen_dialog import ScreenController, screen_job, viewer_key
+from desktop.screen_dialog import ScreenController
 from desktop.settings import ViewerSettings
 from desktop.studies import (
     PREVIEW_SIDE,
@@ -35,15 +36,7 @@ from desktop.studies import (
 )
 from desktop.study_loader import StudyLoader
 from desktop.tasks import Task
-from desktop.window_files import (
-    accept_drop,
-    ask_dicom_folder,
-    ask_files,
-    ask_folder,
-    ask_report_path,
-    ask_screen_folders,
-    write_study_report,
-)
+from desktop.window_screening import WindowScreening
 from desktop.window_ui import ViewerUi
 from models.engine import Engine
 from models.errors import MuraError
@@ -87,6 +80,7 @@ class ViewerWindow(QMainWindow):
                                 "The shown image's window (center, width); None: the file's VOI.")
     orientation = _forwarded("display", "orientation", "The reader's turn and flip.")
     current_rgb = _forwarded("display", "rgb", "The picture as shown (oriented), or None.")
+    screen_controller = _forwarded("screening", "controller", "The latest screening, or None.")
 
     def __init__(self, engine: Engine | None = None, *, model_error: str = "",
                  settings: ViewerSettings | None = None,
@@ -105,41 +99,26 @@ class ViewerWindow(QMainWindow):
         self._card_dialog: ModelCardDialog | None = None
         self.settings_dialog: SettingsDialog | None = None
         self.tag_dialog: TagBrowserDialog | None = None
-        self.screen_controller: ScreenController | None = None
         self._pending_key: str | None = None  # study to show once the opened folder is discovered
         self.setWindowTitle("MURA viewer — research use only")
         self.setAcceptDrops(True)
         self.resize(1360, 860)
         self.ui = ui = ViewerUi(self, self.word)
-        # The widgets and actions are the window's attributes too, as they have always been
-        # (tests, the screenshot mode and the screening dialog use ``window.view`` and co.).
+        # The widgets the window's users read (tests, the screenshot mode) keep their names on
+        # the window; the rest are in ``self.ui``.
         self.disclaimer, self.study_list, self.view = ui.disclaimer, ui.study_list, ui.view
         self.thumb_strip, self.series_bar = ui.thumb_strip, ui.series_bar
-        self.prev_button, self.next_button = ui.prev_button, ui.next_button
-        self.image_counter, self.side_scroll = ui.image_counter, ui.side_scroll
-        self.result_panel, self.verdict_label = ui.result_panel, ui.verdict_label
-        self.study_prob_caption, self.study_prob_label = ui.study_prob_caption, ui.study_prob_label
-        self.image_prob_caption, self.image_prob_label = ui.image_prob_caption, ui.image_prob_label
-        self.body_part_label, self.images_label = ui.body_part_label, ui.images_label
-        self.operating_label, self.errors_label = ui.operating_label, ui.errors_label
+        self.image_counter, self.result_panel = ui.image_counter, ui.result_panel
+        self.verdict_label, self.study_prob_label = ui.verdict_label, ui.study_prob_label
+        self.image_prob_label, self.body_part_label = ui.image_prob_label, ui.body_part_label
+        self.images_label, self.operating_label = ui.images_label, ui.operating_label
+        self.errors_label, self.model_label = ui.errors_label, ui.model_label
         self.heatmap_check, self.opacity_slider = ui.heatmap_check, ui.opacity_slider
         self.invert_check, self.preset_combo = ui.invert_check, ui.preset_combo
-        self.model_label, self.card_button = ui.model_label, ui.card_button
-        self.progress, self.model_status = ui.progress, ui.model_status
-        self.open_action, self.open_files_action = ui.open_action, ui.open_files_action
-        self.screen_action, self.settings_action = ui.screen_action, ui.settings_action
-        self.export_pdf_action, self.export_png_action = ui.export_pdf_action, ui.export_png_action
-        self.export_dicom_action, self.quit_action = ui.export_dicom_action, ui.quit_action
-        self.prev_action, self.next_action = ui.prev_action, ui.next_action
-        self.prev_study_action, self.next_study_action = ui.prev_study_action, ui.next_study_action
-        self.heatmap_action, self.invert_action = ui.heatmap_action, ui.invert_action
-        self.rotate_cw_action, self.rotate_ccw_action = ui.rotate_cw_action, ui.rotate_ccw_action
-        self.flip_h_action, self.flip_v_action = ui.flip_h_action, ui.flip_v_action
-        self.reset_action, self.fit_action = ui.reset_action, ui.fit_action
-        self.zoom_in_action, self.zoom_out_action = ui.zoom_in_action, ui.zoom_out_action
-        self.full_screen_action, self.card_action = ui.full_screen_action, ui.card_action
-        self.tags_action, self.export_menu_anchor = ui.tags_action, ui.export_menu_anchor
+        self.card_button, self.heatmap_action = ui.card_button, ui.heatmap_action
+        self.screen_action = ui.screen_action
         self.display = ImageDisplay(ui, self.word)
+        self.screening = WindowScreening(self, self.loader, self.open_study)
         self._connect_ui()
         self._connect_loader()
         self._show_model_state()
@@ -219,13 +198,13 @@ class ViewerWindow(QMainWindow):
 
     # -- opening ----------------------------------------------------------------------------
     def open_folder_dialog(self) -> None:
-        folder = ask_folder(self)
+        folder = window_files.ask_folder(self)
         if folder:
             self.open_paths([folder])
 
     def open_files_dialog(self) -> None:
         """Files, including a DICOMDIR (which opens the images it lists)."""
-        files = ask_files(self)
+        files = window_files.ask_files(self)
         if files:
             self.open_paths(files)
 
@@ -241,7 +220,7 @@ class ViewerWindow(QMainWindow):
         self.loader.open_paths(paths)
 
     def screen_folder_dialog(self) -> None:
-        folders = ask_screen_folders(self)
+        folders = window_files.ask_screen_folders(self)
         if folders is not None:
             self.screen_folder(*folders)
 
@@ -253,28 +232,10 @@ class ViewerWindow(QMainWindow):
         If ``out`` holds results of another model or folder, the controller offers to restart
         (``restart=True``, like ``--restart``) instead of only failing.
         """
-        if self.engine is None:
-            self.statusBar().showMessage("Screening needs a model (start with --model BUNDLE).")
-            return None
-        if self.screen_controller is not None and self.screen_controller.task is not None \
-                and self.loader.is_running(self.screen_controller.task):
-            self.statusBar().showMessage("A screening is already running.")
-            return None
-        src, out = str(src), str(out)
-        ctl = ScreenController(self, src, out, self.word)
-        ctl.finished.connect(lambda run: self._on_screened(ctl, run))
-        ctl.restart_requested.connect(lambda: self.screen_folder(src, out, restart=True))
-        self.screen_controller = ctl
-        self.statusBar().showMessage("Screening…")
-        self.loader.start("screen", "", screen_job, src, out, self.engine, restart,
-                          on_task=ctl.attach)
+        ctl = self.screening.start(src, out, self.engine, self.word, restart=restart)
+        if ctl is not None:
+            ctl.restart_requested.connect(lambda: self.screen_folder(src, out, restart=True))
         return ctl
-
-    def _on_screened(self, ctl: ScreenController, run: object) -> None:
-        self.statusBar().showMessage(panels.screened_message(ctl, run))
-        if ctl.dialog is not None:
-            ctl.dialog.study_activated.connect(
-                lambda key: self.open_study(viewer_key(key, ctl.src), ctl.src))
 
     def open_study(self, key: str, folder: str | Path) -> None:
         """Show study ``key``, opening ``folder`` first unless the study is already listed."""
@@ -287,16 +248,16 @@ class ViewerWindow(QMainWindow):
 
     # -- what the loader reports ------------------------------------------------------------
     def _on_task_started(self, _tag: str) -> None:
-        self.progress.show()
-        self.progress.setRange(0, 0)
+        self.ui.progress.show()
+        self.ui.progress.setRange(0, 0)
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
+        self.ui.progress.setRange(0, max(total, 1))
+        self.ui.progress.setValue(done)
         self.statusBar().showMessage(message)
 
     def _on_idle(self) -> None:
-        self.progress.hide()
+        self.ui.progress.hide()
         self.idle.emit()
 
     def _on_failed(self, kind: str, key: str, message: str) -> None:
@@ -469,15 +430,15 @@ class ViewerWindow(QMainWindow):
 
     # -- drag and drop ----------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
-        accept_drop(event)
+        window_files.accept_drop(event)
 
     def dragMoveEvent(self, event) -> None:  # noqa: N802
-        accept_drop(event)
+        window_files.accept_drop(event)
 
     def dropEvent(self, event) -> None:  # noqa: N802
         """Files and folders dropped anywhere on the window are opened like command-line paths
         (a DICOMDIR among them opens the images it references)."""
-        paths = accept_drop(event)
+        paths = window_files.accept_drop(event)
         if paths:
             self.open_paths(paths)
 
@@ -562,13 +523,11 @@ class ViewerWindow(QMainWindow):
         return self.tag_dialog
 
     # -- export -----------------------------------------------------------------------------
-
-    # -- export -----------------------------------------------------------------------------
     def export_report_dialog(self, fmt: str) -> None:
         if self.current_outcome is None:
             self.statusBar().showMessage("Export: open and analyse a study first.")
             return
-        path = ask_report_path(self, fmt)
+        path = window_files.ask_report_path(self, fmt)
         if path:
             try:
                 self.export_report(path)
@@ -581,7 +540,7 @@ class ViewerWindow(QMainWindow):
         Refuses a destination that is one of the study's source files: exporting must never
         alter an original (see :func:`~desktop.window_export.write_study_report`).
         """
-        written = write_study_report(self.current_outcome, self.engine, path,
+        written = window_files.write_study_report(self.current_outcome, self.engine, path,
                                      decoding=self.decoding)
         self.statusBar().showMessage(f"Report written: {written}")
         return written
@@ -590,7 +549,7 @@ class ViewerWindow(QMainWindow):
         if self.current_outcome is None or self.engine is None:
             self.statusBar().showMessage("DICOM export: open a study with a model first.")
             return
-        out = ask_dicom_folder(self)
+        out = window_files.ask_dicom_folder(self)
         if out:
             self.export_dicom(out)
 

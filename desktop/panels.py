@@ -22,7 +22,6 @@ from desktop.render import (
     operating_points_text,
     verdict_text,
 )
-from desktop.screen_dialog import ScreenController
 from desktop.studies import THUMB_SIZE, DiscoveryResult, StudyOutcome, ViewImage
 from desktop.window_ui import ViewerUi, thumb_icon, verdict_icon
 from models.engine import Engine, StudyPrediction
@@ -176,18 +175,6 @@ def decoded_message(outcome: StudyOutcome, *, model_loading: str = "") -> str:
     if model_loading:
         msg += f"; scores follow when the model is loaded ({model_loading})"
     return msg
-
-
-def screened_message(ctl: ScreenController, run: object) -> str:
-    """How a screening from the window ended (``run``: its result, None if cancelled)."""
-    if ctl.conflict is not None:
-        return f"Not screened: {ctl.conflict.message}"
-    if ctl.error:
-        return f"Screening failed: {ctl.error}"
-    if run is None:
-        return ("Screening cancelled; finished studies are kept in screen.sqlite and "
-                "screening again resumes.")
-    return f"Screening done: {len(run.result.results)} studies; outputs in {ctl.out}"
 
 
 # -- study list ---------------------------------------------------------------------------------
