@@ -72,6 +72,20 @@ class ImageDisplay:
         self.render(new=new)
         return True
 
+    def refresh_presets(self, v: ViewImage) -> None:
+        """The presets of ``v``, another decode of the image shown (the full decode of a
+        preview: presets from the data's range differ a little). A chosen preset stays chosen,
+        with ``v``'s values; the file's window, or one the reader dragged, stays as it is."""
+        combo = self.ui.preset_combo
+        k = combo.currentIndex()
+        panels.fill_presets(combo, v)
+        if 0 < k < combo.count():
+            combo.setCurrentIndex(k)
+            c, w = combo.itemData(k)
+            self.window = (float(c), float(w))
+        else:
+            combo.setCurrentIndex(k if k < combo.count() else -1)
+
     def render(self, new: bool = False) -> None:
         """Draw the picture again from the windowed pixels (invert, heatmap and turn applied);
         ``new`` fits it in the canvas."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap, QTransform
 from PySide6.QtWidgets import (
     QGraphicsPixmapItem,
     QGraphicsScene,
@@ -86,6 +86,31 @@ class ImageView(QGraphicsView):
             if self._auto_fit:
                 self.fit()
         self.viewport().update()
+
+    def visible_region(self) -> tuple[float, float, float] | None:
+        """Where the reader is looking, whatever the picture's resolution: the zoom in screen
+        pixels per picture width, and the centre of the view as fractions of the picture's
+        width and height. None when the picture is fitted to the window (nothing to keep)."""
+        if self._auto_fit or not self.has_image:
+            return None
+        rect = self._scene.sceneRect()
+        centre = self.mapToScene(self.viewport().rect()).boundingRect().center()
+        return (self.zoom * rect.width(), centre.x() / rect.width(),
+                centre.y() / rect.height())
+
+    def show_region(self, region: tuple[float, float, float] | None) -> None:
+        """Look at ``region`` (from :meth:`visible_region`) of the picture shown now, which may
+        be the same picture at another resolution (a preview replaced by the full decode):
+        the zoom scales by the resolution ratio, so the same part of it stays in view."""
+        if region is None or not self.has_image:
+            return
+        per_width, fx, fy = region
+        rect = self._scene.sceneRect()
+        z = per_width / rect.width()
+        self._auto_fit = False
+        self.setTransform(QTransform.fromScale(z, z))
+        self.centerOn(QPointF(fx * rect.width(), fy * rect.height()))
+        self.zoom_changed.emit(self.zoom)
 
     def reset_zoom(self) -> None:
         """Back to "fit in window", as after opening the image."""

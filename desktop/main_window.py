@@ -305,8 +305,21 @@ class ViewerWindow(QMainWindow):
         if not self._shows_live(key):
             return
         panels.set_thumbnail(self.thumb_strip, index, view)
-        if index == self.current_index:
+        if index != self.current_index:
+            return
+        if replaced.preview and replaced.image is not None and view.image is not None:
+            self._show_full_resolution(view)
+        else:
             self._show_image(new=True)
+
+    def _show_full_resolution(self, v: ViewImage) -> None:
+        """The full decode ``v`` replaces the preview on screen. The reader may have worked on
+        the preview meanwhile: window/level, invert and turn stay, and so does the part of the
+        picture in view (the zoom scaled by the resolution ratio)."""
+        region = self.view.visible_region()
+        self.display.refresh_presets(v)
+        self._show_image(new=False)
+        self.view.show_region(region)
 
     def _score(self, key: str, done_tag: str = "") -> None:
         if self.loader.score(key, done_tag):

@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
 
 import desktop.studies
 from desktop import render
@@ -355,3 +355,50 @@ def test_a_large_jpeg2000_image_is_previewed_then_shown_in_full(qtbot, win, phan
     _, agg = _reference(engine, [str(p) for p in files])
     assert win.study_prob_label.text() == f"{agg.probability:.3f}"
     assert "preview" not in win.thumb_strip.item(0).toolTip()
+
+
+def _seen(view) -> tuple[float, float, float, float]:
+    """The part of the picture in view: left, top, right, bottom as fractions of its size."""
+    r = view.mapToScene(view.viewport().rect()).boundingRect()
+    s = view.sceneRect()
+    return (r.left() / s.width(), r.top() / s.height(), r.right() / s.width(),
+            r.bottom() / s.height())
+
+
+def test_the_readers_view_of_the_preview_survives_the_full_image(qtbot, win, phantom, gated,
+                                                                 tmp_path):
+    """What the reader set on the preview while the full decode ran stays when it arrives: the
+    custom window, invert and turn, and the same part of the picture in view (the zoom scaled
+    by the resolution ratio), now drawn from the full-resolution pixels."""
+    files = _j2k_study(phantom / "dicom" / "study_0004", tmp_path / "j2k")
+    full = load_image(files[0])
+    win.preview_side = max(full.pixels.shape) // 2
+    dec = gated(set())  # the full decodes wait until the reader has set the view
+    with qtbot.waitSignal(win.first_image_shown, timeout=WAIT_MS):
+        win.open_paths([tmp_path / "j2k"])
+    assert win.current_image.preview
+    win.view.window_dragged.emit(25.0, -15.0)  # a left-drag: a custom window
+    window = win.current_window
+    assert window is not None and win.preset_combo.currentIndex() == -1
+    win.set_invert(True)
+    win.rotate(1)
+    win.view.zoom_by(3.0)
+    preview_side = win.view.sceneRect().width()  # of the turned preview
+    win.view.centerOn(QPointF(0.4 * preview_side, 0.55 * win.view.sceneRect().height()))
+    zoom, seen = win.view.zoom, _seen(win.view)
+    assert 0 < seen[0] < seen[2] < 1 and 0 < seen[1] < seen[3] < 1  # zoomed into the picture
+
+    with qtbot.waitSignal(win.analysis_ready, timeout=WAIT_MS):
+        dec.gate.set()
+    qtbot.waitUntil(lambda: not win.busy, timeout=WAIT_MS)
+    assert not win.current_image.preview and win.current_index == 0
+    assert win.current_window == window and win.preset_combo.currentIndex() == -1
+    assert win.invert_check.isChecked() and win.orientation == render.Orientation().rotated(1)
+    full_side = win.view.sceneRect().width()
+    assert full_side > preview_side
+    assert win.view.zoom == pytest.approx(zoom * preview_side / full_side, rel=1e-6)
+    assert _seen(win.view) == pytest.approx(seen, abs=0.01)
+    expected = render.Orientation().rotated(1).apply(
+        render.render_rgb(full.display(window), invert=True))
+    np.testing.assert_array_equal(win.current_rgb, expected)
+    assert "preview" not in win.view._overlay["bottom_left"]
