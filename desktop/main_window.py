@@ -332,8 +332,11 @@ class ViewerWindow(QMainWindow):
                                  pending=awaiting)
         if key != self.current_key:
             return
-        # shown image by image while decoding: keep the view (window, zoom) as it is
-        self._show_outcome(outcome, reset_image=False, keep_view=was_live)
+        # the reader may be working on this study's picture (shown image by image while it
+        # was decoded, or decoded before the model was ready and now scored): keep the view
+        # (window, zoom, turn) as it is
+        self._show_outcome(outcome, reset_image=False,
+                           keep_view=was_live or self.display.rgb is not None)
         self.statusBar().showMessage(panels.decoded_message(
             outcome, model_loading=self.loader.engine_loading if awaiting and self.engine is None
             else ""))
@@ -635,11 +638,30 @@ class ViewerWindow(QMainWindow):
             self.statusBar().showMessage(f"Model could not be loaded: {error}")
         elif engine is not None:
             self.statusBar().showMessage(f"Model loaded on {engine.device}")
-        key = self.current_key
-        if key is not None:
-            self.current_key = None
-            self.select_study(key)
+        self._rescore_current()
         self.engine_changed.emit()
+
+    def _rescore_current(self) -> None:
+        """After a model change, bring the shown study up to date without touching the
+        reader's view (image, window, zoom, turn): a decoded study is scored (or, with no
+        model, shown as unscored); one still being decoded is scored when its decode ends
+        (:meth:`_on_outcome`). Nothing is decoded again."""
+        key = self.current_key
+        if key is None:
+            return
+        out = self.outcomes.get(key)
+        if out is None:
+            live = self.loader.live_outcome(key)
+            if live is not None:
+                panels.show_result(self.ui, live, self.word, has_engine=self.engine is not None,
+                                   awaiting=self.loader.awaits_scores(live))
+            return
+        panels.show_result(self.ui, out, self.word, has_engine=self.engine is not None,
+                           awaiting=self.loader.awaits_scores(out))
+        if self.loader.awaits_scores(out):
+            self._score(key)
+        else:
+            self.analysis_ready.emit(key)
 
     # -- screenshot, closing ----------------------------------------------------------------
     def save_screenshot(self, path: str | Path) -> Path:

@@ -402,3 +402,54 @@ def test_the_readers_view_of_the_preview_survives_the_full_image(qtbot, win, pha
         render.render_rgb(full.display(window), invert=True))
     np.testing.assert_array_equal(win.current_rgb, expected)
     assert "preview" not in win.view._overlay["bottom_left"]
+
+
+def test_the_readers_view_survives_a_model_that_arrives_later(qtbot, phantom, tiny_bundle,
+                                                              engine):
+    """A study decoded while the model was still loading is scored when the model arrives,
+    without resetting what the reader set meanwhile (window, invert, turn, zoom, position)."""
+    folder = phantom / "dicom" / "study_0004"
+    model_gate = threading.Event()
+
+    def slow_engine(path, device):
+        assert model_gate.wait(GATE_S)
+        return Engine(path, device=device)
+
+    w = ViewerWindow(None)
+    qtbot.addWidget(w)
+    w.show()
+    try:
+        w.load_model(tiny_bundle, "CPU", factory=slow_engine)
+        with qtbot.waitSignal(w.first_image_shown, timeout=WAIT_MS) as first:
+            w.open_paths([folder])
+        key = first.args[0]
+        qtbot.waitUntil(lambda: key in w.outcomes, timeout=WAIT_MS)
+        assert w.engine is None and w.outcomes[key].scored_by is None
+        w.next_image()
+        w.view.window_dragged.emit(30.0, 10.0)
+        window = w.current_window
+        assert window is not None
+        w.set_invert(True)
+        w.rotate(-1)
+        w.view.zoom_by(2.0)
+        zoom, seen = w.view.zoom, _seen(w.view)
+        with qtbot.waitSignal(w.analysis_ready, timeout=WAIT_MS):
+            model_gate.set()
+        qtbot.waitUntil(lambda: not w.busy, timeout=WAIT_MS)
+        assert w.engine is not None and w.outcomes[key].scored_by is w.engine
+        assert w.study_prob_label.text() != "—"  # the scores are shown
+        assert w.current_index == 1 and w.current_window == window
+        assert w.invert_check.isChecked() and w.orientation == render.Orientation().rotated(-1)
+        # same zoom and the same part of the picture (the result panel's new text may resize
+        # the canvas by a few pixels: the edges move, the centre stays)
+        assert w.view.zoom == pytest.approx(zoom) and _seen(w.view) == pytest.approx(seen, abs=0.01)
+        now = _seen(w.view)
+        assert (now[0] + now[2]) / 2 == pytest.approx((seen[0] + seen[2]) / 2, abs=1e-3)
+        assert (now[1] + now[3]) / 2 == pytest.approx((seen[1] + seen[3]) / 2, abs=1e-3)
+        img = w.current_image.image
+        expected = render.Orientation().rotated(-1).apply(
+            render.render_rgb(img.display(window), invert=True))
+        np.testing.assert_array_equal(w.current_rgb, expected)
+    finally:
+        model_gate.set()
+        w.shutdown()
