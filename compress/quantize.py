@@ -112,6 +112,8 @@ def _folded(node) -> np.ndarray | None:
     t = node.get_type_name()
     if t == "Constant":
         return node.get_data()
+    if t not in ("Convert", "Multiply", "Subtract", "Reshape"):
+        return None  # stop here: recursing through a whole network is exponential in its branches
     args = [_folded(v.get_node()) for v in node.input_values()]
     if any(a is None for a in args):
         return None

@@ -99,3 +99,25 @@ def test_cli_passes_the_budget_to_the_quantizer(monkeypatch):
     monkeypatch.setattr(cli, "run", lambda cfg: (seen.append(cfg), (True, {}))[1])
     assert cli.main([*base, "--fp-sensitivity-budget", "0.02", "--sensitivity-images", "64"]) == 0
     assert seen[0].quant.fp_sensitivity_budget == 0.02 and seen[0].quant.sensitivity_images == 64
+
+
+def test_weight_folding_does_not_walk_the_network(monkeypatch):
+    """Telling a weight quantizer from an activation one must look at the decompression
+    subgraph only: walking back through residual branches visits 2**depth paths (EfficientNet-B0
+    never finished)."""
+    import openvino.opset13 as ops
+
+    import compress.quantize as q
+
+    x = ops.parameter([1, 4], np.float32, name="image")
+    node = x
+    for _ in range(12):  # 12 diamonds: 4096 paths back to the input
+        node = ops.add(ops.relu(node), ops.multiply(node, ops.constant(np.float32(0.5))))
+    calls = []
+    real = q._folded
+    monkeypatch.setattr(q, "_folded", lambda n: (calls.append(n), real(n))[1])
+    assert q._folded(node.output(0).get_node()) is None
+    assert len(calls) < 10
+    w = ops.multiply(ops.convert(ops.constant(np.array([2, -3], np.int8)), "f32"),
+                     ops.constant(np.float32(0.5)))
+    assert np.allclose(q._folded(w.output(0).get_node()), [1.0, -1.5])
