@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMainWindow, QWidget
 
@@ -40,6 +40,9 @@ from desktop.window_screening import WindowScreening
 from desktop.window_ui import ViewerUi
 from models.engine import Engine
 from models.errors import MuraError
+
+#: Longest wait, at start-up, before the model load starts even if no image is shown yet.
+MODEL_DEFER_MAX_MS = 3000
 
 
 def _forwarded(helper: str, name: str, doc: str) -> property:
@@ -180,6 +183,7 @@ class ViewerWindow(QMainWindow):
         ld.dicom_exported.connect(self._on_dicom_exported)
         ld.failed.connect(self._on_failed)
         ld.idle.connect(self._on_idle)
+        self.first_image_shown.connect(lambda _key: self.loader.start_deferred_model())
 
     @property
     def model_loading(self) -> bool:
@@ -258,7 +262,8 @@ class ViewerWindow(QMainWindow):
 
     def _on_idle(self) -> None:
         self.ui.progress.hide()
-        self.idle.emit()
+        if self.loader.start_deferred_model() is None:  # opening ended without an image
+            self.idle.emit()
 
     def _on_failed(self, kind: str, key: str, message: str) -> None:
         self.statusBar().showMessage(f"Error: {message}")
@@ -607,17 +612,25 @@ class ViewerWindow(QMainWindow):
         self.load_model(new.model_path, new.device)
 
     def load_model(self, path: str | Path, device: str,
-                   factory: Callable[..., Engine] | None = None) -> Task:
+                   factory: Callable[..., Engine] | None = None, *,
+                   after_first_image: bool = False) -> Task | None:
         """Load a bundle on its own worker thread; the window stays usable meanwhile.
 
         Studies opened while it loads are decoded and shown, and scored once it is ready
         (``engine_changed`` then). A failure sets ``model_error``, shown as before. A newer
         call supersedes an older one still loading. ``factory`` is passed to
         :func:`~desktop.studies.load_engine`.
+
+        ``after_first_image`` (start-up with paths to open): the load starts once the first
+        image is on screen, or the opening ends without one, or after
+        :data:`MODEL_DEFER_MAX_MS` at most; the model shows as loading meanwhile. Returns the
+        task, or None when the load waits.
         """
         self.settings = dataclasses.replace(self.settings, device=device,
                                             model_path=str(path))
-        task = self.loader.load_model(path, device, factory)
+        task = self.loader.load_model(path, device, factory, defer=after_first_image)
+        if task is None:
+            QTimer.singleShot(MODEL_DEFER_MAX_MS, self.loader.start_deferred_model)
         loading = self.loader.engine_loading
         self.statusBar().showMessage(f"Loading model {loading}…")
         self._show_model_state()

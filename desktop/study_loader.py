@@ -36,7 +36,7 @@ from models.engine import Engine, StudyPrediction
 
 #: How many analysed studies keep their decoded pixels in memory (an LRU); older ones are
 #: decoded again when revisited. Radiographs are up to ~3000x3000 float32, twice (pixels and
-#: modality values), so a few dozen would already cost gigabytes.
+#: modality values), plus their stored integers, so a few dozen would already cost gigabytes.
 CACHE_STUDIES = 12
 
 
@@ -74,6 +74,8 @@ class StudyLoader(QObject):
         self._engine_pool = QThreadPool(self)
         self._engine_pool.setMaxThreadCount(1)
         self._engine_tag: str | None = None  # the model load in flight (the latest asked for)
+        # a model load asked for but held back until the first image is on screen
+        self._deferred: tuple[str, str, Callable[..., Engine] | None] | None = None
         self._tasks: dict[str, tuple[Task, str]] = {}  # tag -> (task, study key or "")
         # studies being decoded: key -> (tag of the task, outcome filled in image by image)
         self._live: dict[str, tuple[str, StudyOutcome]] = {}
@@ -82,7 +84,7 @@ class StudyLoader(QObject):
     # -- state ------------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        return bool(self._tasks)
+        return bool(self._tasks) or self._deferred is not None
 
     def study(self, key: str) -> Study | None:
         return next((s for s in self.studies if s.key == key), None)
@@ -172,16 +174,35 @@ class StudyLoader(QObject):
 
     # -- the model --------------------------------------------------------------------------
     def load_model(self, path: str | Path, device: str,
-                   factory: Callable[..., Engine] | None = None) -> Task:
+                   factory: Callable[..., Engine] | None = None, *,
+                   defer: bool = False) -> Task | None:
         """Load a bundle on the model thread; a newer call supersedes one still loading.
-        ``engine_loaded`` reports (the engine, or None and the error)."""
+        ``engine_loaded`` reports (the engine, or None and the error).
+
+        ``defer``: only record the request (the model counts as loading, so studies decoded
+        meanwhile await its scores) and start it at :meth:`start_deferred_model`. Why: at
+        start-up, compiling a model takes both cores for a second or more, exactly while the
+        first image is decoded; the reader sees the image sooner if the compile waits for it.
+        Returns the task, or None when deferred.
+        """
         if self._engine_tag is not None and self._engine_tag in self._tasks:
             self._tasks[self._engine_tag][0].cancel()
         self.engine_loading = f"{Path(path).name} on {device}"
+        if defer:
+            self._deferred = (str(path), device, factory)
+            return None
+        self._deferred = None
         task = self.start("engine", "", functools.partial(load_engine, factory=factory),
                           str(path), device, pool=self._engine_pool)
         self._engine_tag = task.tag
         return task
+
+    def start_deferred_model(self) -> Task | None:
+        """Start the model load held back by ``load_model(..., defer=True)``, if any."""
+        if self._deferred is None:
+            return None
+        path, device, factory = self._deferred
+        return self.load_model(path, device, factory)
 
     def set_engine(self, engine: Engine | None, error: str) -> None:
         """Swap the engine: results of the old model are dropped (to be scored again); decoded
@@ -197,6 +218,7 @@ class StudyLoader(QObject):
 
     def shutdown(self, timeout_ms: int = 10000) -> None:
         """Cancel and wait for the workers, so no signal reaches a destroyed window."""
+        self._deferred = None
         for task, _key in list(self._tasks.values()):
             task.cancel()
         self._pool.waitForDone(timeout_ms)

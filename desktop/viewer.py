@@ -159,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     win.engine_changed.connect(report_model_error)
     win.show()
     if model:
-        # resolved here at call time, so a test can stand in for the engine
-        win.load_model(model, device, factory=lambda path, device: Engine(path, device=device))
+        # resolved here at call time, so a test can stand in for the engine; with paths to
+        # open, the compile waits for the first image (it would compete with its decode)
+        win.load_model(model, device, factory=lambda path, device: Engine(path, device=device),
+                       after_first_image=bool(args.paths))
     if args.paths:
         win.open_paths(args.paths)
     try:

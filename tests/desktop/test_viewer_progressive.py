@@ -453,3 +453,45 @@ def test_the_readers_view_survives_a_model_that_arrives_later(qtbot, phantom, ti
     finally:
         model_gate.set()
         w.shutdown()
+
+
+def test_a_start_up_model_load_waits_for_the_first_image(qtbot, phantom, tiny_bundle,
+                                                         engine, tmp_path):
+    """``after_first_image``: the compile starts once the first image is on screen (it would
+    compete with that decode for the cores); the model shows as loading meanwhile, and an
+    opening that finds no image starts it too."""
+    events: list[str] = []
+
+    def recording_engine(path, device):
+        events.append("model load")
+        return Engine(path, device=device)
+
+    w = ViewerWindow(None)
+    qtbot.addWidget(w)
+    w.show()
+    w.first_image_shown.connect(lambda _key: events.append("first image"))
+    try:
+        assert w.load_model(tiny_bundle, "CPU", factory=recording_engine,
+                            after_first_image=True) is None
+        assert w.model_loading and w.busy and "Loading" in w.model_label.text()
+        with qtbot.waitSignal(w.analysis_ready, timeout=WAIT_MS):
+            w.open_paths([phantom / "dicom" / "study_0004"])
+        qtbot.waitUntil(lambda: not w.busy, timeout=WAIT_MS)
+        assert events[:2] == ["first image", "model load"] and w.engine is not None
+        assert w.outcomes[w.current_key].scored_by is w.engine
+    finally:
+        w.shutdown()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    events.clear()
+    w2 = ViewerWindow(None)
+    qtbot.addWidget(w2)
+    w2.show()
+    try:
+        w2.load_model(tiny_bundle, "CPU", factory=recording_engine, after_first_image=True)
+        with qtbot.waitSignal(w2.engine_changed, timeout=WAIT_MS):
+            w2.open_paths([empty])
+        assert events == ["model load"] and w2.engine is not None and not w2.model_error
+    finally:
+        w2.shutdown()
