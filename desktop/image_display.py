@@ -157,10 +157,8 @@ class ImageDisplay:
     def window_span(self) -> float:
         """The data's full range, in the units of a window: the scale of a window drag."""
         v = self.image
-        if v is None or v.image is None or v.image.modality_pixels is None:
-            return 1.0
-        m = v.image.modality_pixels
-        return float(np.nanmax(m) - np.nanmin(m)) or 1.0
+        lo_hi = None if v is None or v.image is None else v.image.modality_range  # cached
+        return (lo_hi[1] - lo_hi[0]) or 1.0 if lo_hi is not None else 1.0
 
     def start_window(self) -> tuple[float, float]:
         """The window a drag starts from when the file's own VOI is shown."""
