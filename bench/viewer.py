@@ -242,10 +242,21 @@ def study_phases(files: list[Path], bundle: str, repeats: int) -> list[tuple[str
     heats, heat = _ms(lambda: [pr.heatmap(px.shape) for pr, px in zip(preds, pixels,
                                                                      strict=True)], repeats)
     blend, _ = _ms(lambda: render_rgb(pixels[0], heat01=heat[0]), repeats)
+    # one step of a window/level drag: re-window the 2k image and draw its picture
+    img = imgs[0]
+    lo, hi = img.modality_range
+    steps = iter(range(10**6))
+
+    def rewindow():
+        k = next(steps)  # a new window each time, as a drag gives
+        return render_rgb(img.display(((lo + hi) / 2 + k, (hi - lo) / 2)))
+
+    rewin, _ = _ms(rewindow, repeats)
     return [("decode (3 × JPEG 2000 2k)", decode), ("preprocess", prep),
             ("inference (batch of 3)", infer), ("aggregate, thumbnails, first picture", post),
             ("after the scores: 3 heatmaps at image size (background)", heats),
-            ("heatmap switched on: blended picture", blend)]
+            ("heatmap switched on: blended picture", blend),
+            ("window/level drag step: re-window + picture (2k)", rewin)]
 
 
 def gui_end_to_end(folder: Path, bundle: str, repeats: int) -> tuple[float, float]:
