@@ -121,3 +121,25 @@ def test_weight_folding_does_not_walk_the_network(monkeypatch):
     w = ops.multiply(ops.convert(ops.constant(np.array([2, -3], np.int8)), "f32"),
                      ops.constant(np.float32(0.5)))
     assert np.allclose(q._folded(w.output(0).get_node()), [1.0, -1.5])
+
+
+def test_quantizers_that_move_to_unmeasured_ops_are_kept_fp_too(monkeypatch):
+    """Ignoring an op can make NNCF put a quantizer on a neighbour that was never measured (the
+    CAM's quantizer moved to the LSE pooling's Subtract on EfficientNet-B0); it must stay FP."""
+    import compress.quantize as q
+
+    calls = []
+    placed = {(): {"a": 1, "b": 1, "c": 1}, ("c",): {"a": 1, "sub": 1}, ("c", "sub"): {"a": 1}}
+
+    def fake_ptq(model, calib, qcfg, extra):
+        calls.append(tuple(extra))
+        return tuple(extra)
+
+    monkeypatch.setattr(q, "_ptq", fake_ptq)
+    monkeypatch.setattr(q, "_quantized_ops", lambda m: placed[m])
+    monkeypatch.setattr(q, "op_sensitivity", lambda fp, m, x: {"a": 1e-6, "b": 1e-6, "c": 1.0})
+    info: dict = {}
+    out = q.quantize_openvino(object(), np.zeros((2, 1, 4, 4), np.float32),
+                              QuantizeConfig(fp_sensitivity_budget=0.01), info=info)
+    assert calls == [(), ("c",), ("c", "sub")]
+    assert out == ("c", "sub") and info["kept_fp"] == ["c", "sub"]
