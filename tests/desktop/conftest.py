@@ -35,3 +35,14 @@ def win(qtbot, engine) -> ViewerWindow:
     qtbot.waitExposed(w)
     w.activateWindow()
     return w
+
+
+@pytest.fixture
+def bare_win(qtbot) -> ViewerWindow:
+    """A shown viewer window without a model (the test loads one its own way); its workers are
+    stopped afterwards, after anything the test released in its own ``finally``."""
+    w = ViewerWindow(None)
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.shutdown()

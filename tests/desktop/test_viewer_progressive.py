@@ -145,7 +145,8 @@ def test_analyse_study_reports_each_image_then_scores_them_in_one_batch(phantom,
 
 @pytest.mark.parametrize("engine_first", [False, True])
 def test_model_loads_in_the_background_then_the_study_is_scored(qtbot, phantom, tiny_bundle,
-                                                                engine, gated, engine_first):
+                                                                engine, gated, engine_first,
+                                                                bare_win):
     """Study decoded before the model is ready, and model ready before the study is decoded:
     either way each image is decoded once and the scores shown are the engine's."""
     folder = phantom / "dicom" / "study_0002"
@@ -160,9 +161,7 @@ def test_model_loads_in_the_background_then_the_study_is_scored(qtbot, phantom, 
             assert model_gate.wait(GATE_S)
         return Engine(path, device=device)
 
-    w = ViewerWindow(None)
-    qtbot.addWidget(w)
-    w.show()
+    w = bare_win
     try:
         w.load_model(tiny_bundle, "CPU", factory=slow_engine)
         assert w.model_loading and "Loading" in w.model_label.text() and w.engine is None
@@ -196,7 +195,6 @@ def test_model_loads_in_the_background_then_the_study_is_scored(qtbot, phantom, 
     finally:
         model_gate.set()
         dec.gate.set()
-        w.shutdown()
 
 
 def test_a_model_that_fails_to_load_leaves_the_images_viewable(qtbot, phantom):
@@ -405,7 +403,7 @@ def test_the_readers_view_of_the_preview_survives_the_full_image(qtbot, win, pha
 
 
 def test_the_readers_view_survives_a_model_that_arrives_later(qtbot, phantom, tiny_bundle,
-                                                              engine):
+                                                              engine, bare_win):
     """A study decoded while the model was still loading is scored when the model arrives,
     without resetting what the reader set meanwhile (window, invert, turn, zoom, position)."""
     folder = phantom / "dicom" / "study_0004"
@@ -415,9 +413,7 @@ def test_the_readers_view_survives_a_model_that_arrives_later(qtbot, phantom, ti
         assert model_gate.wait(GATE_S)
         return Engine(path, device=device)
 
-    w = ViewerWindow(None)
-    qtbot.addWidget(w)
-    w.show()
+    w = bare_win
     try:
         w.load_model(tiny_bundle, "CPU", factory=slow_engine)
         with qtbot.waitSignal(w.first_image_shown, timeout=WAIT_MS) as first:
@@ -452,7 +448,6 @@ def test_the_readers_view_survives_a_model_that_arrives_later(qtbot, phantom, ti
         np.testing.assert_array_equal(w.current_rgb, expected)
     finally:
         model_gate.set()
-        w.shutdown()
 
 
 def test_a_start_up_model_load_waits_for_the_first_image(qtbot, phantom, tiny_bundle,
