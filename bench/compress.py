@@ -6,6 +6,11 @@ on the target PC. Weights are random unless ``--checkpoint`` is given: speed doe
 them, but INT8 calibration is then on random (or ``--calib``) inputs, so only timings are meaningful.
 
     python bench/compress.py --backbones custom_cnn,efficientnet_b0 --size 224 --iters 30
+    python bench/compress.py --bundle runs/fracatlas/resnet50/bundle --bundle ...   # trained, gate-checked
+
+With ``--bundle`` the bench times the files a mura-compress bundle ships (its validated INT8, FP32
+IR and ONNX, at the card's input size) and prints the gate's ΔAUC from the card beside the INT8
+speed-up, so speed and accuracy are reported for one and the same model trained on real data.
 
 Latency: batch 1, LATENCY hint, median ms of ``--iters`` calls after warm-up. Throughput: for
 OpenVINO the THROUGHPUT hint with ``openvino.AsyncInferQueue`` (optimal number of requests); for
@@ -94,7 +99,6 @@ def _calibration(spec: str | None, size: int, n: int, seed: int) -> np.ndarray:
 
 def bench_backbone(name: str, args: argparse.Namespace, calib: np.ndarray, work: Path) -> dict:
     """Export, quantize and time one backbone; returns {variant: {size_mb, latency_ms, ips, note}}."""
-    import onnxruntime as ort
     import openvino as ov
     import torch
 
@@ -110,14 +114,54 @@ def bench_backbone(name: str, args: argparse.Namespace, calib: np.ndarray, work:
         torch.manual_seed(args.seed)
         net = create_model(name, num_body_parts=7)
     net.eval()
-    s = args.size
-    x = np.random.default_rng(args.seed).standard_normal((1, 1, s, s), dtype=np.float32)
-    onnx_path = export_onnx(net, work / f"{name}.onnx", s)
+    onnx_path = export_onnx(net, work / f"{name}.onnx", args.size)
     fp32_xml = work / f"{name}_fp32.xml"
     fp32_model = convert_to_openvino(onnx_path, fp32_xml)
     int8_xml = work / f"{name}_int8.xml"
     ov.save_model(quantize_openvino(fp32_model, calib, QuantizeConfig(subset_size=len(calib))), str(int8_xml),
                   compress_to_fp16=False)
+    return time_variants(net, onnx_path, fp32_xml, int8_xml, args.size, args.iters, args.seed)
+
+
+def bench_bundle(root: Path, args: argparse.Namespace) -> tuple[str, int, dict, dict]:
+    """Time a gate-checked bundle's own files; returns (name, size, rows, gate summary).
+
+    The INT8 row is the model the gate validated (not a re-quantization), so the speed-up and the
+    ΔAUC in one table belong to the same file. torch runs the card's architecture with random
+    weights: speed does not depend on the weights, and a bundle does not ship its checkpoint.
+    """
+    import torch
+
+    from models.card import load_bundle
+    from models.networks import create_model
+
+    b = load_bundle(root)
+    card = b.card
+    for key in ("openvino_int8", "openvino_fp32", "onnx"):
+        b.artifact_path(key)  # a clear error naming the bundle when one is missing
+    size = int(card["input"]["preprocessing"]["input_size"])
+    torch.manual_seed(args.seed)
+    net = create_model(card["architecture"], num_body_parts=len(b.body_parts)).eval()
+    rows = time_variants(net, b.artifact_path("onnx"), b.artifact_path("openvino_fp32"),
+                         b.artifact_path("openvino_int8"), size, args.iters, args.seed)
+    gate = {"verdict": card["validation"]["verdict"], "sets": {}}
+    for key, m in card["metrics"].items():
+        if key.startswith("gate:"):
+            gate["sets"][m["dataset"]] = {
+                "n": m["n_images"], "delta": m["image_auc_delta"], "ci": m.get("image_auc_delta_ci95"),
+                "study_delta": m.get("study_auc_delta"),
+                "agreement": min(v for k, v in m.items() if "_agreement_" in k)}
+    return f"{card['architecture']} ({root.name})", size, rows, gate
+
+
+def time_variants(net, onnx_path: Path, fp32_xml: Path, int8_xml: Path, size: int, iters: int,
+                  seed: int) -> dict:
+    """Size, batch-1 latency and throughput of torch, ONNX Runtime, OpenVINO f32/bf16 and INT8."""
+    import onnxruntime as ort
+    import openvino as ov
+    import torch
+
+    x = np.random.default_rng(seed).standard_normal((1, 1, size, size), dtype=np.float32)
 
     def mb(*paths: Path) -> float:
         return sum(p.stat().st_size for p in paths) / 1e6
@@ -125,23 +169,38 @@ def bench_backbone(name: str, args: argparse.Namespace, calib: np.ndarray, work:
     rows: dict[str, dict] = {}
     xt = torch.from_numpy(x)
     with torch.no_grad():
-        t = _median_ms(lambda: net(xt), args.iters)
+        t = _median_ms(lambda: net(xt), iters)
     rows["torch FP32"] = {"size_mb": sum(v.numel() * v.element_size() for v in net.state_dict().values()) / 1e6,
                           "latency_ms": t, "ips": 1000 / t, "note": "sync"}
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    t = _median_ms(lambda: sess.run(None, {sess.get_inputs()[0].name: x}), args.iters)
+    t = _median_ms(lambda: sess.run(None, {sess.get_inputs()[0].name: x}), iters)
     rows["ORT FP32"] = {"size_mb": mb(onnx_path), "latency_ms": t, "ips": 1000 / t, "note": "sync"}
     core = ov.Core()
     for variant, path, prec in (("OV f32", fp32_xml, "f32"), ("OV bf16 default", fp32_xml, None),
                                 ("OV INT8", int8_xml, None)):
-        lat, used = _ov_latency(core, path, prec, x, args.iters)
-        ips, req = _ov_throughput(core, path, prec, x, args.iters)
+        lat, used = _ov_latency(core, path, prec, x, iters)
+        ips, req = _ov_throughput(core, path, prec, x, iters)
         rows[variant] = {"size_mb": mb(path, path.with_suffix(".bin")), "latency_ms": lat, "ips": ips,
                          "note": f"{used}, {req}"}
     return rows
 
 
-def markdown(results: dict[str, dict], size: int) -> str:
+def gate_markdown(gates: dict[str, dict], results: dict[str, dict]) -> str:
+    """The gate's own ΔAUC (image level, INT8 - OV f32) beside the INT8 speed-up of the same file."""
+    lines = ["", "| bundle | gate | set (images) | ΔAUC INT8 - FP32 [95 % CI] | study ΔAUC | "
+             "decision agreement (worst threshold) | INT8 throughput vs OV f32 |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, g in gates.items():
+        speed = results[name]["OV INT8"]["ips"] / results[name]["OV f32"]["ips"]
+        for ds, m in g["sets"].items():
+            ci = f" [{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]" if m["ci"] else ""
+            sd = f"{m['study_delta']:+.4f}" if m["study_delta"] is not None else "-"
+            lines.append(f"| {name} | {g['verdict']} | {ds} ({m['n']}) | {m['delta']:+.4f}{ci} | {sd} | "
+                         f"{m['agreement']:.3f} | {speed:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(results: dict[str, dict], size: int | str) -> str:
     lines = [f"Input {size} px, batch 1. Latency: LATENCY hint, median ms. Throughput: THROUGHPUT hint + "
              "AsyncInferQueue (OpenVINO); 1000/latency for the synchronous torch/ORT rows.", "",
              "| backbone | variant | size (MB) | latency (ms) | throughput (img/s) | precision used, requests |",
@@ -173,12 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--calib", default=None, help="calibration source (mura:PATH | folder:PATH | csv:PATH); "
                     "default: random inputs")
     ap.add_argument("--calib-size", type=int, default=64, help="calibration images (default 64)")
+    ap.add_argument("--bundle", action="append", default=[],
+                    help="time a mura-compress bundle's own files instead (repeatable); adds the gate's ΔAUC "
+                    "from its card beside the INT8 speed-up")
     ap.add_argument("--seed", type=int, default=0)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.bundle:
+        return _main_bundles(args)
     names = [b.strip() for b in args.backbones.split(",") if b.strip()]
     unknown = [b for b in names if b not in BACKBONES]
     if unknown or not names:
@@ -193,6 +257,18 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = bench_backbone(name, args, calib, Path(tmp))
             print(f"[bench] {name} done in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     print(markdown(results, args.size))
+    return 0
+
+
+def _main_bundles(args: argparse.Namespace) -> int:
+    results, gates, sizes = {}, {}, set()
+    for root in args.bundle:
+        t0 = time.time()
+        name, size, rows, gate = bench_bundle(Path(root), args)
+        results[name], gates[name] = rows, gate
+        sizes.add(size)
+        print(f"[bench] {name} done in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+    print(markdown(results, "/".join(str(s) for s in sorted(sizes))) + gate_markdown(gates, results))
     return 0
 
 

@@ -18,3 +18,38 @@ def test_bench_prints_a_table(capsys):
 def test_bench_rejects_unknown_backbone():
     with pytest.raises(ConfigError, match="unknown"):
         load_bench("compress").main(["--backbones", "vgg"])
+
+
+def test_bench_times_a_bundles_own_files_beside_its_gate_figures(tiny_bundle, capsys):
+    """The INT8 timed is the gated file, and the ΔAUC printed is the one its card records."""
+    import json
+
+    card = json.loads((tiny_bundle / "card.json").read_text())
+    bench = load_bench("compress")
+    assert bench.main(["--bundle", str(tiny_bundle), "--iters", "2"]) == 0
+    out = capsys.readouterr().out
+    name = f"{card['architecture']} ({tiny_bundle.name})"
+    size = card["input"]["preprocessing"]["input_size"]
+    assert f"Input {size} px" in out
+    for v in bench.VARIANTS:
+        assert f"| {name} | {v} |" in out
+    gate_rows = [r for r in out.splitlines() if r.startswith(f"| {name} | passed |")]
+    sets = [m for k, m in card["metrics"].items() if k.startswith("gate:")]
+    assert len(gate_rows) == len(sets) == 2
+    for m in sets:
+        assert any(f"| {m['dataset']} ({m['n_images']}) | {m['image_auc_delta']:+.4f}" in r for r in gate_rows)
+    int8_mb = sum((tiny_bundle / f).stat().st_size for f in ("model.xml", "model.bin")) / 1e6
+    assert f"| {name} | OV INT8 | {int8_mb:.2f} |" in out
+
+
+def test_bench_names_the_bundle_that_lacks_a_file(bundle_copy):
+    import json
+
+    from models.errors import BundleError
+
+    card = json.loads((bundle_copy / "card.json").read_text())
+    del card["artifacts"]["onnx"]
+    card["files"].pop("model.onnx", None)
+    (bundle_copy / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="onnx"):
+        load_bench("compress").main(["--bundle", str(bundle_copy), "--iters", "1"])
