@@ -2,7 +2,8 @@
 
     python bench/train_throughput.py [--size 224] [--backbones custom_cnn,efficientnet_b0]
                                      [--data mura:PATH] [--steps 6] [--rounds 3] [--workers 1]
-                                     [--cache-dir DIR] [--device auto|cpu|cuda] [--amp auto|off|fp16|bf16]
+                                     [--cache-dir DIR] [--same-priority] [--device auto|cpu|cuda]
+                                     [--amp auto|off|fp16|bf16]
 
 The pipeline runs the real RecordDataset (decode -> to_unit -> augment -> standardize) in a
 DataLoader; without ``--data`` it first writes phantom MURA images of radiograph-like size
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from models.networks import create_model, list_models
 from models.preprocess import PreprocessConfig
-from trainer.data import Augment, DecodeCache, RecordDataset, collate_skip
+from trainer.data import Augment, DecodeCache, RecordDataset, collate_skip, loader_worker_init
 from trainer.datasets import load_source
 from trainer.train import resolve_amp
 
@@ -91,14 +92,14 @@ class Loader:
     or an epoch boundary that a long epoch would not.
     """
 
-    def __init__(self, ds: RecordDataset, batch: int, workers: int, pin: bool):
+    def __init__(self, ds: RecordDataset, batch: int, workers: int, pin: bool, nice: bool = True):
         self.workers = workers
         self.prefetch = 2 if workers > 0 else 0
         sampler = RandomSampler(ds, replacement=True, num_samples=1 << 30,
                                 generator=torch.Generator().manual_seed(0))
         self.dl = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers,
-                             collate_fn=collate_skip, pin_memory=pin,
-                             prefetch_factor=self.prefetch or None)
+                             collate_fn=collate_skip, pin_memory=pin, prefetch_factor=self.prefetch or None,
+                             worker_init_fn=loader_worker_init if nice else None)
         self.it: Iterator = iter(self.dl)
 
     def next(self):
@@ -140,7 +141,8 @@ def measure(name: str, a: argparse.Namespace, split, cache: DecodeCache, device:
     pin = device.type == "cuda"
 
     def loader(c: DecodeCache | None) -> Loader:
-        return Loader(RecordDataset(split.records, cfg, split.body_parts, Augment(), cache=c), a.batch, a.workers, pin)
+        ds = RecordDataset(split.records, cfg, split.body_parts, Augment(), cache=c)
+        return Loader(ds, a.batch, a.workers, pin, nice=not a.same_priority)
 
     cold, warm = loader(None), loader(cache)
     models, warms = [], []
@@ -163,6 +165,8 @@ def main() -> None:
     ap.add_argument("--data", default="", help="data source (default: phantom MURA written to a temp folder)")
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers for the pipeline measurement")
     ap.add_argument("--cache-dir", default="", help="decode cache for the later-epoch figure (default: a temp folder)")
+    ap.add_argument("--same-priority", action="store_true",
+                    help="run loader workers at the trainer's CPU priority (default: lower, as mura-train does)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = CUDA when present")
     ap.add_argument("--amp", default="auto", help="as mura-train --amp: auto (fp16 on CUDA, off on CPU), off, fp16, bf16")
     a = ap.parse_args()
@@ -181,7 +185,7 @@ def main() -> None:
     secs = warm_cache(cache, split, cfg)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {where}, amp {amp or 'off'}, channels_last, {a.size} px, batch {a.batch}, "
-          f"{a.workers} loader workers, data {a.data} ({len(split.records)} images; cache warmed in {secs:.1f} s)\n"
+          f"{a.workers} loader workers ({'same' if a.same_priority else 'lower'} priority), data {a.data} ({len(split.records)} images; cache warmed in {secs:.1f} s)\n"
           f"medians of {a.rounds} interleaved rounds of {a.steps} steps (spread = max/min - 1); "
           f"target: later epochs >= {TARGET:.0%} of the model alone\n")
     print("| backbone | model step alone (img/s) | pipeline, first epoch: decode (img/s) | "

@@ -41,7 +41,7 @@ from models.metrics import (
 from models.networks import create_model, list_models, model_defaults
 from models.preprocess import PreprocessConfig
 from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.data import Augment, DecodeCache, RecordDataset, collate_skip
+from trainer.data import Augment, DecodeCache, RecordDataset, collate_skip, loader_worker_init
 from trainer.datasets import DatasetSplit, Record, group_split, load_source
 from trainer.distributed import DistInfo, barrier, gather_rows, init_distributed, shutdown
 from trainer.plots import body_part_indices, write_evaluation_plots
@@ -289,7 +289,7 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
     dl = DataLoader(ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                     num_workers=cfg.workers, collate_fn=collate_skip, generator=gen,
                     drop_last=len(ds) > cfg.batch_size * di.world, persistent_workers=cfg.workers > 0,
-                    pin_memory=torch.cuda.is_available())
+                    pin_memory=torch.cuda.is_available(), worker_init_fn=loader_worker_init)
     net = net.to(device)  # channels_last (above) on every device: faster on CPU and with CUDA AMP
     w_pos, w_neg = w_pos.to(device), w_neg.to(device)
     model = torch.nn.parallel.DistributedDataParallel(net) if di.enabled else net

@@ -1,4 +1,7 @@
+import os
+
 import numpy as np
+import torch
 
 import trainer.data as data
 from models.imageio import load_image
@@ -64,3 +67,52 @@ def test_training_writes_metrics_csv_config_and_tensorboard(tiny_checkpoint):
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metrics"]["internal_validation"]["study"]["auc_ci95"]
+
+
+def test_cache_hashes_each_file_version_once(phantom, tmp_path, monkeypatch):
+    """Later epochs skip the content hash; a file rewritten in place is hashed (and decoded) again."""
+    import shutil
+
+    cfg = PreprocessConfig(input_size=32)
+    src = read_mura(phantom / "mura", "train").records
+    img = tmp_path / "img.png"
+    shutil.copy(src[0].path, img)
+    cache = DecodeCache(tmp_path / "c", cfg)
+    hashed = []
+    real = cache.content_key
+    monkeypatch.setattr(cache, "content_key", lambda p: hashed.append(p) or real(p))
+    first = cache.get(img, cfg)
+    again = cache.get(img, cfg)
+    assert len(hashed) == 1
+    np.testing.assert_array_equal(first, again)
+    shutil.copy(src[1].path, img)  # another image under the same name: new size/mtime
+    os.utime(img, ns=(1, 1))  # even with an mtime that went backwards
+    swapped = cache.get(img, cfg)
+    assert len(hashed) == 2
+    ref, _ = to_unit(load_image(src[1].path).pixels, cfg)
+    np.testing.assert_allclose(swapped, ref, atol=1e-3)  # the new picture, not the stale entry
+
+
+class _Niceness(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        return os.nice(0)
+
+
+def test_loader_workers_run_at_lower_priority():
+    dl = torch.utils.data.DataLoader(_Niceness(), num_workers=1, worker_init_fn=data.loader_worker_init)
+    (inside,) = list(dl)
+    assert int(inside) == min(os.nice(0) + data.LOADER_NICE, 19)
+
+
+def test_the_trainer_starts_its_loader_workers_through_the_priority_hook(phantom, tmp_path, monkeypatch):
+    import trainer.train as train_mod
+
+    marker = tmp_path / "hooked"
+    monkeypatch.setattr(train_mod, "loader_worker_init", lambda wid: marker.touch())
+    train_mod.train(train_mod.TrainConfig(data=f"mura:{phantom / 'mura'}", out=str(tmp_path / "run"),
+                                          arch="custom_cnn", input_size=32, epochs=1, batch_size=16,
+                                          augment=False, workers=1, max_train_images=32))
+    assert marker.exists()
