@@ -18,6 +18,7 @@ later-epoch pipeline are measured in ``--rounds`` interleaved rounds on the same
 the medians reported, so a slow moment of the machine hits both and not only one of them.
 Each pipeline measurement first drains what the loader prefetched while the model ran alone
 and takes one untimed step, so it times the steady state, not a head start or a cold queue.
+Loader workers run at lower CPU priority, as in mura-train (``--same-priority`` to compare).
 Prints a Markdown table. On a GPU the step runs as in training: channels_last and, with
 ``--amp auto``, float16 autocast with gradient scaling.
 """
