@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-eval-images", type=int, default=0, help="cap per evaluation set (0 = all)")
     ap.add_argument("--preset", choices=["performance", "mixed"], default="performance", help="NNCF quantization preset")
     ap.add_argument("--fast-bias-correction", action="store_true",
-                    help="NNCF's fast bias correction (quicker to quantize; may shift probabilities)")
+                    help="NNCF's fast bias correction (quicker to quantize, little memory; may shift "
+                    "probabilities). The full one keeps per-layer activations: DenseNet169 at 128 px with "
+                    "300 images needed more than 24 GiB (results/fracatlas/README.md)")
     ap.add_argument("--ignore-type", action="append", default=[], help="op type kept in floating point (repeatable)")
     ap.add_argument("--fp-sensitivity-budget", type=float, default=0.0, metavar="RMS",
                     help="keep the ops whose INT8 quantization moves the fracture logit most in floating "
