@@ -145,13 +145,17 @@ def measure(name: str, a: argparse.Namespace, split, cache: DecodeCache, device:
         ds = RecordDataset(split.records, cfg, split.body_parts, Augment(), cache=c)
         return Loader(ds, a.batch, a.workers, pin, nice=not a.same_priority)
 
-    cold, warm = loader(None), loader(cache)
+    # A new loader's workers start decoding at once; let that finish before anything is timed.
+    warm = loader(cache)
+    pipeline_rate(step, warm, 1)
     models, warms = [], []
     for _ in range(a.rounds):
         models.append(model_rate(step, a.batch, a.size, k, a.steps))
         warms.append(pipeline_rate(step, warm, a.steps))
+    del warm  # stops its workers
+    cold = loader(None)
     first = pipeline_rate(step, cold, a.steps)
-    del cold, warm  # stops their workers before the next backbone
+    del cold
     return {"model": statistics.median(models), "first": first, "later": statistics.median(warms),
             "model_spread": max(models) / min(models) - 1, "later_spread": max(warms) / min(warms) - 1}
 
