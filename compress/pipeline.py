@@ -158,6 +158,10 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
              **({"sensitivity": sens_info} if sens_info else {}),
              "ptq_gate": {"verdict": "passed" if passed else "failed", "reasons": reasons}}
     if not passed and cfg.accuracy_control and evalsets:
+        # Said before the fallback starts: on a large network it ranks hundreds of ops for hours.
+        for reason in reasons:
+            _log(f"plain PTQ: {reason}")
+        _log("plain PTQ failed the gate; retrying with NNCF accuracy control (--no-accuracy-control skips it)")
         quant = _accuracy_control(cfg, fp32_model, calib.inputs, evalsets[0], quant, out,
                                   ref[0], thresholds)
         if quant["method"] == "accuracy_control":

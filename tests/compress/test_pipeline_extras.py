@@ -23,7 +23,7 @@ def test_bundle_report_has_variants_roc_and_method(tiny_bundle):
     assert im.min() < 100 and im.std() > 5
 
 
-def test_failed_ptq_falls_back_to_accuracy_control(phantom, tiny_checkpoint, tmp_path, monkeypatch):
+def test_failed_ptq_falls_back_to_accuracy_control(phantom, tiny_checkpoint, tmp_path, monkeypatch, capsys):
     import compress.pipeline as pipeline
 
     calls = []
@@ -43,6 +43,9 @@ def test_failed_ptq_falls_back_to_accuracy_control(phantom, tiny_checkpoint, tmp
     assert q["ptq_gate"]["verdict"] == "failed" and "planted failure" in q["ptq_gate"]["reasons"]
     assert q["method"] == "accuracy_control" and len(calls) == 2
     assert passed and load_bundle(out).card["validation"]["verdict"] == "passed"
+    log = capsys.readouterr().out
+    # why the fallback runs is said before it starts, not only in the final report
+    assert log.index("[compress] plain PTQ: planted failure") < log.index("retrying with NNCF accuracy control")
 
 
 def test_no_accuracy_control_keeps_the_ptq_failure(phantom, tiny_checkpoint, tmp_path, monkeypatch):
