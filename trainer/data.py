@@ -155,7 +155,8 @@ def loader_worker_init(worker_id: int) -> None:
     Where the step has the CPU to itself (a GPU machine's spare cores) this changes nothing. On a
     few-core CPU the step's threads use every core and wait for each other at every operator;
     a worker that preempts one of them stalls all. At lower priority the worker decodes in the
-    gaps of the step instead (measured in ``bench/train_throughput.py``).
+    gaps of the step instead. ``bench/train_throughput.py --same-priority`` compares; on a 2-core
+    VM lower priority won every paired run, by about as much as runs differ from each other.
     """
     if hasattr(os, "nice"):
         try:
