@@ -6,6 +6,8 @@ the quantizer sees exactly what the clinic PC will feed the network.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -185,7 +187,19 @@ def _with_quantized(fp32_model, units: dict[str, dict], names: list[str]):
     return m
 
 
-def op_sensitivity(fp32_model, int8_model, inputs: np.ndarray) -> dict[str, float]:
+def _progress_printer(what: str):
+    """A ``(done, total)`` callback printing about ten lines per run: long passes say how far they are."""
+    t0 = time.time()
+
+    def report(done: int, total: int) -> None:
+        if done == total or done % max(total // 10, 1) == 0:
+            print(f"[compress] {what}: {done}/{total} ops in {time.time() - t0:.0f}s", flush=True)
+
+    return report
+
+
+def op_sensitivity(fp32_model, int8_model, inputs: np.ndarray,
+                   progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """Mean squared fracture-logit error (logits clipped to ±``LOGIT_CLIP``) when ONE op at a
     time carries its INT8 quantization (its input FakeQuantize and int8 weights, as NNCF chose
     them) and the rest of the network stays FP32.
@@ -208,11 +222,13 @@ def op_sensitivity(fp32_model, int8_model, inputs: np.ndarray) -> dict[str, floa
     core = ov.Core()
     cfg = {"INFERENCE_PRECISION_HINT": "f32"}
     ref = _fracture_logits(core.compile_model(fp32_model, "CPU", cfg), inputs)
+    progress = progress or _progress_printer("sensitivity, one op INT8 at a time")
     out = {}
-    for name in units:
+    for i, name in enumerate(units, 1):
         lg = _fracture_logits(core.compile_model(_with_quantized(fp32_model, units, [name]), "CPU", cfg),
                               inputs)
         out[name] = float(np.mean((lg - ref) ** 2))
+        progress(i, len(units))
     return out
 
 
