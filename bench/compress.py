@@ -34,6 +34,7 @@ from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from models import ovruntime  # noqa: E402
 from models.errors import ConfigError  # noqa: E402
 
 BACKBONES = ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")
@@ -158,7 +159,6 @@ def time_variants(net, onnx_path: Path, fp32_xml: Path, int8_xml: Path, size: in
                   seed: int) -> dict:
     """Size, batch-1 latency and throughput of torch, ONNX Runtime, OpenVINO f32/bf16 and INT8."""
     import onnxruntime as ort
-    import openvino as ov
     import torch
 
     x = np.random.default_rng(seed).standard_normal((1, 1, size, size), dtype=np.float32)
@@ -175,7 +175,7 @@ def time_variants(net, onnx_path: Path, fp32_xml: Path, int8_xml: Path, size: in
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     t = _median_ms(lambda: sess.run(None, {sess.get_inputs()[0].name: x}), iters)
     rows["ORT FP32"] = {"size_mb": mb(onnx_path), "latency_ms": t, "ips": 1000 / t, "note": "sync"}
-    core = ov.Core()
+    core = ovruntime.core()
     for variant, path, prec in (("OV f32", fp32_xml, "f32"), ("OV bf16 default", fp32_xml, None),
                                 ("OV INT8", int8_xml, None)):
         lat, used = _ov_latency(core, path, prec, x, iters)

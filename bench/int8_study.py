@@ -32,6 +32,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from compress.quantize import QuantizeConfig  # noqa: E402
+from models import ovruntime  # noqa: E402
 from models.errors import ConfigError  # noqa: E402
 
 # name -> (QuantizeConfig, accuracy control?)
@@ -53,8 +54,8 @@ def ov_throughput(model, x: np.ndarray, seconds: float, precision: str = "f32") 
     """Images/s with the THROUGHPUT hint and an AsyncInferQueue of the plugin's optimal size."""
     import openvino as ov
 
-    cm = ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT",
-                                                "INFERENCE_PRECISION_HINT": precision})
+    cm = ovruntime.core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT",
+                                                       "INFERENCE_PRECISION_HINT": precision})
     n_req = int(cm.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     q = ov.AsyncInferQueue(cm, n_req)
     for _ in range(2 * n_req):
@@ -80,9 +81,7 @@ def _fp_ops(fp32, int8) -> str:
 
 
 def scores(model, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
-    import openvino as ov
-
-    cm = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    cm = ovruntime.core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     port = next(o for o in cm.outputs if "fracture_prob" in o.get_names())
     return np.concatenate([np.asarray(cm(inputs[i : i + batch])[port]).reshape(-1)
                            for i in range(0, len(inputs), batch)])

@@ -67,9 +67,9 @@ def convert_to_openvino(onnx_path: str | Path, xml_path: str | Path, *, fp16: bo
 
 
 def openvino_outputs(xml_path: str | Path, batch: np.ndarray, precision: str = "f32") -> dict[str, np.ndarray]:
-    import openvino as ov
+    from models.ovruntime import core
 
-    compiled = ov.Core().compile_model(str(xml_path), "CPU", {"INFERENCE_PRECISION_HINT": precision})
+    compiled = core().compile_model(str(xml_path), "CPU", {"INFERENCE_PRECISION_HINT": precision})
     res = compiled(batch)
     return {port_name(p, OUTPUT_NAMES): np.array(res[p]) for p in compiled.outputs}
 

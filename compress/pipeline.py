@@ -29,6 +29,7 @@ from compress.validate import (
     markdown_report,
     score,
 )
+from models import ovruntime
 from models.card import CARD_SCHEMA_VERSION, INTENDED_USE, write_bundle
 from models.engine import Engine
 from models.errors import ConfigError
@@ -128,7 +129,7 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
     bundle = write_bundle(out, card)  # provisional, "not_validated": lets the engines load it
     thresholds = bundle.thresholds
     fp32 = Engine(bundle, artifact="openvino_fp32", precision=PRECISION)
-    bf16_hint = "bf16" if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else PRECISION
+    bf16_hint = "bf16" if "BF16" in ovruntime.core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else PRECISION
     bf16 = Engine(bundle, artifact="openvino_fp32", precision=bf16_hint)
     bf16_used = _precision_used(bf16)
     ref = [score(fp32, es) for es in evalsets]
@@ -200,10 +201,8 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
 def check_devices(devices: list[str]) -> list[str]:
     """Normalise the gate's device list (CPU first, always) and refuse devices this machine lacks,
     before minutes of export and quantization are spent."""
-    import openvino as ov
-
     wanted = ["CPU"] + [d.upper() for d in devices if d.upper() != "CPU"]
-    available = ov.Core().available_devices
+    available = ovruntime.core().available_devices
     for d in wanted:
         if d == "AUTO":
             continue
@@ -343,9 +342,7 @@ def _card(cfg: CompressConfig, meta: dict, ck: dict) -> dict:
 
 
 def _cam_shape(xml: Path) -> list[int]:
-    import openvino as ov
-
-    m = ov.Core().read_model(str(xml))
+    m = ovruntime.core().read_model(str(xml))
     shape = next(o for o in m.outputs if "cam" in o.get_names()).get_partial_shape()
     return [d.get_length() for d in list(shape)[1:]]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models import ovruntime
 from models.errors import ConfigError
 
 
@@ -58,14 +59,17 @@ def _ptq(ov_model, calib_inputs: np.ndarray, qcfg: QuantizeConfig, extra_names: 
     names = [*qcfg.ignored_names, *extra_names]
     if qcfg.ignored_types or names:
         scope = nncf.IgnoredScope(types=qcfg.ignored_types, names=names, validate=False)
-    return nncf.quantize(
-        ov_model,
-        calibration_dataset(calib_inputs),
-        preset=_preset(qcfg.preset),
-        subset_size=min(qcfg.subset_size, len(calib_inputs)),
-        fast_bias_correction=qcfg.fast_bias_correction,
-        ignored_scope=scope,
-    )
+    try:
+        return nncf.quantize(
+            ov_model,
+            calibration_dataset(calib_inputs),
+            preset=_preset(qcfg.preset),
+            subset_size=min(qcfg.subset_size, len(calib_inputs)),
+            fast_bias_correction=qcfg.fast_bias_correction,
+            ignored_scope=scope,
+        )
+    finally:  # NNCF made and freed OpenVINO cores of its own (models/ovruntime.py says why)
+        ovruntime.pin_signal_stack()
 
 
 def quantize_openvino(ov_model, calib_inputs: np.ndarray, qcfg: QuantizeConfig,
@@ -211,15 +215,13 @@ def op_sensitivity(fp32_model, int8_model, inputs: np.ndarray,
     images the model is sure about (logit -11, p 2e-5) from dominating a ranking that is about
     decisions near the thresholds.
     """
-    import openvino as ov
-
     if len(inputs) == 0:
         raise ConfigError("sensitivity analysis needs at least one calibration image")
     units = _quantized_ops(int8_model)
     missing = set(units) - {op.get_friendly_name() for op in fp32_model.get_ordered_ops()}
     for name in missing:  # ops NNCF created (none expected); nothing to compare them to
         units.pop(name)
-    core = ov.Core()
+    core = ovruntime.core()
     cfg = {"INFERENCE_PRECISION_HINT": "f32"}
     ref = _fracture_logits(core.compile_model(fp32_model, "CPU", cfg), inputs)
     progress = progress or _progress_printer("sensitivity, one op INT8 at a time")
@@ -318,15 +320,18 @@ def quantize_accuracy_control(ov_model, calib_inputs: np.ndarray, val_inputs: np
     if qcfg.ignored_types or qcfg.ignored_names:
         scope = nncf.IgnoredScope(types=qcfg.ignored_types, names=qcfg.ignored_names, validate=False)
     val_ds = nncf.Dataset([(i, val_inputs[i : i + 1]) for i in range(len(val_inputs))], lambda it: it[1])
-    return nncf.quantize_with_accuracy_control(
-        ov_model,
-        calibration_dataset(calib_inputs),
-        val_ds,
-        auc_validation_fn(labels, reference),
-        max_drop=max_drop,
-        drop_type=nncf.DropType.ABSOLUTE,
-        preset=_preset(qcfg.preset),
-        subset_size=min(qcfg.subset_size, len(calib_inputs)),
-        fast_bias_correction=qcfg.fast_bias_correction,
-        ignored_scope=scope,
-    )
+    try:
+        return nncf.quantize_with_accuracy_control(
+            ov_model,
+            calibration_dataset(calib_inputs),
+            val_ds,
+            auc_validation_fn(labels, reference),
+            max_drop=max_drop,
+            drop_type=nncf.DropType.ABSOLUTE,
+            preset=_preset(qcfg.preset),
+            subset_size=min(qcfg.subset_size, len(calib_inputs)),
+            fast_bias_correction=qcfg.fast_bias_correction,
+            ignored_scope=scope,
+        )
+    finally:  # as in _ptq
+        ovruntime.pin_signal_stack()

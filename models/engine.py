@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from models import ovruntime
 from models.card import Bundle, load_bundle
 from models.errors import BundleError, ConfigError, InferenceError, ModelIOMismatchError
 from models.preprocess import Placement, standardize, to_unit
@@ -161,16 +162,14 @@ class Engine:
 
     # -- backends -------------------------------------------------------------------------
     def _init_openvino(self, hint: str, cache_dir, num_threads) -> None:
-        import openvino as ov
-
-        core = ov.Core()
-        if cache_dir is not None:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            core.set_property({"CACHE_DIR": str(cache_dir)})
+        core = ovruntime.core()  # one per process: see models/ovruntime.py
         if self.model_path.suffix != ".xml":
             raise BundleError(f"{self.model_path}: the openvino backend runs IR (.xml) artifacts")
         model = core.read_model(str(self.model_path))
         config: dict = {"PERFORMANCE_HINT": hint}
+        if cache_dir is not None:  # this model's, not the shared core's
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            config["CACHE_DIR"] = str(cache_dir)
         dev = self.device.upper()
         if dev.startswith(("CPU", "GPU")):
             config["INFERENCE_PRECISION_HINT"] = self.precision
@@ -373,6 +372,4 @@ class AsyncRunner:
 
 def available_devices() -> list[str]:
     """What OpenVINO reports on this machine (for the viewer's settings)."""
-    import openvino as ov
-
-    return list(ov.Core().available_devices)
+    return list(ovruntime.core().available_devices)

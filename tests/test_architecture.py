@@ -50,3 +50,23 @@ def test_core_never_imports_desktop():
     for pkg in ("models", "trainer", "compress"):
         for f in (REPO / pkg).rglob("*.py"):
             assert "desktop" not in _imports(f), f"{f} imports desktop"
+
+
+def _calls_core(path: Path) -> bool:
+    """``ov.Core()`` / ``openvino.Core()`` / ``Core()``: a call of anything named Core."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            f = node.func
+            if (isinstance(f, ast.Attribute) and f.attr == "Core") or (isinstance(f, ast.Name) and f.id == "Core"):
+                return True
+    return False
+
+
+def test_only_ovruntime_makes_an_openvino_core():
+    """Every OpenVINO core has its own CPU plugin; freed out of order they leave a dangling signal
+    stack that turns the next Ctrl+C into a SIGSEGV (models/ovruntime.py). One core per process."""
+    files = [f for d in ("models", "trainer", "compress", "desktop", "bench", "installers/frozen")
+             for f in (REPO / d).rglob("*.py")]
+    assert len(files) > 50
+    makers = sorted(str(f.relative_to(REPO)) for f in files if _calls_core(f))
+    assert makers == ["models/ovruntime.py"]

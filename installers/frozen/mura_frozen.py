@@ -131,9 +131,9 @@ def print_version(app: str, argv: Sequence[str]) -> int:
     present = [m for m in TRAINING_ONLY if importlib.util.find_spec(m) is not None]
     print(f"training stack present: {', '.join(present) if present else 'no'}")
     try:
-        import openvino as ov
+        from models import ovruntime
 
-        print(f"openvino devices: {', '.join(ov.Core().available_devices) or 'none'}")
+        print(f"openvino devices: {', '.join(ovruntime.core().available_devices) or 'none'}")
     except Exception as e:  # noqa: BLE001 - a diagnostic must report, not crash
         print(f"openvino devices: error: {type(e).__name__}: {e}")
     model = _model_arg(argv)

@@ -12,6 +12,7 @@ import pytest
 
 from compress.cli import build_parser
 from compress.quantize import QuantizeConfig, op_sensitivity, quantize_openvino, select_fp_ops
+from models import ovruntime
 from models.errors import ConfigError
 
 ov = pytest.importorskip("openvino")
@@ -35,7 +36,7 @@ def _outlier_net():
 
 
 def _logits(model, x):
-    cm = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    cm = ovruntime.core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     p = np.asarray(cm(x)[cm.outputs[0]], np.float64).reshape(-1)
     return np.log(p / (1 - p))
 
@@ -145,3 +146,19 @@ def test_quantizers_that_move_to_unmeasured_ops_are_kept_fp_too(monkeypatch):
                               QuantizeConfig(fp_sensitivity_budget=0.01), info=info)
     assert calls == [(), ("c",), ("c", "sub")]
     assert out == ("c", "sub") and info["kept_fp"] == ["c", "sub"]
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="sigaltstack: Linux only")
+def test_quantization_leaves_the_thread_on_a_signal_stack_that_outlives_nncf(calib):
+    """NNCF makes and frees OpenVINO cores of its own; out of order they leave this thread's
+    alternate signal stack unmapped and the next Ctrl+C a SIGSEGV (models/ovruntime.py). After
+    quantizing, the thread must be on the stack ovruntime keeps for it."""
+    import ctypes
+
+    off = ovruntime._StackT(ss_sp=None, ss_flags=2, ss_size=0)  # SS_DISABLE: no alternate stack
+    assert ctypes.CDLL(None).sigaltstack(ctypes.byref(off), None) == 0
+    assert not ovruntime.current_signal_stack()[2]
+    quantize_openvino(_outlier_net(), calib, QuantizeConfig(subset_size=24))
+    addr, size, enabled = ovruntime.current_signal_stack()
+    assert enabled and size == ovruntime.PINNED_STACK_BYTES
+    assert ovruntime.pin_signal_stack() is False  # already the pinned one
