@@ -20,8 +20,10 @@ Two defences, both here:
   viewer switching models, the gate's several engines) never free plugins out of order.
   ``tests/test_architecture.py`` keeps every other ``Core()`` out of the project.
 * :func:`pin_signal_stack` gives the calling thread an alternate stack of its own that is never
-  freed. NNCF makes short-lived cores of its own; ``compress.quantize`` calls this after every
-  NNCF run, so a Ctrl+C during the gate's long evaluation stops the run cleanly.
+  freed. NNCF makes short-lived cores of its own, freed in an order we do not choose (on the
+  tiny test models they happened to come back in order); ``compress.quantize`` calls this after
+  every NNCF run, so whatever NNCF did, a Ctrl+C during the gate's long evaluation that follows
+  still stops the run with a KeyboardInterrupt.
 """
 
 from __future__ import annotations
