@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from compress.evalset import build_evalset
     from compress.export import convert_to_openvino, export_onnx
-    from compress.quantize import GateReference, quantize_accuracy_control, quantize_openvino
+    from compress.gate_metric import GateMetric, SetReference
+    from compress.quantize import quantize_accuracy_control, quantize_openvino
     from compress.sources import resolve_split
     from models.metrics import roc_auc
     from models.preprocess import PreprocessConfig
@@ -138,13 +139,13 @@ def main(argv: list[str] | None = None) -> int:
                 qcfg = QuantizeConfig(ignored_names=convs[-1:])
             t0 = time.time()
             if ac:
-                es0 = sets[0]  # accuracy control optimises the gate on this set (in-sample)
-                gate_ref = GateReference(
-                    probs=ref[0], auc=float(roc_auc(es0.labels, ref[0])),
-                    thresholds=tuple(float(t) for t in meta["thresholds"].values()),
-                    budget=a.budget, min_agreement=a.min_agreement)
-                model = quantize_accuracy_control(fp32, calib.inputs, es0.inputs, es0.labels, qcfg,
-                                                  a.budget, gate_ref)
+                # accuracy control optimises the gate on every set (in-sample)
+                metric = GateMetric(
+                    tuple(SetReference(es.name, es.labels, es.study_ids, r,
+                                       scores(fp32, np.ascontiguousarray(es.inputs[..., ::-1])))
+                          for es, r in zip(sets, ref, strict=True)),
+                    tuple(thresholds), a.budget, a.min_agreement)
+                model = quantize_accuracy_control(fp32, calib.inputs, [es.inputs for es in sets], qcfg, metric)
             else:
                 model = quantize_openvino(fp32, calib.inputs, qcfg)
             q_s = time.time() - t0

@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--budget", type=float, default=0.005,
                     help="largest allowed |ΔAUC| FP32 -> INT8 on any set, image or study level (default 0.005)")
     ap.add_argument("--min-agreement", type=float, default=0.99,
-                    help="share of FP32 decisions at each card threshold INT8 must keep (default 0.99)")
+                    help="at each card threshold, INT8 may flip at most 1 - this share of the cases as decisions "
+                         "FP32 holds firmly, i.e. further from the threshold than its own change on the "
+                         "mirrored image (default 0.99); borderline flips are reported, not gated")
     ap.add_argument("--calib-size", type=int, default=300, help="calibration images, stratified by body part and label")
     ap.add_argument("--max-eval-images", type=int, default=0, help="cap per evaluation set (0 = all)")
     ap.add_argument("--preset", choices=["performance", "mixed"], default="performance", help="NNCF quantization preset")
@@ -46,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-accuracy-control", action="store_true",
                     help="when plain INT8 PTQ fails the gate, stop there instead of retrying with NNCF "
                     "accuracy control (which reverts the costliest layers to floating point)")
-    ap.add_argument("--accuracy-control-size", type=int, default=300,
-                    help="images of the first --val-data set used by accuracy control (default 300)")
+    ap.add_argument("--accuracy-control-size", type=int, default=0,
+                    help="images of each --val-data set that accuracy control judges (stratified); "
+                         "default 0 = all of them, exactly the gate's sets (its metric is the gate)")
     ap.add_argument("--device", action="append", default=[], choices=["CPU", "GPU", "AUTO"],
                     help="OpenVINO device the gate also runs INT8 on (repeatable; CPU always): GPU runs "
                     "with an explicit f16 precision hint, which the card then records as validated")

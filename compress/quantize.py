@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from compress.gate_metric import TOLERANCE, GateMetric
 from models import ovruntime
 from models.errors import ConfigError
 
@@ -249,21 +250,13 @@ def select_fp_ops(sensitivity: dict[str, float], budget_rms: float) -> list[str]
     return order[n_int8:][::-1]
 
 
-def auc_validation_fn(labels: np.ndarray, reference: GateReference | None = None):
-    """NNCF ``validation_fn``: image-level AUC of the compiled model's ``fracture_prob``.
+def gate_validation_fn(metric: GateMetric):
+    """NNCF ``validation_fn``: the gate's checks on the compiled model's ``fracture_prob``.
 
-    Items of the validation dataset are indices into ``labels`` (and into the inputs the dataset's
-    transform reads), so the metric is the same ranking quality the gate measures, not a loss.
-
-    With a ``reference`` (the FP32 model's probabilities on the same images) the metric is shaped
-    like the gate, so that accuracy control stops only where the gate would pass: NNCF only
-    knows "metric drop <= max_drop", which a rising AUC or flipped decisions never trip. The
-    metric is ``ref_auc - |auc - ref_auc|``, less ``budget + shortfall`` when decisions at the
-    card's thresholds agree with FP32's in less than ``min_agreement`` of images; the FP32 model
-    scores exactly ``ref_auc``, so its drop is ``|ΔAUC|`` (plus the penalty) and
-    ``max_drop=budget`` asks for both gate conditions on this subset.
+    Items of the validation dataset are ``(global index, input)`` pairs numbered set after set as
+    in ``metric``; NNCF may pass any subset of them (its ranking subset), and the metric judges
+    the sets and studies those items belong to (``compress.gate_metric``).
     """
-    from models.metrics import roc_auc
 
     def validate(compiled_model, data) -> float:
         port = next(o for o in compiled_model.outputs if "fracture_prob" in o.get_names())
@@ -271,62 +264,40 @@ def auc_validation_fn(labels: np.ndarray, reference: GateReference | None = None
         for i, x in data:
             idx.append(int(i))
             probs.append(float(np.asarray(compiled_model(x)[port]).reshape(-1)[0]))
-        y, p = np.asarray(labels)[idx], np.asarray(probs)
-        auc = roc_auc(y, p)
-        auc = 0.0 if np.isnan(auc) else float(auc)
-        if reference is None:
-            return auc
-        return reference.metric(np.asarray(idx), p, auc)
+        return metric(np.asarray(idx), np.asarray(probs))
 
     return validate
 
 
-@dataclass(frozen=True)
-class GateReference:
-    """The FP32 side of the gate on accuracy control's images (see :func:`auc_validation_fn`)."""
-
-    probs: np.ndarray  # FP32 fracture_prob per validation image, in dataset order
-    auc: float  # FP32 image-level AUC on those images
-    thresholds: tuple[float, ...]  # the card's operating points
-    budget: float
-    min_agreement: float
-
-    def agreement(self, idx: np.ndarray, probs: np.ndarray) -> float:
-        ref = self.probs[idx]
-        return min((float(np.mean((probs >= t) == (ref >= t))) for t in self.thresholds),
-                   default=1.0)
-
-    def metric(self, idx: np.ndarray, probs: np.ndarray, auc: float) -> float:
-        shortfall = self.min_agreement - self.agreement(idx, probs)
-        penalty = self.budget + shortfall if shortfall > 0 else 0.0
-        return self.auc - abs(auc - self.auc) - penalty
-
-
-def quantize_accuracy_control(ov_model, calib_inputs: np.ndarray, val_inputs: np.ndarray,
-                              val_labels: np.ndarray, qcfg: QuantizeConfig, max_drop: float,
-                              reference: GateReference | None = None):
-    """INT8 with NNCF's accuracy control: layers that cost AUC are reverted to floating point
-    until the image-level AUC drop on the validation data is at most ``max_drop`` (absolute).
+def quantize_accuracy_control(ov_model, calib_inputs: np.ndarray, val_inputs: list[np.ndarray],
+                              qcfg: QuantizeConfig, metric: GateMetric):
+    """INT8 with NNCF's accuracy control: ops that make a gate check fail are given back to floating
+    point until none fails on the validation items (``val_inputs``: one array per evaluation set,
+    in ``metric``'s order).
 
     Used as the fallback when plain PTQ fails the gate; slower, and the result may keep more
     layers in FP32 (so is slower to run), which the report's latency column shows.
     """
     import nncf
 
-    labels = np.asarray(val_labels).astype(int)
-    if len(val_inputs) == 0 or labels.min() == labels.max():
+    sizes = [len(v) for v in val_inputs]
+    if sizes != [len(s.labels) for s in metric.sets] or not sum(sizes):
+        raise ConfigError("accuracy control needs the evaluation items the gate metric describes")
+    if all(len(set(np.asarray(s.labels).tolist())) < 2 for s in metric.sets):
         raise ConfigError("accuracy control needs validation images of both classes")
     scope = None
     if qcfg.ignored_types or qcfg.ignored_names:
         scope = nncf.IgnoredScope(types=qcfg.ignored_types, names=qcfg.ignored_names, validate=False)
-    val_ds = nncf.Dataset([(i, val_inputs[i : i + 1]) for i in range(len(val_inputs))], lambda it: it[1])
+    # NNCF hands validation_fn the raw items: (global index, one input). Slices are views, no copy.
+    items = [v[i : i + 1] for v in val_inputs for i in range(len(v))]
+    val_ds = nncf.Dataset(list(enumerate(items)), lambda it: it[1])
     try:
         return nncf.quantize_with_accuracy_control(
             ov_model,
             calibration_dataset(calib_inputs),
             val_ds,
-            auc_validation_fn(labels, reference),
-            max_drop=max_drop,
+            gate_validation_fn(metric),
+            max_drop=TOLERANCE,
             drop_type=nncf.DropType.ABSOLUTE,
             preset=_preset(qcfg.preset),
             subset_size=min(qcfg.subset_size, len(calib_inputs)),

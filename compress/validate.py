@@ -3,7 +3,9 @@
 For every evaluation set: image- and study-level AUC of OpenVINO FP32 (precision hint ``f32``,
 stated and forced: this CPU would otherwise run bf16) and of the INT8 model, the AUC drop, and the
 agreement of decisions at the card's operating points. The gate fails when any drop exceeds the
-budget; the bundle is then written with verdict "failed" and the command exits non-zero.
+budget, or when INT8 flips more decisions that FP32 holds firmly than ``1 - min_agreement`` of the
+cases (``compress.decisions``: borderline flips depend on the CPU's INT8 kernels, firm ones do not);
+the bundle is then written with verdict "failed" and the command exits non-zero.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 
 import numpy as np
 
+from compress.decisions import check_decisions, decisions_pass, explain, level_scores
 from compress.evalset import EvalSet
 from models.engine import Engine
 from models.errors import ConfigError
@@ -22,8 +25,12 @@ BOOTSTRAP_RESAMPLES = 1000
 
 
 def score(engine: Engine, es: EvalSet, batch_size: int = 16) -> np.ndarray:
-    probs = [engine.infer(es.inputs[i : i + batch_size])["fracture_prob"].reshape(-1)
-             for i in range(0, len(es.inputs), batch_size)]
+    return score_inputs(engine, es.inputs, batch_size)
+
+
+def score_inputs(engine: Engine, inputs: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    probs = [engine.infer(inputs[i : i + batch_size])["fracture_prob"].reshape(-1)
+             for i in range(0, len(inputs), batch_size)]
     return np.concatenate(probs) if probs else np.zeros(0)
 
 
@@ -87,10 +94,16 @@ def paired_bootstrap_delta(
 def compare_set(es: EvalSet, ref: np.ndarray, test: np.ndarray, thresholds: dict[str, float],
                 ref_name: str = "fp32", test_name: str = "int8", *,
                 extra: dict[str, np.ndarray] | None = None, n_resamples: int = BOOTSTRAP_RESAMPLES,
-                seed: int = 0) -> dict:
+                seed: int = 0, ref_mirror: np.ndarray | None = None) -> dict:
     """AUCs of both models (and of ``extra`` variants) per level, drops with a paired bootstrap CI
-    of ΔAUC = test − ref, and decision agreement at the card's operating points."""
+    of ΔAUC = test − ref, and decision agreement at the card's operating points.
+
+    ``ref_mirror`` is the reference model's score of each mirrored image, its own noise: flips of
+    cases within that noise of a threshold are borderline (``compress.decisions``). Without it
+    every case counts as firm, i.e. the plain agreement floor.
+    """
     y = es.labels
+    mirror = ref if ref_mirror is None else np.asarray(ref_mirror)
     out: dict = {"dataset": es.name, "n_images": int(len(y)), "n_failed": len(es.failed)}
     for level in ("image", "study"):
         if level == "image":
@@ -113,16 +126,19 @@ def compare_set(es: EvalSet, ref: np.ndarray, test: np.ndarray, thresholds: dict
         d, lo, hi = paired_bootstrap_delta(yy, a, b, groups=groups, n_resamples=n_resamples, seed=seed)
         out[f"{level}_auc_delta"] = d
         out[f"{level}_auc_delta_ci95"] = [lo, hi]
+        _, m = level_scores(level, es.study_ids, y, mirror)
         for name, t in thresholds.items():
             out[f"{level}_agreement_{name}"] = float(np.mean((a >= t) == (b >= t))) if len(a) else float("nan")
+            out[f"{level}_decisions_{name}"] = check_decisions(a, m, b, t)
+    out["noise"] = "mirror" if ref_mirror is not None else "none"
     out["max_abs_prob_diff"] = float(np.max(np.abs(ref - test))) if len(ref) else float("nan")
     return out
 
 
 def gate(results: list[dict], budget: float, min_agreement: float = 0.0) -> tuple[bool, list[str]]:
-    """Pass iff on every set, at image and study level, |ΔAUC| <= ``budget`` and the INT8 model's
-    decisions agree with FP32's at each of the card's operating points in at least
-    ``min_agreement`` of cases.
+    """Pass iff on every set, at image and study level, |ΔAUC| <= ``budget`` and the INT8 model
+    flips, at each of the card's operating points, at most ``1 - min_agreement`` of the cases as
+    decisions that the FP32 model holds firmly (results without that split: any flip counts).
 
     Both directions of ΔAUC count: an INT8 model whose AUC moved a lot, up or down, is not the model
     that was validated. Agreement is gated because a clinic sees decisions, not AUCs: a shift of the
@@ -140,7 +156,11 @@ def gate(results: list[dict], budget: float, min_agreement: float = 0.0) -> tupl
             for key in sorted(k for k in r if k.startswith(f"{level}_agreement_")):
                 a = r[key]
                 name = key.removeprefix(f"{level}_agreement_")
-                if not math.isnan(a) and a < min_agreement:
+                check = r.get(f"{level}_decisions_{name}")
+                if check is not None:
+                    if not decisions_pass(check, min_agreement):
+                        reasons.append(f"{r['dataset']}: {level}-level {explain(check, name, min_agreement)}")
+                elif not math.isnan(a) and a < min_agreement:
                     reasons.append(f"{r['dataset']}: {level}-level decisions at the '{name}' threshold agree "
                                    f"in {a:.3f} of cases < {min_agreement}")
     failed = [x for x in reasons if "not gated" not in x]
@@ -185,6 +205,7 @@ def markdown_report(results: list[dict], passed: bool, budget: float, precision_
                 f"{_f(r[f'{level}_auc_int8'])} | {_f(delta, '+.4f')} [{_f(lo, '+.4f')}, {_f(hi, '+.4f')}] | "
                 f"{r[f'{level}_agreement_suspicious']:.3f} / {r[f'{level}_agreement_likely']:.3f} |"
             )
+    lines += decision_lines(results, min_agreement)
     cams = [(r["dataset"], r["cam_correlation"]) for r in results if r.get("cam_correlation")]
     if cams:
         lines += ["", "Heatmap (CAM) agreement, Pearson r between FP32 and INT8 maps: " + "; ".join(
@@ -196,3 +217,18 @@ def markdown_report(results: list[dict], passed: bool, budget: float, precision_
             lines.append(f"| {v['name']} | {v.get('precision', '—')} | {_f(v.get('latency_ms'), '.2f')} | "
                          f"{_f(v.get('size_mb'), '.2f')} |")
     return "\n".join(lines) + "\n"
+
+
+def decision_lines(results: list[dict], min_agreement: float | None) -> list[str]:
+    """The report's account of every flipped decision: firm (gated) or within FP32's own noise."""
+    if min_agreement is None or not any(k.startswith("image_decisions_") for r in results for k in r):
+        return []
+    lines = ["", "Decisions: a flip counts against INT8 only when FP32 holds the case firmly (its logit "
+             "is further from the threshold than its own change on the mirrored image, and than the "
+             "set's median of that change); borderline flips depend on the CPU's INT8 kernels.", ""]
+    for r in results:
+        for level in ("image", "study"):
+            for key in sorted(k for k in r if k.startswith(f"{level}_decisions_")):
+                name = key.removeprefix(f"{level}_decisions_")
+                lines.append(f"- {r['dataset']}, {level}: {explain(r[key], name, min_agreement)}")
+    return lines
