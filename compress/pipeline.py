@@ -14,8 +14,8 @@ import numpy as np
 
 from compress.evalset import build_evalset
 from compress.export import check_export, convert_to_openvino, export_onnx, torch_outputs
+from compress.gate_metric import TOLERANCE, GateMetric, SetReference
 from compress.quantize import (
-    GateReference,
     QuantizeConfig,
     quantize_accuracy_control,
     quantize_openvino,
@@ -28,6 +28,7 @@ from compress.validate import (
     gate,
     markdown_report,
     score,
+    score_inputs,
 )
 from models import ovruntime
 from models.card import CARD_SCHEMA_VERSION, INTENDED_USE, write_bundle
@@ -35,7 +36,6 @@ from models.engine import Engine
 from models.errors import ConfigError
 from models.fsutil import atomic_write_json, atomic_write_text
 from models.labels import TASK_WORDS
-from models.metrics import roc_auc
 from models.networks import INPUT_NAME
 from models.preprocess import PreprocessConfig
 from trainer.checkpoint import load_checkpoint, model_from_checkpoint
@@ -61,7 +61,7 @@ class CompressConfig:
     seed: int = 0
     quant: QuantizeConfig = field(default_factory=QuantizeConfig)
     accuracy_control: bool = True  # retry with NNCF accuracy control when plain PTQ fails the gate
-    ac_size: int = 300  # images of the first evaluation set held for accuracy control
+    ac_size: int = 0  # images per evaluation set that accuracy control judges (0 = all: the gate's sets)
     latency_iters: int = 20
     devices: list[str] = field(default_factory=lambda: ["CPU"])  # OpenVINO devices the gate covers
 
@@ -133,20 +133,22 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
     bf16 = Engine(bundle, artifact="openvino_fp32", precision=bf16_hint)
     bf16_used = _precision_used(bf16)
     ref = [score(fp32, es) for es in evalsets]
+    # FP32's own noise: its score of each mirrored image (compress.decisions)
+    mirror = [score_inputs(fp32, np.ascontiguousarray(es.inputs[..., ::-1])) for es in evalsets]
     extra = [{"torch_fp32": _torch_scores(net, es), "ov_bf16": score(bf16, es)} for es in evalsets]
 
     def evaluate() -> tuple[list[dict], list[np.ndarray], bool, list[str]]:
         int8 = Engine(write_bundle(out, card), artifact="openvino_int8", precision=PRECISION)
         tests = [score(int8, es) for es in evalsets]
-        res = [compare_set(es, r, t, thresholds, extra=x, seed=cfg.seed)
-               for es, r, t, x in zip(evalsets, ref, tests, extra, strict=True)]
+        res = [compare_set(es, r, t, thresholds, extra=x, seed=cfg.seed, ref_mirror=m)
+               for es, r, t, x, m in zip(evalsets, ref, tests, extra, mirror, strict=True)]
         for r, es in zip(res, evalsets, strict=True):
             r["cam_correlation"] = cam_correlation(fp32, int8, es.inputs)
         for dev in devices[1:]:  # INT8 on another device, against the same CPU f32 reference
             on_dev = Engine(write_bundle(out, card), artifact="openvino_int8", device=dev,
                             precision=DEVICE_PRECISION.get(dev))
-            for es, r_, x in zip(evalsets, ref, extra, strict=True):
-                row = compare_set(es, r_, score(on_dev, es), thresholds, extra=x, seed=cfg.seed)
+            for es, r_, x, m in zip(evalsets, ref, extra, mirror, strict=True):
+                row = compare_set(es, r_, score(on_dev, es), thresholds, extra=x, seed=cfg.seed, ref_mirror=m)
                 row["dataset"] = f"{es.name} @ {dev}"
                 row["device"] = dev
                 res.append(row)
@@ -163,8 +165,8 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
         for reason in reasons:
             _log(f"plain PTQ: {reason}")
         _log("plain PTQ failed the gate; retrying with NNCF accuracy control (--no-accuracy-control skips it)")
-        quant = _accuracy_control(cfg, fp32_model, calib.inputs, evalsets[0], quant, out,
-                                  ref[0], thresholds)
+        quant = _accuracy_control(cfg, fp32_model, calib.inputs, evalsets, quant, out,
+                                  ref, mirror, thresholds)
         if quant["method"] == "accuracy_control":
             results, int8_scores, passed, reasons = evaluate()
     card["quantization"] = quant
@@ -227,41 +229,42 @@ def _torch_scores(net, es, batch_size: int = 16) -> np.ndarray:
     return np.concatenate(probs) if probs else np.zeros(0)
 
 
-def _accuracy_control(cfg: CompressConfig, fp32_model, calib_inputs: np.ndarray, es, quant: dict,
-                      out: Path, ref_probs: np.ndarray, thresholds: dict[str, float]) -> dict:
-    """Re-quantize with NNCF accuracy control on up to ``ac_size`` images of the first evaluation
-    set (stratified by body part and label). Those images are also in the gate's set, so the
-    re-gate is partly in-sample for that set; the report says so. On failure the PTQ model stays.
-
-    Accuracy control's metric is the gate's on those images (|ΔAUC| and decision agreement with
-    FP32, :class:`compress.quantize.GateReference`), so it also runs, and helps, when plain PTQ
-    kept the AUC but flipped decisions."""
+def _accuracy_control(cfg: CompressConfig, fp32_model, calib_inputs: np.ndarray, evalsets: list,
+                      quant: dict, out: Path, ref: list[np.ndarray], mirror: list[np.ndarray],
+                      thresholds: dict[str, float]) -> dict:
+    """Re-quantize with NNCF accuracy control, its metric the gate itself on every evaluation set
+    at image and study level (``compress.gate_metric``), so it stops exactly where the gate passes.
+    ``ac_size`` caps the images taken from each set (stratified; 0 = all, the gate's own sets);
+    the re-gate is then in-sample for those images, as the report says. On failure the PTQ model
+    stays."""
     import openvino as ov
 
     from compress.evalset import stratified_sample
     from models.errors import MuraError
 
     t0 = time.time()
-    keep = {id(r) for r in stratified_sample(es.records, cfg.ac_size or len(es.records), cfg.seed)}
-    idx = np.array([i for i, r in enumerate(es.records) if id(r) in keep], dtype=int)
+    sets, inputs = [], []
+    for es, r, m in zip(evalsets, ref, mirror, strict=True):
+        keep = {id(x) for x in stratified_sample(es.records, cfg.ac_size or len(es.records), cfg.seed)}
+        idx = np.array([i for i, x in enumerate(es.records) if id(x) in keep], dtype=int)
+        sets.append(SetReference(es.name, es.labels[idx], [es.study_ids[i] for i in idx],
+                                 np.asarray(r, np.float64)[idx], np.asarray(m, np.float64)[idx]))
+        inputs.append(es.inputs[idx])
+    metric = GateMetric(tuple(sets), tuple(float(t) for t in thresholds.values()), cfg.budget, cfg.min_agreement)
     q = dict(quant)
-    probs = np.asarray(ref_probs, dtype=np.float64)[idx]
-    reference = GateReference(probs=probs, auc=float(roc_auc(es.labels[idx], probs)),
-                              thresholds=tuple(float(t) for t in thresholds.values()),
-                              budget=cfg.budget, min_agreement=cfg.min_agreement)
     try:
-        model = quantize_accuracy_control(fp32_model, calib_inputs, es.inputs[idx], es.labels[idx],
-                                          cfg.quant, cfg.budget, reference)
+        model = quantize_accuracy_control(fp32_model, calib_inputs, inputs, cfg.quant, metric)
     except (MuraError, RuntimeError, ValueError) as e:
         _log(f"accuracy control failed ({e}); keeping the plain PTQ model")
         q["accuracy_control_error"] = str(e)
         return q
     ov.save_model(model, str(out / "model.xml"), compress_to_fp16=False)
-    _log(f"plain PTQ failed the gate; NNCF accuracy control (max drop {cfg.budget}) in {time.time() - t0:.1f}s")
-    q.update(method="accuracy_control", max_drop=cfg.budget, drop_type="absolute",
-             validation_data=f"{es.name}: {len(idx)} images (stratified); also part of the gate set",
-             validation_metric="the gate on these images: FP32 AUC - |ΔAUC|, less budget + "
-             f"shortfall when decisions agree with FP32 in < {cfg.min_agreement} of them")
+    _log(f"plain PTQ failed the gate; NNCF accuracy control (the gate as its metric) in {time.time() - t0:.1f}s")
+    q.update(method="accuracy_control", max_drop=TOLERANCE, drop_type="absolute",
+             validation_data="; ".join(f"{s.name}: {len(s.labels)} images" for s in sets)
+             + (" (stratified samples; also part of the gate sets)" if cfg.ac_size else " (the gate's sets)"),
+             validation_metric="the gate's checks on every set, image and study level: ΔAUC within "
+             f"±{cfg.budget} and firm decision flips <= {1 - cfg.min_agreement:.3f} (compress.gate_metric)")
     return q
 
 
@@ -304,14 +307,11 @@ def _card(cfg: CompressConfig, meta: dict, ck: dict) -> dict:
     k = len(meta["body_parts"])
     s = int(meta["preprocess"]["input_size"])
     cam = _cam_shape(Path(cfg.out) / "model_fp32.xml")
-    metrics = {}
-    for name, m in meta.get("metrics", {}).items():
-        metrics[name] = {"dataset": name, "n_images": m["n_images"], "n_studies": m["n_studies"],
-                         "image_auc": m["image"]["auc"], "study_auc": m["study"]["auc"],
-                         "study_kappa": m["study"]["kappa"], "study_accuracy": m["study"]["accuracy"],
-                         "source": "torch FP32, at training time"}
+    metrics = {name: _card_metrics(name, m) for name, m in meta.get("metrics", {}).items()}
     prov = meta["provenance"]
     return {
+        "calibration": meta.get("calibration", {"method": "none", "slope": 1.0, "intercept": 0.0}),
+        "licences": licences(meta),
         "schema_version": CARD_SCHEMA_VERSION,
         "name": cfg.name or f"{meta['architecture']}-{task}",
         "version": cfg.version,
@@ -339,6 +339,53 @@ def _card(cfg: CompressConfig, meta: dict, ck: dict) -> dict:
         "software": _versions(),
         "files": {},
     }
+
+
+def _card_metrics(name: str, m: dict) -> dict:
+    """What the card says a model scored on one set at training time (calibrated probabilities)."""
+    out = {"dataset": name, "n_images": m["n_images"], "n_studies": m["n_studies"],
+           "image_auc": m["image"]["auc"], "study_auc": m["study"]["auc"],
+           "study_kappa": m["study"]["kappa"], "study_accuracy": m["study"]["accuracy"],
+           "source": "torch FP32, at training time"}
+    for key in ("auc_ci95", "ece", "ece_uncalibrated"):
+        if key in m["study"]:
+            v = m["study"][key]
+            out[f"study_{key}"] = list(v) if isinstance(v, tuple) else v  # JSON has no tuples
+    if "auc_ci95" in m["image"]:
+        out["image_auc_ci95"] = list(m["image"]["auc_ci95"])
+    if "operating_points" in m:
+        out["operating_points"] = {k: {"threshold": v["threshold"], "sensitivity": v["sensitivity"],
+                                       "specificity": v["specificity"]} for k, v in m["operating_points"].items()}
+    if "per_body_part" in m:
+        out["per_body_part"] = {bp: {"n_studies": v["n_studies"], "auc": v.get("auc"), "auc_ci95": list(v.get("auc_ci95") or [])}
+                                for bp, v in m["per_body_part"].items()}
+    return out
+
+
+DATA_LICENCES = {
+    "fracatlas": "FracAtlas (Abedeen et al., Scientific Data 2023), CC BY 4.0",
+    "mura": "MURA v1.1 (Stanford AIMI), research use agreement: no clinical or commercial use",
+}
+
+
+def licences(meta: dict) -> dict:
+    """The licences a bundle inherits: of its initial weights and of its training data."""
+    from models.pretrained import IMAGENET_PACKAGES, weights_licence
+
+    prov = meta.get("provenance", {})
+    init = str(prov.get("initialisation", "random"))
+    arch = meta.get("architecture", "")
+    if "imagenet" in init.lower() and arch in IMAGENET_PACKAGES:
+        weights = weights_licence(arch)
+    elif "imagenet" in init.lower():
+        weights = f"ImageNet weights ({init}): see their source's licence"
+    else:
+        weights = "none: trained from random initialisation by this project"
+    kind = str(prov.get("data_source", "")).partition(":")[0]
+    data = DATA_LICENCES.get(kind, "see the training data's own terms")
+    if "phantom" in str(prov.get("training_data", "")).lower():
+        data = "phantom images made by mura-synth (no real data)"
+    return {"weights": weights, "training_data": data}
 
 
 def _cam_shape(xml: Path) -> list[int]:

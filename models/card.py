@@ -120,6 +120,12 @@ CARD_SCHEMA: dict[str, Any] = {
             "additionalProperties": {"type": "string"},
         },
         "primary_artifact": {"type": "string"},
+        "calibration": {
+            "type": "object",
+            "required": ["method", "slope", "intercept"],
+            "properties": {"method": {"enum": ["none", "platt"]}, "slope": _num, "intercept": _num},
+        },
+        "licences": {"type": "object", "additionalProperties": {"type": "string"}},
         "software": {"type": "object"},
         "files": {
             "type": "object",

@@ -237,13 +237,29 @@ class Engine:
 
     # -- inference ------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw network call on an (N, 1, S, S) float32 batch."""
+        """Network call on an (N, 1, S, S) float32 batch; ``fracture_prob`` calibrated per the card."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if self.backend == "openvino":
             res = self._req.infer({self.input_name: batch})
-            return {name: np.array(res[port]) for name, port in zip(self._out_names, self._compiled.outputs, strict=True)}
+            return self.calibrate({name: np.array(res[port])
+                                   for name, port in zip(self._out_names, self._compiled.outputs, strict=True)})
         outs = self._sess.run(None, {self.input_name: batch})
-        return dict(zip(self._out_names, outs, strict=True))
+        return self.calibrate(dict(zip(self._out_names, outs, strict=True)))
+
+    def calibrate(self, outs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The card's Platt scaling on ``fracture_prob`` (trainer.calibration): what every caller sees.
+
+        Applied here in float64, not in the network: a near-constant calibrated probability (the
+        phantom demo's model) would otherwise sit after INT8 quantizers that cannot resolve it.
+        The card's thresholds are on this calibrated scale; the CAM stays in raw logit units.
+        """
+        cal = self.bundle.card.get("calibration") or {}
+        a, b = float(cal.get("slope", 1.0)), float(cal.get("intercept", 0.0))
+        if (a, b) == (1.0, 0.0) or "fracture_prob" not in outs:
+            return outs
+        p = np.clip(np.asarray(outs["fracture_prob"], dtype=np.float64), 1e-7, 1 - 1e-7)
+        z = a * (np.log(p) - np.log1p(-p)) + b
+        return {**outs, "fracture_prob": (1.0 / (1.0 + np.exp(-z))).astype(np.float32)}
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
         """The shared preprocessing for one decoded image: (1, S, S) input and its placement."""
@@ -335,8 +351,8 @@ class AsyncRunner:
     def _callback(self, request, userdata) -> None:
         tag, placement = userdata
         try:
-            outs = {name: np.array(request.get_tensor(port).data, copy=True)
-                    for name, port in zip(self.engine._out_names, self._ports, strict=True)}
+            outs = self.engine.calibrate({name: np.array(request.get_tensor(port).data, copy=True)
+                                          for name, port in zip(self.engine._out_names, self._ports, strict=True)})
             self._done.put((tag, placement, outs, None))
         except Exception as e:  # noqa: BLE001 - re-raised in the caller's thread by completed()
             self._done.put((tag, placement, None, e))

@@ -45,4 +45,6 @@ def model_from_checkpoint(ckpt: dict):
     net = create_model(meta["architecture"], num_body_parts=len(meta["body_parts"]),
                        cam_pool=meta.get("cam_pool", "mean"))
     net.load_state_dict(ckpt["model"])
+    cal = meta.get("calibration") or {}
+    net.calibration = (float(cal.get("slope", 1.0)), float(cal.get("intercept", 0.0)))
     return net.eval()

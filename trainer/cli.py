@@ -49,6 +49,7 @@ _HELP = {
     "cam_pool": "how the fracture CAM is pooled into the logit: mean, max or lse (default: the "
     "architecture's, lse)",
     "sensitivity_target": "study-level sensitivity of the 'suspicious' operating point",
+    "calibrate": "fit Platt scaling (slope and intercept of the fracture logit) on internal validation; the card carries it and the engine applies it (default true)",
     "max_train_images": "cap on training images, for smoke runs (0 = all)",
     "cache_dir": "folder for decoded, resized images keyed by file content and input size (empty = off); "
     "later epochs and runs skip decoding",

@@ -39,7 +39,9 @@ from models.metrics import (
     youden_threshold,
 )
 from models.networks import create_model, list_models, model_defaults
+from models.plots import draw_reliability_png
 from models.preprocess import PreprocessConfig
+from trainer.calibration import apply_platt, fit_calibration, operating_points, study_ece
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.data import Augment, DecodeCache, RecordDataset, collate_skip, loader_worker_init
 from trainer.datasets import DatasetSplit, Record, group_split, load_source
@@ -75,6 +77,7 @@ class TrainConfig:
     clahe_tiles: int = 8
     cam_pool: str = ""  # "" = architecture default; mean | max | lse
     sensitivity_target: float = 0.9
+    calibrate: bool = True  # Platt scaling fitted on internal validation (trainer.calibration)
     max_train_images: int = 0  # 0 = all; for smoke runs
     resume: bool = False
     cache_dir: str = ""  # decoded-image cache ("" = off); shared safely between runs
@@ -165,7 +168,8 @@ def predict(net: nn.Module, records: list[Record], pre: PreprocessConfig, body_p
             continue
         x, _, _, idx = batch
         logit, bp = net(x.to(device).to(memory_format=torch.channels_last))
-        probs[idx.numpy()] = torch.sigmoid(logit).float().cpu().numpy()
+        slope, intercept = getattr(net, "calibration", (1.0, 0.0))  # as the exported network does
+        probs[idx.numpy()] = torch.sigmoid(logit.float() * slope + intercept).cpu().numpy()
         bps[idx.numpy()] = torch.softmax(bp, 1).float().cpu().numpy()
     probs, bps = gather_rows(dist_info, len(records), mine, probs[mine], bps[mine])
     return probs, bps
@@ -447,22 +451,33 @@ def finalize(best_path: Path, val_split: DatasetSplit, test_split: DatasetSplit 
     ck = load_checkpoint(best_path)
     meta = ck["meta"]
     net = model_from_checkpoint(ck).to(memory_format=torch.channels_last)
+    net.calibration = (1.0, 0.0)  # fitted afresh below, on the raw outputs
     pre = PreprocessConfig.from_dict(meta["preprocess"])
     bp_names = meta["body_parts"]
-    probs, bps = predict(net, val_split.records, pre, bp_names, workers=cfg.workers)
+    raw, bps = predict(net, val_split.records, pre, bp_names, workers=cfg.workers)
+    calibration = fit_calibration(val_split.records, raw, cfg.calibrate)
+    cal = (calibration["slope"], calibration["intercept"])
+    probs = apply_platt(raw, *cal)
     thresholds = choose_thresholds(val_split.records, probs, cfg.sensitivity_target)
-    sets = [("internal_validation", val_split.records, probs, bps)]
+    sets = [("internal_validation", val_split.records, probs, bps, raw)]
     if test_split is not None:
         tp, tb = predict(net, test_split.records, pre, bp_names, workers=cfg.workers)
-        sets.append(("test", test_split.records, tp, tb))
+        sets.append(("test", test_split.records, apply_platt(tp, *cal), tb, tp))
     metrics = {}
-    for name, recs, pr, bp in sets:
+    for name, recs, pr, bp, rw in sets:
         metrics[name] = evaluate_predictions(recs, pr, bp, bp_names, thresholds["likely"], ci=True)
+        metrics[name]["study"]["ece_uncalibrated"] = study_ece(recs, rw)
+        metrics[name]["operating_points"] = operating_points(recs, pr, thresholds)
         write_evaluation_plots(out / "plots" / name, recs, pr, bp, bp_names, thresholds["likely"],
                                f"{meta['architecture']} {name.replace('_', ' ')}")
-    meta = {**meta, "thresholds": thresholds, "metrics": metrics, "best_epoch": int(ck["epoch"]) + 1}
+        ok = ~np.isnan(rw)
+        draw_reliability_png(out / "plots" / name / "reliability_uncalibrated.png",
+                             [{"title": f"{name.replace('_', ' ')}: before calibration", "labels":
+                               np.array([r.label for r in recs])[ok], "probs": rw[ok]}])
+    meta = {**meta, "calibration": calibration, "thresholds": thresholds, "metrics": metrics,
+            "best_epoch": int(ck["epoch"]) + 1}
     save_checkpoint(best_path, {"model": ck["model"], "meta": meta, "epoch": ck["epoch"]})
-    summary = {"checkpoint": str(best_path), **{k: meta[k] for k in ("architecture", "thresholds", "metrics", "best_epoch")}}
+    summary = {"checkpoint": str(best_path), **{k: meta[k] for k in ("architecture", "thresholds", "calibration", "metrics", "best_epoch")}}
     atomic_write_json(out / "summary.json", summary)
     for name, m in metrics.items():
         print(f"[{name}] image AUC {m['image']['auc']:.4f}  study AUC {m['study']['auc']:.4f}  "
