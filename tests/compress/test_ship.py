@@ -1,0 +1,64 @@
+"""Shipping a bundle into the repository, and evaluating a bundle's own files against the truth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from compress.evaluate_bundle import load_boxes, points_inside, uncalibrated
+from compress.ship import ship
+from models.card import load_bundle
+from models.engine import Engine
+
+
+def test_shipped_copy_keeps_int8_and_fp16_verifies_and_records_the_samples(tiny_bundle, tmp_path):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray((rng.random((90, 70)) * 255).astype(np.uint8)).save(samples / f"s{i}.png")
+    out = tmp_path / "shipped"
+    ship(tiny_bundle, out, samples)
+    b = load_bundle(out)  # checksums verified
+    assert set(b.card["artifacts"]) == {"openvino_int8", "openvino_fp16"}
+    assert not (out / "model_fp32.xml").exists() and not (out / "model.onnx").exists()
+    assert (out / "validation.md").is_file()
+    rec = json.loads((out / "expected_samples.json").read_text())
+    assert [r["file"] for r in rec["samples"]] == ["s0.png", "s1.png"]
+    # what the test of the real shipped model checks: reproducible outputs within the stated tolerance
+    for art, tol in (("openvino_int8", rec["int8_tolerance"] + 1e-6), ("openvino_fp16", rec["fp16_tolerance"])):
+        e = Engine(b, artifact=art)
+        for r in rec["samples"]:
+            p = e.predict([np.asarray(Image.open(samples / r["file"]))])[0].probability
+            assert abs(p - r["fp32"]) <= max(tol, abs(r[art] - r["fp32"]) + 1e-6)
+
+
+def test_a_failed_gate_ships_fp16_as_the_primary_model(bundle_copy, tmp_path):
+    card_path = bundle_copy / "card.json"
+    card = json.loads(card_path.read_text())
+    card["validation"]["verdict"] = "failed"
+    card_path.write_text(json.dumps(card))
+    ship(bundle_copy, tmp_path / "shipped", None)
+    b = load_bundle(tmp_path / "shipped")
+    assert b.card["primary_artifact"] == "openvino_fp16" and "FP16" in b.card["validation"]["shipped"]
+
+
+def test_pointing_game_hit_and_miss(tmp_path):
+    heat = np.zeros((100, 80))
+    heat[40, 30] = 1.0
+    assert points_inside(heat, [(25, 35, 10, 10)])
+    assert not points_inside(heat, [(0, 0, 10, 10), (50, 50, 5, 5)])
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("image_id,x,y,width,height\nA.jpg,1,2,3,4\nA.jpg,5,6,7,8\nB.jpg,0,0,1,1\n")
+    boxes = load_boxes(csv)
+    assert boxes["A.jpg"] == [(1, 2, 3, 4), (5, 6, 7, 8)] and len(boxes["B.jpg"]) == 1
+
+
+def test_uncalibrated_inverts_the_cards_platt_scaling():
+    raw = np.array([0.05, 0.3, 0.5, 0.9])
+    z = np.log(raw / (1 - raw))
+    cal = 1 / (1 + np.exp(-(0.7 * z - 0.4)))
+    assert uncalibrated(cal, {"slope": 0.7, "intercept": -0.4}) == pytest.approx(raw, rel=1e-6)
