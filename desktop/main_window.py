@@ -40,6 +40,7 @@ from desktop.window_screening import WindowScreening
 from desktop.window_ui import ViewerUi
 from models.engine import Engine
 from models.errors import MuraError
+from models.reference import samples_dir
 
 #: Longest wait, at start-up, before the model load starts even if no image is shown yet.
 MODEL_DEFER_MAX_MS = 3000
@@ -125,6 +126,7 @@ class ViewerWindow(QMainWindow):
         self._connect_ui()
         self._connect_loader()
         self._show_model_state()
+        ui.offer_samples(samples_dir() is not None)
 
     def _connect_ui(self) -> None:
         """What each widget and action does."""
@@ -143,6 +145,7 @@ class ViewerWindow(QMainWindow):
         triggered: list[tuple[QAction, Callable[[], object]]] = [
             (ui.open_action, self.open_folder_dialog),
             (ui.open_files_action, self.open_files_dialog),
+            (ui.open_samples_action, self.open_samples),
             (ui.screen_action, self.screen_folder_dialog),
             (ui.export_pdf_action, lambda: self.export_report_dialog("pdf")),
             (ui.export_png_action, lambda: self.export_report_dialog("png")),
@@ -211,6 +214,15 @@ class ViewerWindow(QMainWindow):
         files = window_files.ask_files(self)
         if files:
             self.open_paths(files)
+
+    def open_samples(self) -> bool:
+        """Open the repository's sample radiographs (File → Open sample radiographs); False
+        when this installation has none."""
+        folder = samples_dir()
+        if folder is None:
+            return False
+        self.open_paths([folder])
+        return True
 
     def open_paths(self, paths: Sequence[str | Path]) -> None:
         """Find the studies under ``paths`` on the worker; the first one is shown when found.

@@ -8,7 +8,9 @@ executable rather than the working directory, so launching from a shortcut, a fi
 or another folder finds the same bundle.
 
 Overrides, for portable installs and tests: ``MURA_MODEL`` names another bundle folder;
-``MURA_USER_DIR`` puts settings, cache and logs under one folder.
+``MURA_USER_DIR`` puts settings, cache and logs under one folder. The model lookup itself lives
+in :mod:`models.reference` (stdlib only too), which the screener and viewer use for their
+default model, so the installed app and the programs agree on which bundle that is.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from models.reference import INSTALL_MODEL_DIR, INSTALL_MODEL_ENV, installed_bundle_dir
+
 APP_NAME = "mura-fracture"
-MODEL_DIR_NAME = "model"
-MODEL_ENV = "MURA_MODEL"
+MODEL_DIR_NAME = INSTALL_MODEL_DIR
+MODEL_ENV = INSTALL_MODEL_ENV
 USER_DIR_ENV = "MURA_USER_DIR"
 
 
@@ -47,13 +51,7 @@ def default_model_dir() -> Path | None:
     the caller then asks for ``--model``. A set but missing ``MURA_MODEL`` is returned as is, so
     loading it fails with a message naming that path instead of silently using another model.
     """
-    env = os.environ.get(MODEL_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    root = install_dir()
-    if root is not None and (root / MODEL_DIR_NAME / "card.json").is_file():
-        return root / MODEL_DIR_NAME
-    return None
+    return installed_bundle_dir()
 
 
 def _base_dirs() -> dict[str, Path]:

@@ -17,7 +17,9 @@ Capture per image and a Comprehensive SR per DICOM study under ``DIR/dicom/<stud
 (:mod:`desktop.dicom_export`). ``--fast-decode`` (off by default) decodes JPEG 2000 and baseline
 JPEG at a reduced resolution, never below twice the model's input size: faster, with slightly
 different scores (bench/screen.py measures how different); the state, worklist and report record
-it, and a run never resumes with the other decoding.
+it, and a run never resumes with the other decoding. Without ``--model`` the default bundle of
+:mod:`models.reference` is used (the shipped reference model in a checkout, the installed model
+in the clinic app), and stderr says which.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import csv
 import hashlib
 import io
+import logging
 import os
 import sys
 import time
@@ -40,9 +43,10 @@ from desktop.screen_state import DECODE_EXACT, DECODE_FAST, ScreenState, fingerp
 from models.engine import Engine
 from models.errors import ConfigError, MuraError
 from models.fsutil import atomic_write_text
+from models.reference import require_default_bundle
 
-__all__ = ["THUMB_SIZE", "ScreenResult", "ScreenRun", "StudyResult", "main", "screen",
-           "screen_to_folder"]
+__all__ = ["THUMB_SIZE", "ScreenResult", "ScreenRun", "StudyResult", "main", "resolve_model",
+           "screen", "screen_to_folder"]
 WORKLIST_FIELDS = ["rank", "study", "verdict", "probability", "body_part", "n_images", "n_failed",
                    "modality", "description", "first_image", "model", "decode"]
 
@@ -339,7 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
         "diagnostic use.",
     )
     ap.add_argument("src", help="folder (searched recursively) or a single file")
-    ap.add_argument("--model", required=True, help="model bundle folder (card.json + model files)")
+    ap.add_argument("--model", default=None,
+                    help="model bundle folder (card.json + model files); default: "
+                    "$MURA_DEFAULT_MODEL, else the installed app's model, else the shipped "
+                    "reference model models/reference/fracatlas-lite0 (research use only); the "
+                    "one used is named on stderr")
     ap.add_argument("--out", default=None,
                     help="output folder: screen.sqlite (resumable state), worklist.csv, failures.csv, "
                     "report.html (default: nothing written, nothing resumable)")
@@ -419,6 +427,22 @@ def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
         state.close()
 
 
+def resolve_model(model: str | None) -> str:
+    """``--model`` as given, else the default bundle, announced on stderr (and in the log).
+
+    A screener that silently picked a model would put unexplained scores on a worklist; saying
+    which bundle (and that it is a research model) costs one line. No default at all is a
+    :class:`~models.errors.NoModelError` naming ``--model``.
+    """
+    if model:
+        return model
+    found = require_default_bundle()
+    notice = found.notice("mura-screen")
+    print(notice, file=sys.stderr)
+    logging.getLogger("mura.screen").info(notice)
+    return str(found.path)
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
@@ -426,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--workers {a.workers}: expected 0 or more")
         if a.dicom_out and not a.out:
             raise ConfigError("--dicom-out needs --out")
-        engine = Engine(a.model, backend=a.backend, device=a.device, performance_hint="THROUGHPUT")
+        engine = Engine(resolve_model(a.model), backend=a.backend, device=a.device,
+                        performance_hint="THROUGHPUT")
         card = engine.bundle.card
         progress = None if a.no_progress else ProgressLine()
         run = screen_to_folder(a.src, engine, a.out, restart=a.restart, anonymize=a.anonymize,

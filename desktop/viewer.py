@@ -21,6 +21,7 @@ Patient names and IDs are shown in the image overlay only; nothing here logs or 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from PySide6.QtCore import QEventLoop, QTimer
@@ -40,6 +41,7 @@ from desktop.studies import (
 )
 from desktop.tasks import Task, TaskSignals
 from models.engine import Engine
+from models.reference import find_default_bundle
 
 __all__ = [
     "Cancelled",
@@ -56,6 +58,7 @@ __all__ = [
     "discover_paths",
     "main",
     "qimage_to_rgb",
+    "resolve_model",
     "rgb_to_qimage",
 ]
 
@@ -77,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "several paths are merged by StudyInstanceUID")
     ap.add_argument("--model", metavar="BUNDLE", default=None,
                     help="model bundle folder (card.json + model files); default: the bundle "
-                    "chosen in File > Settings; without one the viewer shows images only")
+                    "chosen in File > Settings, else $MURA_DEFAULT_MODEL, the installed app's "
+                    "model or the shipped reference model models/reference/fracatlas-lite0 "
+                    "(research use only; named on stderr); without any the viewer shows "
+                    "images only")
     ap.add_argument("--device", default=None,
                     help="OpenVINO device for inference: CPU, GPU or AUTO (default: the "
                     "Settings value, CPU if never set)")
@@ -137,6 +143,26 @@ def _run_screenshot(win: ViewerWindow, out: str, timeout_s: float) -> int:
     return state["rc"]
 
 
+def resolve_model(explicit: str | None, settings: ViewerSettings) -> str:
+    """The bundle to load: ``--model``, else the one chosen in Settings, else the default
+    bundle (announced on stderr and in the log); "" for none (images only).
+
+    Settings beat the default because a site that chose a bundle there chose it on purpose;
+    the default is what a fresh install or checkout should show rather than no scores at all.
+    """
+    if explicit:
+        return explicit
+    if settings.model_path:
+        return settings.model_path
+    found = find_default_bundle()
+    if found is None:
+        return ""
+    notice = found.notice("mura-viewer")
+    print(notice, file=sys.stderr)
+    logging.getLogger("mura.viewer").info(notice)
+    return str(found.path)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start the viewer; returns the exit status (2 when the model or screenshot failed).
 
@@ -147,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("mura-viewer")
     settings = ViewerSettings.load()
-    model = args.model or settings.model_path
+    model = resolve_model(args.model, settings)
     device = args.device or settings.device
     win = ViewerWindow(None, settings=settings)
 

@@ -127,6 +127,15 @@ class ViewerUi:
         self._build_actions(window)
         self._build_menus(window)
 
+    def offer_samples(self, available: bool) -> None:
+        """Show File → Open sample radiographs, and point to it on the empty image, only when
+        there are samples (a checkout has ``samples/``; an installed app has none): a first
+        look at the viewer should not need data of one's own."""
+        self.open_samples_action.setVisible(available)
+        if available and not self.view.has_image:
+            self.view.clear("Open a folder or a DICOM file (File → Open folder…),\n"
+                            "or look at the sample radiographs (File → Open sample radiographs)")
+
     def _build_centre(self, split: QSplitter) -> QWidget:
         """The image, the thumbnail strip with its series captions, previous / next."""
         centre = QWidget(split)
@@ -294,6 +303,7 @@ class ViewerUi:
 
         self.open_action = action("&Open folder…", QKeySequence.Open)
         self.open_files_action = action("Open &file(s) or DICOMDIR…", "Ctrl+Shift+O")
+        self.open_samples_action = action("Open sample &radiographs")
         self.screen_action = action("&Screen folder…")
         self.export_pdf_action = action("Export study report (&PDF)…")
         self.export_png_action = action("Export study report (P&NG)…")
@@ -326,6 +336,7 @@ class ViewerUi:
         m = mb.addMenu("&File")
         m.addAction(self.open_action)
         m.addAction(self.open_files_action)
+        m.addAction(self.open_samples_action)
         m.addAction(self.screen_action)
         m.addSeparator()
         m.addAction(self.export_pdf_action)

@@ -52,6 +52,11 @@ class BundleError(MuraError):
     """A model bundle is missing, incomplete or inconsistent."""
 
 
+class NoModelError(BundleError):
+    """No ``--model`` was given and no default bundle exists (no ``MURA_DEFAULT_MODEL``, no
+    installed model, no shipped reference model in this checkout)."""
+
+
 class ChecksumError(BundleError):
     """A bundle file's sha256 differs from the one its card records: it was altered."""
 

@@ -1,10 +1,13 @@
 """Start-up shared by the frozen executables (``mura-viewer``, ``mura-screen``).
 
 The frozen app is started by clinic staff from a shortcut or a file association, with no
-terminal: errors must land in a per-user log file (never in the read-only install folder), the
-bundled model must be found without a ``--model`` flag, and IT needs a way to check an install
-without Python (``--version``, ``--card``, ``--check-decode``). The desktop modules' own ``main``
-functions stay unchanged: this wrapper adds the frozen-only behaviour around them.
+terminal: errors must land in a per-user log file (never in the read-only install folder), and
+IT needs a way to check an install without Python (``--version``, ``--card``,
+``--check-decode``). The bundled model is found without a ``--model`` flag by the programs
+themselves (:func:`models.reference.default_bundle_path`: ``<install>/model``), not added here:
+the viewer must let a model chosen in its Settings beat the installed default, which an added
+``--model`` would override. The desktop modules' own ``main`` functions stay unchanged: this
+wrapper adds the frozen-only behaviour around them.
 
 Support flags, handled here before the app's own parser sees the arguments:
 
@@ -101,22 +104,21 @@ def _setup_logging(app: str) -> Path:
     return logfile
 
 
-def _has_flag(argv: Sequence[str], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in argv)
-
-
 def _wants_onnxruntime(argv: Sequence[str]) -> bool:
     return "--backend=onnxruntime" in argv or any(
         a == "--backend" and b == "onnxruntime" for a, b in zip(argv, argv[1:], strict=False))
 
 
 def _model_arg(argv: Sequence[str]) -> Path | None:
+    """The bundle ``--version``/``--card`` describe: ``--model``, else the programs' default."""
+    from models.reference import default_bundle_path
+
     for i, a in enumerate(argv):
         if a == "--model" and i + 1 < len(argv):
             return Path(argv[i + 1])
         if a.startswith("--model="):
             return Path(a.split("=", 1)[1])
-    return paths.default_model_dir()
+    return default_bundle_path()
 
 
 def print_version(app: str, argv: Sequence[str]) -> int:
@@ -237,10 +239,6 @@ def run(app: str, app_main: Callable[[list[str]], int], argv: Sequence[str] | No
             print(f"{app}: error: this installation has no ONNX Runtime (left out of the "
                   "installer to save 35 MB); use the default OpenVINO backend", file=sys.stderr)
             return 2
-    if not _has_flag(argv, "--model"):
-        model = paths.default_model_dir()
-        if model is not None:
-            argv += ["--model", str(model)]
     try:
         rc = int(app_main(argv) or 0)
     except SystemExit as e:  # argparse errors and --help

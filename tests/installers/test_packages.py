@@ -76,7 +76,8 @@ def test_desktop_entry():
 
 
 def _wrapper_env(tmp_path: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("MURA_MODEL", "MURA_USER_DIR")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MURA_MODEL", "MURA_DEFAULT_MODEL", "MURA_USER_DIR")}
     env.update(PYTHONPATH=str(REPO), MURA_USER_DIR=str(tmp_path / "user"), **extra)
     return env
 
@@ -133,7 +134,9 @@ def mura_frozen(monkeypatch, tmp_path):
     sys.excepthook = sys.__excepthook__
 
 
-def test_wrapper_adds_the_default_model_only_when_none_is_given(mura_frozen, monkeypatch, tmp_path):
+def test_wrapper_leaves_the_model_to_the_app(mura_frozen, monkeypatch, tmp_path):
+    """No --model is added: the apps find the installed bundle themselves
+    (models.reference), so the viewer can let a bundle chosen in Settings beat it."""
     seen: list[list[str]] = []
 
     def app_main(argv: list[str]) -> int:
@@ -143,11 +146,41 @@ def test_wrapper_adds_the_default_model_only_when_none_is_given(mura_frozen, mon
     monkeypatch.setenv("MURA_MODEL", str(tmp_path / "bundle"))
     assert mura_frozen.run("mura-screen", app_main, ["studies"]) == 7
     assert mura_frozen.run("mura-screen", app_main, ["studies", "--model", "other"]) == 7
-    assert mura_frozen.run("mura-screen", app_main, ["studies", "--model=x"]) == 7
-    assert seen == [["studies", "--model", str(tmp_path / "bundle")],
-                    ["studies", "--model", "other"], ["studies", "--model=x"]]
+    assert mura_frozen.run("mura-viewer", app_main, []) == 7
+    assert seen == [["studies"], ["studies", "--model", "other"], []]
     log = (tmp_path / "user" / "logs" / "mura-screen.log").read_text()
     assert "start mura-screen" in log and "exit mura-screen status 7" in log
+
+
+def test_wrapper_card_describes_the_default_bundle(mura_frozen, monkeypatch, tmp_path, capsys):
+    """--card without --model shows the bundle the programs would use by default."""
+    monkeypatch.delenv("MURA_MODEL", raising=False)
+    monkeypatch.setenv("MURA_DEFAULT_MODEL", str(tmp_path / "default-bundle"))
+    assert mura_frozen.run("mura-screen", lambda argv: 0, ["--card"]) == 2
+    assert str(tmp_path / "default-bundle") in capsys.readouterr().err
+
+
+def _which_bundle(tmp_path: Path, *args: str) -> str:
+    """``build.sh --which-bundle`` from a copy of the script in a stand-in repository."""
+    repo = tmp_path / "repo"
+    (repo / "installers").mkdir(parents=True, exist_ok=True)
+    shutil.copy(INSTALLERS / "build.sh", repo / "installers" / "build.sh")
+    r = subprocess.run(["bash", str(repo / "installers" / "build.sh"), "--which-bundle", *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_build_packs_the_reference_model_when_there_is_one(tmp_path):
+    assert "phantom placeholder: no models/reference/fracatlas-lite0/card.json" in \
+        _which_bundle(tmp_path)
+    ref = tmp_path / "repo" / "models" / "reference" / "fracatlas-lite0"
+    ref.mkdir(parents=True)
+    (ref / "card.json").write_text("{}")
+    assert _which_bundle(tmp_path) == \
+        "models/reference/fracatlas-lite0 (the shipped reference model)"
+    assert "phantom placeholder: --placeholder" in _which_bundle(tmp_path, "--placeholder")
+    assert _which_bundle(tmp_path, "--bundle", "b") == "b (given with --bundle)"
 
 
 def test_wrapper_turns_a_crash_into_status_3_and_a_log_entry(mura_frozen, tmp_path, capsys):
