@@ -22,6 +22,7 @@ from models.metrics import aggregate_studies, confusion, expected_calibration_er
 from trainer.datasets import Record
 
 IDENTITY = {"method": "none", "slope": 1.0, "intercept": 0.0}
+MIN_IMAGES = 10
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -38,8 +39,8 @@ def fit_platt(labels: np.ndarray, probs: np.ndarray, l2: float = 1e-3, iters: in
     y = np.asarray(labels, dtype=np.float64)
     ok = np.isfinite(np.asarray(probs, dtype=np.float64))
     y, z = y[ok], _logit(np.asarray(probs)[ok])
-    if len(y) < 10 or y.min() == y.max():
-        raise ConfigError(f"calibration needs both classes among >= 10 images (got {len(y)})")
+    if len(y) < MIN_IMAGES or y.min() == y.max():
+        raise ConfigError(f"calibration needs both classes among >= {MIN_IMAGES} images (got {len(y)})")
     w = np.array([1.0, 0.0])
     x = np.stack([z, np.ones_like(z)], axis=1)
     for _ in range(iters):
@@ -64,8 +65,15 @@ def fit_calibration(records: list[Record], raw: np.ndarray, enabled: bool) -> di
     if not enabled:
         return dict(IDENTITY)
     y = np.array([r.label for r in records])
-    slope, intercept = fit_platt(y, raw)
     ok = ~np.isnan(raw)
+    if ok.sum() < MIN_IMAGES or len(set(y[ok].tolist())) < 2:
+        # A smoke run or a one-class validation split: two parameters fitted on a handful of images
+        # would be noise. Say so in the card instead of failing the whole training run.
+        reason = f"not fitted: internal validation has {int(ok.sum())} scored images"
+        reason += "" if len(set(y[ok].tolist())) == 2 else " of a single class"
+        print(f"[train] calibration {reason}; probabilities stay uncalibrated", flush=True)
+        return {**IDENTITY, "reason": reason}
+    slope, intercept = fit_platt(y, raw)
     return {"method": "platt", "slope": slope, "intercept": intercept, "fitted_on": "internal_validation",
             "n_images": int(ok.sum()),
             "image_ece_before": expected_calibration_error(y[ok], raw[ok]),

@@ -33,9 +33,12 @@ def test_int8_engine_outputs_are_consistent(tiny_bundle, phantom):
         assert 0 <= p.probability <= 1
         assert sum(p.body_part_probs.values()) == pytest.approx(1, abs=1e-3)
         assert p.body_part in eng.body_parts
-        # the pooled CAM is the logit (LSE pooling, r=5), up to INT8 noise
+        # the pooled CAM is the raw logit (LSE pooling, r=5), up to INT8 noise; the probability is
+        # that logit through the card's Platt calibration
         lse = (np.log(np.mean(np.exp(5 * p.cam.astype(np.float64))))) / 5
-        assert 1 / (1 + np.exp(-lse)) == pytest.approx(p.probability, abs=0.05)
+        cal = eng.bundle.card.get("calibration") or {"slope": 1.0, "intercept": 0.0}
+        z = cal["slope"] * lse + cal["intercept"]
+        assert 1 / (1 + np.exp(-z)) == pytest.approx(p.probability, abs=0.05)
     study = aggregate_study(preds, eng.thresholds)
     assert study.probability == pytest.approx(np.mean([p.probability for p in preds]))
     assert study.n_images == 3 and study.verdict in ("likely", "suspicious", "negative")

@@ -61,3 +61,17 @@ def test_the_engine_applies_the_cards_calibration(tiny_bundle, tmp_path):
     runner.submit(x[0], None, "a")
     (_, pred), = runner.wait()
     assert pred.probability == pytest.approx(1 / (1 + np.exp(-(0.5 * z[0] - 1.0))), rel=1e-5)
+
+
+def test_a_tiny_or_one_class_validation_split_is_left_uncalibrated_with_a_reason(capsys):
+    """A smoke run (7 validation images) must not fail training; the card says why it is uncalibrated."""
+    from trainer.calibration import fit_calibration
+    from trainer.datasets import Record
+
+    recs = [Record(f"{i}.png", int(i == 0), "hand", str(i), str(i)) for i in range(7)]
+    cal = fit_calibration(recs, np.full(7, 0.5), enabled=True)
+    assert cal["method"] == "none" and (cal["slope"], cal["intercept"]) == (1.0, 0.0)
+    assert "7 scored images" in cal["reason"]
+    one_class = [Record(f"{i}.png", 0, "hand", str(i), str(i)) for i in range(30)]
+    assert "single class" in fit_calibration(one_class, np.linspace(0.1, 0.9, 30), enabled=True)["reason"]
+    assert "uncalibrated" in capsys.readouterr().out
