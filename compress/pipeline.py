@@ -135,7 +135,9 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
     ref = [score(fp32, es) for es in evalsets]
     # FP32's own noise: its score of each mirrored image (compress.decisions)
     mirror = [score_inputs(fp32, np.ascontiguousarray(es.inputs[..., ::-1])) for es in evalsets]
-    extra = [{"torch_fp32": _torch_scores(net, es), "ov_bf16": score(bf16, es)} for es in evalsets]
+    # the torch net ends at the raw probability; the card's calibration makes it comparable
+    extra = [{"torch_fp32": fp32.calibrate({"fracture_prob": _torch_scores(net, es)})["fracture_prob"],
+              "ov_bf16": score(bf16, es)} for es in evalsets]
 
     def evaluate() -> tuple[list[dict], list[np.ndarray], bool, list[str]]:
         int8 = Engine(write_bundle(out, card), artifact="openvino_int8", precision=PRECISION)

@@ -96,3 +96,32 @@ def pin_signal_stack() -> bool:
     if _libc().sigaltstack(ctypes.byref(st), None) != 0:
         raise OSError(ctypes.get_errno(), "sigaltstack (set) failed")
     return True
+
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_description() -> str:
+    """The CPU's model name and the ISA extensions that decide INT8/bf16 speed, for bench tables.
+
+    INT8 and bf16 speed-ups (and INT8 rounding) differ between AVX2-only, AVX-512 VNNI and AMX
+    machines, so a speed figure without these flags cannot be compared with another machine's.
+    """
+    name, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and name == "unknown CPU":
+                    name = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:  # not Linux: the plugin's own view below still says something
+        pass
+    isa = [f for f in ISA_FLAGS if f in flags] if flags else []
+    try:
+        caps = core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        ov_caps = f"; OpenVINO CPU: {', '.join(caps)}"
+    except Exception:  # noqa: BLE001 - a description must not fail a bench
+        ov_caps = ""
+    return f"{name}; ISA: {', '.join(isa) or 'no AVX2'}{ov_caps}"

@@ -13,6 +13,9 @@ def test_bench_prints_a_table(capsys):
     for v in bench.VARIANTS:
         assert f"| custom_cnn | {v} |" in out
     assert "INT8 latency speed-up vs OV f32" in out
+    # the machine is named: INT8 speed depends on AVX2 / AVX-512 VNNI / AMX
+    cpu = next(line for line in out.splitlines() if line.startswith("CPU: "))
+    assert "ISA: " in cpu and "interleaved rounds" in out
 
 
 def test_bench_rejects_unknown_backbone():
