@@ -29,6 +29,7 @@ from models.errors import ImageDecodeError, MuraError
 from models.fsutil import atomic_write_json
 from models.imageio import load_image
 from models.metrics import expected_calibration_error
+from models.plots import draw_reliability_png
 from trainer.calibration import operating_points, study_ece
 from trainer.train import evaluate_predictions
 
@@ -75,7 +76,14 @@ def uncalibrated(probs: np.ndarray, calibration: dict) -> np.ndarray:
     return 1 / (1 + np.exp(-z))
 
 
-def evaluate_set(bundle, artifact: str, split, boxes: dict | None) -> dict:
+def write_reliability(path: Path, name: str, y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray) -> Path:
+    """Reliability diagram of the network's raw probabilities beside the card-calibrated ones."""
+    draw_reliability_png(path, [{"title": f"{name}: uncalibrated (n={len(y)})", "labels": y, "probs": raw},
+                                {"title": f"{name}: calibrated (card)", "labels": y, "probs": calibrated}])
+    return path
+
+
+def evaluate_set(bundle, artifact: str, split, boxes: dict | None, plots: Path | None = None) -> dict:
     engine = Engine(bundle, artifact=ARTIFACTS[artifact])
     t0 = time.time()
     probs, hits = score_records(engine, split.records, boxes)
@@ -90,6 +98,10 @@ def evaluate_set(bundle, artifact: str, split, boxes: dict | None) -> dict:
     m["study"]["ece_uncalibrated"] = study_ece(split.records, raw)
     m["pointing_game"] = {"n": len(hits), "hits": int(sum(hits)),
                           "rate": float(np.mean(hits)) if hits else float("nan")}
+    if plots is not None:
+        slug = "".join(c if c.isalnum() else "_" for c in split.name).strip("_")
+        m["reliability_png"] = str(write_reliability(plots / f"reliability_{slug}_{artifact}.png", split.name,
+                                                     y, raw[ok], probs[ok]))
     m["seconds"] = time.time() - t0
     return {"dataset": split.name, "artifact": artifact, **m}
 
@@ -115,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifact", action="append", choices=sorted(ARTIFACTS), default=None,
                     help="which model files to score (default: int8 and fp32 when present)")
     ap.add_argument("--json", default=None, help="write every figure to this JSON file")
+    ap.add_argument("--plots", default=None, help="folder for reliability diagrams (raw vs calibrated), one per set")
     a = ap.parse_args(argv)
     try:
         bundle = load_bundle(a.bundle)
@@ -128,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         for spec in a.data:
             split = resolve_split(spec, "validation", a.checkpoint, data_source)
             for art in arts:
-                results.append(evaluate_set(bundle, art, split, boxes))
+                results.append(evaluate_set(bundle, art, split, boxes, Path(a.plots) if a.plots else None))
                 print(summary_line(results[-1]), flush=True)
     except MuraError as e:
         print(f"evaluate_bundle: error: {e}", file=sys.stderr)

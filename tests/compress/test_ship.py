@@ -62,3 +62,32 @@ def test_uncalibrated_inverts_the_cards_platt_scaling():
     z = np.log(raw / (1 - raw))
     cal = 1 / (1 + np.exp(-(0.7 * z - 0.4)))
     assert uncalibrated(cal, {"slope": 0.7, "intercept": -0.4}) == pytest.approx(raw, rel=1e-6)
+
+
+def test_evaluate_bundle_scores_its_own_files_with_ci_ece_plots_and_pointing_game(tiny_bundle, tiny_checkpoint,
+                                                                                    phantom, tmp_path, capsys):
+    from compress.evaluate_bundle import main
+    from compress.sources import resolve_split
+    from trainer.checkpoint import load_checkpoint
+
+    spec = f"mura:{phantom / 'mura'}"
+    src = load_checkpoint(tiny_checkpoint)["meta"]["provenance"].get("data_source", "")
+    split = resolve_split(spec, "validation", str(tiny_checkpoint), src)
+    positives = [r for r in split.records if r.label == 1]
+    boxes = tmp_path / "boxes.csv"  # every positive boxed whole: each one must count as a hit
+    boxes.write_text("image_id,x,y,width,height\n" + "".join(
+        f"{r.path.rsplit('/', 1)[-1]},0,0,10000,10000\n" for r in positives))
+    out = tmp_path / "metrics.json"
+    assert main(["--bundle", str(tiny_bundle), "--checkpoint", str(tiny_checkpoint), "--data", spec,
+                 "--boxes", str(boxes), "--artifact", "int8", "--json", str(out),
+                 "--plots", str(tmp_path / "plots")]) == 0
+    r = json.loads(out.read_text())["results"][0]
+    assert r["artifact"] == "int8" and r["n_images"] == len(split.records)
+    lo, hi = r["image"]["auc_ci95"]
+    assert lo <= r["image"]["auc"] <= hi
+    assert set(r["operating_points"]) == {"suspicious", "likely"}
+    assert 0 <= r["image"]["ece"] <= 1 and 0 <= r["image"]["ece_uncalibrated"] <= 1
+    assert r["pointing_game"]["n"] == len(positives) > 0
+    assert r["pointing_game"]["rate"] == 1.0
+    assert Image.open(r["reliability_png"]).size[0] > Image.open(r["reliability_png"]).size[1]
+    assert "AUC" in capsys.readouterr().out
