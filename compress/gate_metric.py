@@ -46,6 +46,15 @@ class GateMetric:
     thresholds: tuple[float, ...]
     budget: float
     min_agreement: float
+    # the card's Platt scaling (slope, intercept): the FP32 reference came from the engines, which
+    # apply it; the network NNCF compiles ends at the raw probability (trainer.calibration)
+    calibration: tuple[float, float] = (1.0, 0.0)
+
+    def calibrate(self, probs: np.ndarray) -> np.ndarray:
+        a, b = self.calibration
+        if (a, b) == (1.0, 0.0):
+            return probs
+        return 1.0 / (1.0 + np.exp(-(a * logit(probs) + b)))
 
     @property
     def offsets(self) -> np.ndarray:
@@ -72,8 +81,10 @@ class GateMetric:
                         out.append(f"{s.name} {level} firm flips at {t:.3f}")
         return out
 
-    def __call__(self, idx: np.ndarray, probs: np.ndarray) -> float:
-        idx, probs = np.asarray(idx, dtype=int), np.asarray(probs, dtype=np.float64)
+    def __call__(self, idx: np.ndarray, raw_probs: np.ndarray) -> float:
+        """The metric of a compiled network's raw ``fracture_prob`` on items ``idx``."""
+        idx = np.asarray(idx, dtype=int)
+        probs = self.calibrate(np.asarray(raw_probs, dtype=np.float64))
         ref = np.concatenate([s.probs for s in self.sets])[idx]
         r = float(np.sqrt(np.mean((logit(probs) - logit(ref)) ** 2))) if len(idx) else 0.0
         return 1.0 - float(len(self.failures(idx, probs))) - TOLERANCE * r / (1.0 + r)

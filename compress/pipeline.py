@@ -168,7 +168,7 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
             _log(f"plain PTQ: {reason}")
         _log("plain PTQ failed the gate; retrying with NNCF accuracy control (--no-accuracy-control skips it)")
         quant = _accuracy_control(cfg, fp32_model, calib.inputs, evalsets, quant, out,
-                                  ref, mirror, thresholds)
+                                  ref, mirror, thresholds, card.get("calibration") or {})
         if quant["method"] == "accuracy_control":
             results, int8_scores, passed, reasons = evaluate()
     card["quantization"] = quant
@@ -233,7 +233,7 @@ def _torch_scores(net, es, batch_size: int = 16) -> np.ndarray:
 
 def _accuracy_control(cfg: CompressConfig, fp32_model, calib_inputs: np.ndarray, evalsets: list,
                       quant: dict, out: Path, ref: list[np.ndarray], mirror: list[np.ndarray],
-                      thresholds: dict[str, float]) -> dict:
+                      thresholds: dict[str, float], cal: dict) -> dict:
     """Re-quantize with NNCF accuracy control, its metric the gate itself on every evaluation set
     at image and study level (``compress.gate_metric``), so it stops exactly where the gate passes.
     ``ac_size`` caps the images taken from each set (stratified; 0 = all, the gate's own sets);
@@ -252,7 +252,8 @@ def _accuracy_control(cfg: CompressConfig, fp32_model, calib_inputs: np.ndarray,
         sets.append(SetReference(es.name, es.labels[idx], [es.study_ids[i] for i in idx],
                                  np.asarray(r, np.float64)[idx], np.asarray(m, np.float64)[idx]))
         inputs.append(es.inputs[idx])
-    metric = GateMetric(tuple(sets), tuple(float(t) for t in thresholds.values()), cfg.budget, cfg.min_agreement)
+    metric = GateMetric(tuple(sets), tuple(float(t) for t in thresholds.values()), cfg.budget, cfg.min_agreement,
+                        calibration=(float(cal.get("slope", 1.0)), float(cal.get("intercept", 0.0))))
     q = dict(quant)
     try:
         model = quantize_accuracy_control(fp32_model, calib_inputs, inputs, cfg.quant, metric)

@@ -155,3 +155,17 @@ def test_a_subset_of_items_is_judged_on_its_own_sets():
     v = metric(idx, _sigmoid(z)[idx])
     assert v == 1.0
     assert logit(0.5) == pytest.approx(0.0)
+
+
+def test_the_raw_network_output_is_calibrated_like_the_reference():
+    """The engines' FP32 reference is Platt-calibrated (the card); the network NNCF compiles outputs
+    the raw probability. Seen on the reference model: the FP32 model itself scored -5 (six failed
+    checks), because raw probabilities were held against thresholds on the calibrated scale."""
+    import dataclasses
+
+    metric, z = _two_sets()
+    slope, intercept = 1.03, -0.69
+    raw_z = (z - intercept) / slope  # what the network computes before the card's calibration
+    calibrated = dataclasses.replace(metric, calibration=(slope, intercept))
+    assert _metric_value(calibrated, _sigmoid(raw_z)) == pytest.approx(1.0)
+    assert _metric_value(metric, _sigmoid(raw_z)) < 1 - TOLERANCE  # without it: spurious failures

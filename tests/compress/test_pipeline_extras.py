@@ -35,6 +35,14 @@ def test_failed_ptq_falls_back_to_accuracy_control(phantom, tiny_checkpoint, tmp
         return (False, [*reasons, "planted failure"]) if len(calls) == 1 else (ok, reasons)
 
     monkeypatch.setattr(pipeline, "gate", fail_first)
+    metrics = []
+    real_ac = pipeline.quantize_accuracy_control
+
+    def spy(ov_model, calib, val_inputs, qcfg, metric):
+        metrics.append(metric)
+        return real_ac(ov_model, calib, val_inputs, qcfg, metric)
+
+    monkeypatch.setattr(pipeline, "quantize_accuracy_control", spy)
     out = tmp_path / "b"
     passed, card = pipeline.run(pipeline.CompressConfig(
         checkpoint=str(tiny_checkpoint), out=str(out), calib_data=f"mura:{phantom / 'mura'}",
@@ -42,6 +50,9 @@ def test_failed_ptq_falls_back_to_accuracy_control(phantom, tiny_checkpoint, tmp
     q = card["quantization"]
     assert q["ptq_gate"]["verdict"] == "failed" and "planted failure" in q["ptq_gate"]["reasons"]
     assert q["method"] == "accuracy_control" and len(calls) == 2
+    # its metric judges the raw network output on the card's calibrated scale, as the engines do
+    cal = card["calibration"]
+    assert metrics[0].calibration == (cal["slope"], cal["intercept"])
     assert passed and load_bundle(out).card["validation"]["verdict"] == "passed"
     log = capsys.readouterr().out
     # why the fallback runs is said before it starts, not only in the final report
