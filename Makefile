@@ -59,7 +59,7 @@ reference-model: $(STAMP)
 	$(VENV)/bin/mura-compress --checkpoint $(REF_RUN)/train/checkpoint_best.pt --out $(REF_RUN)/bundle \
 		--calib-data fracatlas:$(REF_DATA)/fracatlas --val-data fracatlas:$(REF_DATA)/fracatlas \
 		--val-data folder:$(REF_DATA)/bone-fracture-binary --name fracatlas-lite0 --version 1.0.0 \
-		--accuracy-control-size 600; \
+		--accuracy-control-size 600 --accuracy-control-iterations 4; \
 	echo "== 3/4 evaluate the bundle's own files against the truth (AUC, calibration, pointing game)"; \
 	$(VENV)/bin/python -m compress.evaluate_bundle --bundle $(REF_RUN)/bundle \
 		--checkpoint $(REF_RUN)/train/checkpoint_best.pt --data fracatlas:$(REF_DATA)/fracatlas \

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--accuracy-control-size", type=int, default=0,
                     help="images of each --val-data set that accuracy control judges (stratified); "
                          "default 0 = all of them, exactly the gate's sets (its metric is the gate)")
+    ap.add_argument("--accuracy-control-iterations", type=int, default=0, metavar="N",
+                    help="accuracy control reverts at most N ops to floating point (each costs a "
+                         "validation pass and often a re-ranking); 0 = no bound (default). The gate "
+                         "judges the result either way")
     ap.add_argument("--device", action="append", default=[], choices=["CPU", "GPU", "AUTO"],
                     help="OpenVINO device the gate also runs INT8 on (repeatable; CPU always): GPU runs "
                     "with an explicit f16 precision hint, which the card then records as validated")
@@ -68,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=a.seed, quant=QuantizeConfig(preset=a.preset, fast_bias_correction=a.fast_bias_correction,
                                           subset_size=a.calib_size, ignored_types=a.ignore_type,
                                           fp_sensitivity_budget=a.fp_sensitivity_budget,
-                                          sensitivity_images=a.sensitivity_images),
+                                          sensitivity_images=a.sensitivity_images,
+                                          ac_max_iterations=a.accuracy_control_iterations),
         accuracy_control=not a.no_accuracy_control, devices=["CPU", *a.device], ac_size=a.accuracy_control_size,
     )
     try:

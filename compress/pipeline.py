@@ -263,6 +263,8 @@ def _accuracy_control(cfg: CompressConfig, fp32_model, calib_inputs: np.ndarray,
         return q
     ov.save_model(model, str(out / "model.xml"), compress_to_fp16=False)
     _log(f"plain PTQ failed the gate; NNCF accuracy control (the gate as its metric) in {time.time() - t0:.1f}s")
+    if cfg.quant.ac_max_iterations > 0:
+        q["max_reverted_ops"] = cfg.quant.ac_max_iterations
     q.update(method="accuracy_control", max_drop=TOLERANCE, drop_type="absolute",
              validation_data="; ".join(f"{s.name}: {len(s.labels)} images" for s in sets)
              + (" (stratified samples; also part of the gate sets)" if cfg.ac_size else " (the gate's sets)"),

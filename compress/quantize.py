@@ -33,6 +33,11 @@ class QuantizeConfig:
     # 99 % decision-agreement floor allowed on FracAtlas EfficientNet-B0 (results/fracatlas).
     fp_sensitivity_budget: float = 0.0
     sensitivity_images: int = 128  # calibration images the sensitivity is measured on
+    # > 0: accuracy control reverts at most this many ops to floating point (NNCF's
+    # max_num_iterations). Each revert costs a validation pass and often a re-ranking of every
+    # remaining op (minutes each at 256 px on 2 cores), so an unbounded run on a model whose
+    # flips no single op explains can take hours; the gate still judges whatever it returns.
+    ac_max_iterations: int = 0
 
 
 def _preset(name: str):
@@ -279,6 +284,7 @@ def quantize_accuracy_control(ov_model, calib_inputs: np.ndarray, val_inputs: li
     layers in FP32 (so is slower to run), which the report's latency column shows.
     """
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     sizes = [len(v) for v in val_inputs]
     if sizes != [len(s.labels) for s in metric.sets] or not sum(sizes):
@@ -291,6 +297,9 @@ def quantize_accuracy_control(ov_model, calib_inputs: np.ndarray, val_inputs: li
     # NNCF hands validation_fn the raw items: (global index, one input). Slices are views, no copy.
     items = [v[i : i + 1] for v in val_inputs for i in range(len(v))]
     val_ds = nncf.Dataset(list(enumerate(items)), lambda it: it[1])
+    restorer = AdvancedAccuracyRestorerParameters()
+    if qcfg.ac_max_iterations > 0:
+        restorer.max_num_iterations = qcfg.ac_max_iterations
     try:
         return nncf.quantize_with_accuracy_control(
             ov_model,
@@ -303,6 +312,7 @@ def quantize_accuracy_control(ov_model, calib_inputs: np.ndarray, val_inputs: li
             subset_size=min(qcfg.subset_size, len(calib_inputs)),
             fast_bias_correction=qcfg.fast_bias_correction,
             ignored_scope=scope,
+            advanced_accuracy_restorer_parameters=restorer,
         )
     finally:  # as in _ptq
         ovruntime.pin_signal_stack()

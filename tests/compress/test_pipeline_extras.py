@@ -43,10 +43,24 @@ def test_failed_ptq_falls_back_to_accuracy_control(phantom, tiny_checkpoint, tmp
         return real_ac(ov_model, calib, val_inputs, qcfg, metric)
 
     monkeypatch.setattr(pipeline, "quantize_accuracy_control", spy)
+    import nncf
+
+    nncf_kwargs = []
+    real_nncf_ac = nncf.quantize_with_accuracy_control
+
+    def nncf_spy(*args, **kwargs):
+        nncf_kwargs.append(kwargs)
+        return real_nncf_ac(*args, **kwargs)
+
+    monkeypatch.setattr(nncf, "quantize_with_accuracy_control", nncf_spy)
     out = tmp_path / "b"
     passed, card = pipeline.run(pipeline.CompressConfig(
         checkpoint=str(tiny_checkpoint), out=str(out), calib_data=f"mura:{phantom / 'mura'}",
-        val_data=[f"mura:{phantom / 'mura'}"], budget=1.0, min_agreement=0.0, calib_size=16, latency_iters=2))
+        val_data=[f"mura:{phantom / 'mura'}"], budget=1.0, min_agreement=0.0, calib_size=16, latency_iters=2,
+        quant=pipeline.QuantizeConfig(ac_max_iterations=3)))
+    # the bound on reverted ops reaches NNCF and the card says it was set
+    assert nncf_kwargs[0]["advanced_accuracy_restorer_parameters"].max_num_iterations == 3
+    assert card["quantization"]["max_reverted_ops"] == 3
     q = card["quantization"]
     assert q["ptq_gate"]["verdict"] == "failed" and "planted failure" in q["ptq_gate"]["reasons"]
     assert q["method"] == "accuracy_control" and len(calls) == 2
