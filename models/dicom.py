@@ -42,6 +42,7 @@ from models.errors import (
     TruncatedPixelDataError,
     UnsupportedPhotometricError,
 )
+from models.preprocess import luma
 
 __all__ = [
     "DicomInfo",
@@ -80,9 +81,6 @@ COLOUR = (
     "YBR_ICT",
     "YBR_RCT",
 )
-#: ITU-R BT.601 luma weights: what Pillow's convert("L") uses, so DICOM colour and plain-image
-#: colour become the same gray.
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 #: CT presets in Hounsfield units. Only meaningful when modality values are HU (see
 #: :func:`window_presets`).
@@ -476,7 +474,7 @@ def _luminance(rgb: np.ndarray, bits: int) -> np.ndarray:
     Palette LUTs are 16-bit by the standard; scaling them to 0..255 keeps palette and RGB images
     on the same stored scale as ordinary 8-bit colour.
     """
-    gray = rgb.astype(np.float32) @ LUMA
+    gray = luma(rgb)
     if bits == 16:
         gray *= np.float32(255.0 / 65535.0)
     return gray

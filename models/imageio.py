@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from models import dicom
 from models.dicom import DicomInfo, Window
 from models.errors import ImageDecodeError, UnsupportedImageError
+from models.preprocess import luma
 
 __all__ = [
     "IGNORED_NAMES",
@@ -48,7 +49,6 @@ _PIL_FORMATS = {
     "webp": "WEBP",
 }
 _BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def sniff_kind(path: str | Path) -> str | None:
@@ -356,6 +356,6 @@ def _to_gray01(im: Image.Image) -> np.ndarray:
         mode = "RGBA"
     if mode in ("RGBA", "RGBa"):
         rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / np.float32(255.0)
-        return (rgba[..., :3] @ _LUMA) * rgba[..., 3]
+        return luma(rgba[..., :3]) * rgba[..., 3]
     rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / np.float32(255.0)
-    return rgb @ _LUMA
+    return luma(rgb)

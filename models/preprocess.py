@@ -110,6 +110,22 @@ class Placement:
         )
 
 
+#: ITU-R BT.601 luma weights: what Pillow's convert("L") uses, so DICOM colour and plain-image
+#: colour become the same gray.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma of ``rgb`` (..., 3) as float32, the one colour-to-gray rule of every reader.
+
+    Per-element multiply-adds, not ``rgb @ LUMA``: a matmul rounds differently with and without
+    BLAS (the installed app's numpy is built without it), and the installed app must see the
+    same pixels as the development environment, bit for bit.
+    """
+    c = np.asarray(rgb, dtype=np.float32)
+    return c[..., 0] * LUMA[0] + c[..., 1] * LUMA[1] + c[..., 2] * LUMA[2]
+
+
 def to_grayscale(arr: np.ndarray) -> np.ndarray:
     """Collapse any supported layout to a 2-D float32 array (no intensity scaling yet)."""
     a = np.asarray(arr)
@@ -117,8 +133,7 @@ def to_grayscale(arr: np.ndarray) -> np.ndarray:
         if a.shape[-1] in (1, 2):  # L or LA: drop alpha
             a = a[..., 0]
         else:  # RGB(A): ITU-R 601 luma, alpha dropped
-            rgb = a[..., :3].astype(np.float32)
-            a = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            a = luma(a[..., :3])
     if a.ndim != 2:
         raise ConfigError(f"expected a 2-D grayscale or HxWxC image, got shape {a.shape}")
     if a.size == 0:

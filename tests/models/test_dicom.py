@@ -331,6 +331,19 @@ def test_rgb_and_palette_become_bt601_luminance() -> None:
     np.testing.assert_allclose(dicom.to_display(pal)[0], [0.0, 0.299], atol=1e-5)
 
 
+def test_luminance_is_bit_identical_whatever_blas_numpy_was_built_with() -> None:
+    """The frozen app's numpy has no BLAS; a matmul there rounds differently from OpenBLAS (CI
+    saw a palette-colour file decode to different float32 pixels). Luma must be plain per-element
+    IEEE arithmetic, which every numpy build rounds the same way."""
+    rgb = np.random.default_rng(0).integers(0, 65536, (50, 70, 3)).astype(np.float32)
+    from models.preprocess import LUMA as w
+
+    expected = rgb[..., 0] * w[0] + rgb[..., 1] * w[1] + rgb[..., 2] * w[2]
+    got = dicom._luminance(rgb, 0)
+    assert got.dtype == np.float32
+    assert np.array_equal(got, expected)
+
+
 def test_unknown_photometric_and_missing_pixels_raise_specific_errors() -> None:
     with pytest.raises(UnsupportedPhotometricError, match="HSV"):
         dicom.decode_pixels(make_ds(RAMP, "HSV"), "x.dcm")
