@@ -101,24 +101,37 @@ def pin_signal_stack() -> bool:
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
+def cpu_isa() -> list[str]:
+    """The :data:`ISA_FLAGS` this CPU has (empty where /proc/cpuinfo is not readable).
+
+    INT8 kernels, and so INT8 outputs in their last digits, differ between these ISA levels.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags":
+                    flags = set(value.split())
+                    return [f for f in ISA_FLAGS if f in flags]
+    except OSError:
+        pass
+    return []
+
+
 def cpu_description() -> str:
     """The CPU's model name and the ISA extensions that decide INT8/bf16 speed, for bench tables.
 
     INT8 and bf16 speed-ups (and INT8 rounding) differ between AVX2-only, AVX-512 VNNI and AMX
     machines, so a speed figure without these flags cannot be compared with another machine's.
     """
-    name, flags = "unknown CPU", set()
+    name = "unknown CPU"
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and name == "unknown CPU":
-                    name = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
+            name = next((ln.partition(":")[2].strip() for ln in f
+                         if ln.partition(":")[0].strip() == "model name"), name)
     except OSError:  # not Linux: the plugin's own view below still says something
         pass
-    isa = [f for f in ISA_FLAGS if f in flags] if flags else []
+    isa = cpu_isa()
     try:
         caps = core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         ov_caps = f"; OpenVINO CPU: {', '.join(caps)}"
