@@ -121,10 +121,11 @@ class MultiTaskNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training/eval: (fracture logit (N,), body-part logits (N, K))."""
-        logit, bp, _ = self.forward_with_cam(x)
-        return logit, bp
+    def forward(self, x: torch.Tensor, with_cam: bool = False):
+        """Training/eval: (fracture logit (N,), body-part logits (N, K)), and the CAM when asked
+        (a training step with box supervision; through ``forward`` so DDP sees the call)."""
+        logit, bp, cam = self.forward_with_cam(x)
+        return (logit, bp, cam) if with_cam else (logit, bp)
 
     def forward_with_cam(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logit, body-part logits and the fracture CAM (N, h, w) in logit units."""

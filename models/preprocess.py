@@ -245,11 +245,22 @@ def to_unit(arr: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, Placeme
     unit = scale_intensity(resized, cfg.clip_percentiles)
     if cfg.clahe:
         unit = clahe(unit, cfg.clahe_clip_limit, cfg.clahe_tiles)
-    rh, rw = unit.shape
-    oy, ox = (size - rh) // 2, (size - rw) // 2
+    pl = placement_for(h, w, size)
     out = np.zeros((size, size), dtype=np.float32)
-    out[oy : oy + rh, ox : ox + rw] = unit
-    return out, Placement(scale=rw / w, offset_x=ox, offset_y=oy, width=rw, height=rh)
+    out[pl.content_slice()] = unit
+    return out, pl
+
+
+def placement_for(h: int, w: int, size: int) -> Placement:
+    """Where an ``h`` x ``w`` image lands in the ``size`` square input (resize long side, centre).
+
+    Computable from the image's size alone, so a cached, already letterboxed image can still map
+    annotations (fracture boxes) into input coordinates without decoding the file again.
+    """
+    scale = size / max(h, w)
+    rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
+    oy, ox = (size - rh) // 2, (size - rw) // 2
+    return Placement(scale=rw / w, offset_x=ox, offset_y=oy, width=rw, height=rh)
 
 
 def standardize(unit: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:

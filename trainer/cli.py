@@ -50,6 +50,12 @@ _HELP = {
     "architecture's, lse)",
     "cam_stride": "stride of the fracture CAM: 32 (the backbone's own) or 16 (last stages dilated, same "
     "weights; a twice finer heatmap at about 1.5x the compute); timm architectures only",
+    "box_loss": "weight of the loss that moves the fracture CAM into the annotated fracture boxes "
+    "(0 = off; FracAtlas sources bring their boxes.csv)",
+    "boxes": "boxes.csv (image_id,x,y,width,height in image pixels) for --box-loss; default: the "
+    "FracAtlas source's own",
+    "init_from": "a mura-train checkpoint whose whole network starts this run (fine-tuning; same "
+    "architecture and body parts)",
     "sensitivity_target": "study-level sensitivity of the 'suspicious' operating point",
     "calibrate": "fit Platt scaling (slope and intercept of the fracture logit) on internal validation; the card carries it and the engine applies it (default true)",
     "max_train_images": "cap on training images, for smoke runs (0 = all)",

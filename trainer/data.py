@@ -23,6 +23,7 @@ from models.fsutil import atomic_write_bytes
 from models.imageio import load_image
 from models.preprocess import PreprocessConfig, standardize, to_unit
 from trainer.datasets import Record
+from trainer.localisation import box_mask, stored_size
 
 
 class Augment:
@@ -37,7 +38,8 @@ class Augment:
         self.rotate, self.scale, self.shift = rotate, scale, shift
         self.brightness, self.contrast, self.gamma = brightness, contrast, gamma
 
-    def __call__(self, unit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, unit: np.ndarray, rng: np.random.Generator, mask: np.ndarray | None = None):
+        """The augmented image; with ``mask`` (fracture boxes), ``(image, mask)`` moved alike."""
         s = unit.shape[0]
         angle = math.radians(rng.uniform(-self.rotate, self.rotate))
         scale = rng.uniform(*self.scale)
@@ -51,11 +53,14 @@ class Augment:
         coeffs = (a, b, c - a * xo - b * yo, d, e, c - d * xo - e * yo)
         img = Image.fromarray(unit, mode="F").transform((s, s), Image.AFFINE, coeffs, Image.BILINEAR, fillcolor=0.0)
         x = np.asarray(img)
+        if mask is not None:
+            mask = np.asarray(Image.fromarray(mask, mode="L").transform((s, s), Image.AFFINE, coeffs, Image.NEAREST))
         g = math.exp(rng.uniform(math.log(self.gamma[0]), math.log(self.gamma[1])))
         x = np.clip(x, 0, 1) ** g
         x = (x - 0.5) * (1 + rng.uniform(-self.contrast, self.contrast)) + 0.5
         x = x + rng.uniform(-self.brightness, self.brightness)
-        return np.clip(x, 0, 1).astype(np.float32)
+        x = np.clip(x, 0, 1).astype(np.float32)
+        return x if mask is None else (x, mask)
 
 
 class DecodeCache:
@@ -115,8 +120,10 @@ class RecordDataset(Dataset):
     """
 
     def __init__(self, records: list[Record], cfg: PreprocessConfig, body_parts: list[str],
-                 augment: Augment | None = None, seed: int = 0, cache: DecodeCache | None = None):
+                 augment: Augment | None = None, seed: int = 0, cache: DecodeCache | None = None,
+                 boxes: dict[str, list] | None = None):
         self.records = records
+        self.boxes = boxes  # file name -> fracture boxes; given: items carry a box mask (5th)
         self.cache = cache
         self.cfg = cfg
         self.bp_index = {b: i for i, b in enumerate(body_parts)}
@@ -139,11 +146,20 @@ class RecordDataset(Dataset):
                 unit, _ = to_unit(load_image(r.path).pixels, self.cfg)
         except (ImageDecodeError, OSError):
             return None
+        mask = self._mask(r, unit.shape[0]) if self.boxes is not None else None
         if self.augment is not None:
             # Seeded per (seed, epoch, index): identical across runs and worker counts.
-            unit = self.augment(unit, np.random.default_rng([self.seed, self.epoch, i]))
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            unit, mask = self.augment(unit, rng, mask) if mask is not None else (self.augment(unit, rng), None)
         x = torch.from_numpy(standardize(unit, self.cfg))
-        return x, float(r.label), self.bp_index.get(r.body_part, 0), i
+        item = (x, float(r.label), self.bp_index.get(r.body_part, 0), i)
+        return item if mask is None else (*item, torch.from_numpy(np.array(mask, dtype=np.uint8)))
+
+    def _mask(self, r: Record, size: int) -> np.ndarray:
+        """The record's fracture boxes in input coordinates (all zero where it has none)."""
+        boxes = (self.boxes or {}).get(Path(r.path).name) if r.label == 1 else None
+        hw = stored_size(r.path) if boxes else None
+        return box_mask(boxes, *hw, size) if boxes and hw else np.zeros((size, size), dtype=np.uint8)
 
 
 LOADER_NICE = 5
@@ -169,5 +185,6 @@ def collate_skip(batch):
     batch = [b for b in batch if b is not None]
     if not batch:
         return None
-    xs, ys, bps, idx = zip(*batch, strict=True)
-    return torch.stack(xs), torch.tensor(ys), torch.tensor(bps), torch.tensor(idx)
+    cols = list(zip(*batch, strict=True))
+    out = [torch.stack(cols[0]), torch.tensor(cols[1]), torch.tensor(cols[2]), torch.tensor(cols[3])]
+    return tuple(out + [torch.stack(cols[4])] if len(cols) > 4 else out)  # box masks, when given

@@ -46,6 +46,7 @@ from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.data import Augment, DecodeCache, RecordDataset, collate_skip, loader_worker_init
 from trainer.datasets import DatasetSplit, Record, group_split, load_source
 from trainer.distributed import DistInfo, barrier, gather_rows, init_distributed, shutdown
+from trainer.localisation import box_loss, init_network, training_boxes
 from trainer.plots import body_part_indices, write_evaluation_plots
 
 
@@ -77,6 +78,9 @@ class TrainConfig:
     clahe_tiles: int = 8
     cam_pool: str = ""  # "" = architecture default; mean | max | lse
     cam_stride: int = 32  # 16: a twice finer CAM (dilated last stages, same weights)
+    box_loss: float = 0.0  # weight of the CAM-in-the-fracture-boxes loss (trainer.localisation)
+    boxes: str = ""  # boxes.csv (x, y, width, height per image id); "" = the FracAtlas source's own
+    init_from: str = ""  # a mura-train checkpoint whose whole network starts this run (fine-tuning)
     sensitivity_target: float = 0.9
     calibrate: bool = True  # Platt scaling fitted on internal validation (trainer.calibration)
     max_train_images: int = 0  # 0 = all; for smoke runs
@@ -93,6 +97,8 @@ class TrainConfig:
             raise ConfigError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if self.pretrained and self.pretrained_weights:
             raise ConfigError("give either --pretrained (timm hub) or --pretrained-weights PATH, not both")
+        if self.box_loss < 0:
+            raise ConfigError(f"box_loss must be >= 0, got {self.box_loss}")
         if str(self.amp).lower() not in AMP_MODES:
             raise ConfigError(f"unknown --amp {self.amp!r}; choose one of {', '.join(AMP_MODES)}")
 
@@ -282,13 +288,17 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
     net = create_model(cfg.arch, num_body_parts=len(body_parts), pretrained_weights=cfg.pretrained_weights,
                        pretrained=cfg.pretrained, cam_pool=cfg.cam_pool or None,
                        cam_stride=cfg.cam_stride)
+    if cfg.init_from:
+        init_network(net, cfg)
     net = net.to(memory_format=torch.channels_last)
     weights = body_part_class_weights(train_split.records)
     w_pos = torch.tensor([weights[r.body_part][0] for r in train_split.records])
     w_neg = torch.tensor([weights[r.body_part][1] for r in train_split.records])
 
     cache = DecodeCache(cfg.cache_dir, pre) if cfg.cache_dir else None
-    ds = RecordDataset(train_split.records, pre, body_parts, Augment() if cfg.augment else None, cfg.seed, cache)
+    boxes = training_boxes(cfg, train_split) if cfg.box_loss > 0 else None
+    ds = RecordDataset(train_split.records, pre, body_parts, Augment() if cfg.augment else None, cfg.seed, cache,
+                       boxes=boxes)
     gen = torch.Generator().manual_seed(cfg.seed)
     sampler = DistributedSampler(ds, di.world, di.rank, shuffle=True, seed=cfg.seed, drop_last=True) \
         if di.enabled else None
@@ -328,9 +338,12 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
         "task": train_split.task,
         "preprocess": pre.to_dict(),
         "provenance": {
-            "initialisation": ("ImageNet (timm hub)" if cfg.pretrained else
+            "initialisation": (f"checkpoint {Path(cfg.init_from).as_posix()}" if cfg.init_from else
+                               "ImageNet (timm hub)" if cfg.pretrained else
                                f"ImageNet ({Path(cfg.pretrained_weights).name})" if cfg.pretrained_weights
                                else "random"),
+            "localisation": (f"CAM trained into {sum(map(len, boxes.values()))} fracture boxes on "
+                             f"{len(boxes)} images (box loss weight {cfg.box_loss:g})" if boxes else "image labels only"),
             "training_data": train_split.summary(),
             "validation_data": val_split.summary(),
             "test_data": test_split.summary() if test_split else None,
@@ -351,15 +364,17 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
         for batch in bar:
             if batch is None:
                 continue
-            x, y, bp, idx = batch
+            x, y, bp, idx = batch[:4]
             _trace(di, epoch, idx)
             x, y, bp, idx = x.to(device), y.to(device), bp.to(device), idx.to(device)
             with (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
                   else contextlib.nullcontext()):
-                logit, bp_logits = model(x.to(memory_format=torch.channels_last))
+                logit, bp_logits, *cam = model(x.to(memory_format=torch.channels_last), with_cam=boxes is not None)
             logit, bp_logits = logit.float(), bp_logits.float()  # losses in float32
             w = torch.where(y > 0.5, w_pos[idx], w_neg[idx])
             loss = (bce(logit, y) * w).mean() * 2  # x2: the weights average 0.5
+            if boxes is not None:
+                loss = loss + cfg.box_loss * box_loss(cam[0].float(), batch[4].to(device))
             if cfg.lambda_body_part > 0 and len(body_parts) > 1:
                 loss = loss + cfg.lambda_body_part * ce(bp_logits, bp)
             opt.zero_grad(set_to_none=True)
