@@ -52,20 +52,24 @@ REF_DATA ?= ../shared/data
 REF_RUN ?= runs/reference
 reference-model: $(STAMP)
 	@start=$$(date +%s); \
-	echo "== 1/4 train (resumes from $(REF_RUN)/train/checkpoint_last.pt)"; \
+	echo "== 1/5 train (resumes from $(REF_RUN)/train/checkpoint_last.pt)"; \
 	$(VENV)/bin/mura-train --config results/reference/train.yaml --data fracatlas:$(REF_DATA)/fracatlas \
 		--out $(REF_RUN)/train --cache-dir $(REF_RUN)/cache --resume true || exit 1; \
-	echo "== 2/4 INT8 + gate on internal validation and the external set"; \
-	$(VENV)/bin/mura-compress --checkpoint $(REF_RUN)/train/checkpoint_best.pt --out $(REF_RUN)/bundle \
+	echo "== 2/5 localise: stride-16 CAM fine-tuned into the training images' fracture boxes"; \
+	$(VENV)/bin/mura-train --config results/reference/localise.yaml --data fracatlas:$(REF_DATA)/fracatlas \
+		--init-from $(REF_RUN)/train/checkpoint_best.pt --out $(REF_RUN)/localise \
+		--cache-dir $(REF_RUN)/cache --resume true || exit 1; \
+	echo "== 3/5 INT8 + gate on internal validation and the external set"; \
+	$(VENV)/bin/mura-compress --checkpoint $(REF_RUN)/localise/checkpoint_best.pt --out $(REF_RUN)/bundle \
 		--calib-data fracatlas:$(REF_DATA)/fracatlas --val-data fracatlas:$(REF_DATA)/fracatlas \
 		--val-data folder:$(REF_DATA)/bone-fracture-binary --name fracatlas-lite0 --version 1.0.0 \
 		--accuracy-control-size 600 --accuracy-control-iterations 4; \
-	echo "== 3/4 evaluate the bundle's own files against the truth (AUC, calibration, pointing game)"; \
+	echo "== 4/5 evaluate the bundle's own files against the truth (AUC, calibration, pointing game)"; \
 	$(VENV)/bin/python -m compress.evaluate_bundle --bundle $(REF_RUN)/bundle \
-		--checkpoint $(REF_RUN)/train/checkpoint_best.pt --data fracatlas:$(REF_DATA)/fracatlas \
+		--checkpoint $(REF_RUN)/localise/checkpoint_best.pt --data fracatlas:$(REF_DATA)/fracatlas \
 		--data folder:$(REF_DATA)/bone-fracture-binary --boxes $(REF_DATA)/fracatlas/boxes.csv \
-		--json $(REF_METRICS) || exit 1; \
-	echo "== 4/4 ship -> $(REFERENCE)"; \
+		--json $(REF_METRICS) --plots $(dir $(REF_METRICS)) || exit 1; \
+	echo "== 5/5 ship -> $(REFERENCE)"; \
 	$(VENV)/bin/python -m compress.ship $(REF_RUN)/bundle $(REFERENCE) --samples samples || exit 1; \
 	echo "reference-model: done in $$(( ($$(date +%s) - start) / 60 )) min"
 
