@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pydicom
 
-from models.imageio import is_ignored_file, sniff_kind
+from models.errors import MuraError
+from models.imageio import is_ignored_file, load_image, sniff_kind
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def discover(root: str | Path) -> Discovery:
     studies: OrderedDict[str, Study] = OrderedDict()
     skipped: list[tuple[str, str]] = []
     duplicates: list[tuple[str, str]] = []
-    seen_sop: dict[str, str] = {}
+    seen_sop: dict[str, tuple[ImageRef, str]] = {}  # SOP Instance UID -> (kept copy, its study key)
     seen_content: dict[str, str] = {}
     files = [root] if root.is_file() else list(iter_files(root))
     for p in files:
@@ -144,12 +145,16 @@ def discover(root: str | Path) -> Discovery:
                     ref.series = series_fields(ds)
                 except Exception:  # noqa: BLE001 - odd series tags: study_series reads again
                     ref.series = None
-            if ref.sop_uid and ref.sop_uid in seen_sop:
-                duplicates.append((str(p), seen_sop[ref.sop_uid]))
-                continue
-            if ref.sop_uid:
-                seen_sop[ref.sop_uid] = str(p)
             key = uid or f"folder:{_rel(p.parent, root)}"
+            if ref.sop_uid and ref.sop_uid in seen_sop:
+                first, first_key = seen_sop[ref.sop_uid]
+                if _decodes(first.path) or not _decodes(ref.path):
+                    duplicates.append((str(p), first.path))
+                    continue
+                studies[first_key].images.remove(first)  # a broken copy must not shadow a good one
+                duplicates.append((first.path, str(p)))
+            if ref.sop_uid:
+                seen_sop[ref.sop_uid] = (ref, key)
             st = studies.setdefault(key, Study(key))
             if ds is not None and not st.description:
                 st.description = str(getattr(ds, "StudyDescription", "") or "")
@@ -166,7 +171,17 @@ def discover(root: str | Path) -> Discovery:
         st.images.append(ref)
     for st in studies.values():
         st.images.sort(key=lambda r: (r.instance, r.path))
-    return Discovery(str(root), list(studies.values()), skipped, duplicates)
+    return Discovery(str(root), [st for st in studies.values() if st.images], skipped, duplicates)
+
+
+def _decodes(path: str) -> bool:
+    """Does the file decode? Asked only when two files share a SOP Instance UID (a resend), so
+    that a truncated or corrupt copy never hides the complete one."""
+    try:
+        load_image(path)
+    except (MuraError, OSError, ValueError, MemoryError):
+        return False
+    return True
 
 
 def _rel(p: Path, root: Path) -> str:

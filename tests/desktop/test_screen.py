@@ -81,8 +81,13 @@ def test_screen_real_dicom_folder(tiny_bundle):
     root = shared_data("dicom")
     res = screen(root, Engine(tiny_bundle))
     failed = {p.rsplit("/", 1)[-1] for p, _ in res.failures}
-    assert {"RG2_JPLY.dcm", "Issue56-NoPixelData.dcm", "MR_truncated.dcm"} <= failed
+    assert {"Issue56-NoPixelData.dcm", "MR_truncated.dcm"} <= failed
+    # RG2_JPLY.dcm (broken JPEG) and RG2_JPLY_fixed.dcm share a SOP Instance UID: the one that
+    # decodes is scored, the broken resend is the duplicate
+    assert ("RG2_JPLY.dcm", "RG2_JPLY_fixed.dcm") in {
+        (p.rsplit("/", 1)[-1], q.rsplit("/", 1)[-1]) for p, q in res.discovery.duplicates}
     assert "RG2_JPLY_fixed.dcm" not in failed
+    assert any(r.path.endswith("RG2_JPLY_fixed.dcm") for st in res.discovery.studies for r in st.images)
     assert all(reason for _, reason in res.failures)
     scored = sum(len(r.image_probs) for r in res.results)
     total = sum(len(s.images) for s in res.discovery.studies)
@@ -111,3 +116,21 @@ def test_dicomdir_and_content_duplicates(tmp_path):
     assert [p.rsplit("/", 1)[-1] for p, _ in disc.duplicates] == ["copy of a.png"]
     assert [(p.rsplit("/", 1)[-1], "DICOMDIR" in r) for p, r in disc.skipped] == [("DICOMDIR", True)]
     assert disc.n_images == 2
+
+
+def test_a_truncated_resend_does_not_shadow_the_complete_copy(phantom, tmp_path):
+    """Two files with one SOP Instance UID: the copy that decodes is kept, whichever comes first
+    (a truncated resend sorted first used to hide the complete image and fail the study)."""
+    import pydicom
+
+    good = sorted((phantom / "dicom").rglob("*.dcm"))[0]
+    data = good.read_bytes()
+    (tmp_path / "a_resend.dcm").write_bytes(data[: len(data) // 2])  # same UID, pixels cut
+    shutil.copy(good, tmp_path / "b_complete.dcm")
+    disc = discover(tmp_path)
+    kept = [r.path for st in disc.studies for r in st.images]
+    assert [p.rsplit("/", 1)[-1] for p in kept] == ["b_complete.dcm"]
+    assert [(p.rsplit("/", 1)[-1], q.rsplit("/", 1)[-1]) for p, q in disc.duplicates] == [
+        ("a_resend.dcm", "b_complete.dcm")]
+    assert pydicom.dcmread(tmp_path / "a_resend.dcm", stop_before_pixels=True).SOPInstanceUID == \
+        pydicom.dcmread(good, stop_before_pixels=True).SOPInstanceUID
