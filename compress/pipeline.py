@@ -15,6 +15,7 @@ import numpy as np
 from compress.evalset import build_evalset
 from compress.export import check_export, convert_to_openvino, export_onnx, torch_outputs
 from compress.gate_metric import TOLERANCE, GateMetric, SetReference
+from compress.indications import fit_indications
 from compress.quantize import (
     QuantizeConfig,
     quantize_accuracy_control,
@@ -172,6 +173,9 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
         if quant["method"] == "accuracy_control":
             results, int8_scores, passed, reasons = evaluate()
     card["quantization"] = quant
+    card["indications"] = fit_indications(
+        card, Engine(write_bundle(out, card), artifact="openvino_int8", precision=PRECISION), evalsets,
+        source or cfg.calib_data)
 
     variants = _variants(cfg, net, bundle, out, s, bf16_used)
     note = (f"OpenVINO INFERENCE_PRECISION_HINT={PRECISION} for FP32 and for the non-quantized layers of "

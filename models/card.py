@@ -125,6 +125,17 @@ CARD_SCHEMA: dict[str, Any] = {
             "required": ["method", "slope", "intercept"],
             "properties": {"method": {"enum": ["none", "platt"]}, "slope": _num, "intercept": _num},
         },
+        "indications": {
+            "type": "object",
+            "required": ["regions"],
+            "properties": {
+                "regions": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "views": {"type": "array", "items": {"type": "string"}},
+                "age": {"type": "string"},
+                "modalities": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "min_body_part_confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+        },
         "licences": {"type": "object", "additionalProperties": {"type": "string"}},
         "software": {"type": "object"},
         "files": {

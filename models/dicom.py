@@ -161,8 +161,11 @@ def _walk_elements(head: bytes, endian: str) -> bool:
     return seen > 0
 
 
-def read_dataset(path: str | Path) -> Dataset:
+def read_dataset(path: str | Path, *, stop_before_pixels: bool = False) -> Dataset:
     """Read a DICOM file, including ACR-NEMA files that have no preamble or File Meta.
+
+    ``stop_before_pixels``: the header only (what an SR about the file needs), so a file whose
+    pixel data is cut off still gives its header.
 
     Reads (0002,0010) Transfer Syntax UID and sets it from the encoding pydicom detected when it
     is missing: without it pydicom cannot decode the pixels of e.g. ``CR-MONO1-10-chest``.
@@ -177,11 +180,11 @@ def read_dataset(path: str | Path) -> Dataset:
         raise DicomError(p, f"cannot open file ({e.strerror or e})") from e
     try:
         try:
-            ds = pydicom.dcmread(p)
+            ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
         except InvalidDicomError:
             if not _plausible_raw_dataset(head):
                 raise
-            ds = pydicom.dcmread(p, force=True)
+            ds = pydicom.dcmread(p, force=True, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError as e:
         raise DicomError(p, "not a DICOM file (no 'DICM' marker and no dataset start)") from e
     except EOFError as e:

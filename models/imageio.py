@@ -24,6 +24,7 @@ from models import dicom
 from models.dicom import DicomInfo, Window
 from models.errors import ImageDecodeError, UnsupportedImageError
 from models.preprocess import luma
+from models.scope import chroma
 
 __all__ = [
     "IGNORED_NAMES",
@@ -31,6 +32,7 @@ __all__ = [
     "is_ignored_file",
     "load_image",
     "load_pixels",
+    "decode_for_model",
     "rewindow_source",
     "sniff_kind",
 ]
@@ -129,6 +131,9 @@ class LoadedImage:
     dataset: Dataset | None = field(default=None, repr=False)
     pixel_spacing: tuple[float, float] | None = None
     stored: np.ndarray | None = field(default=None, repr=False)
+    #: mean chroma of a plain colour file before it became gray (:func:`models.scope.chroma`);
+    #: 0 for gray files and DICOM (whose colour the header's photometric already states)
+    colour: float = 0.0
 
     def display(self, window: Window | None = None, voi_index: int = 0) -> np.ndarray:
         """Re-render with another window, float32 [0, 1] bone bright.
@@ -195,6 +200,14 @@ def load_image(path: str | Path, *, frame: int = 0) -> LoadedImage:
 def load_pixels(path: str | Path, *, frame: int = 0, min_side: int | None = None) -> np.ndarray:
     """Only the display pixels of ``path``: exactly ``load_image(path, frame=frame).pixels``.
 
+    See :func:`decode_for_model`, which also returns the file's colour content.
+    """
+    return decode_for_model(path, frame=frame, min_side=min_side)[0]
+
+
+def decode_for_model(path: str | Path, *, frame: int = 0, min_side: int | None = None) -> tuple[np.ndarray, float]:
+    """The display pixels of ``path`` and its :attr:`LoadedImage.colour` (what the scope check needs).
+
     Why: the batch screener needs nothing else, and for DICOM it skips building the modality
     image the viewer keeps for re-windowing (a full-size float32 gather), the header summary and
     the pixel spacing. Raises what :func:`load_image` raises.
@@ -206,19 +219,20 @@ def load_pixels(path: str | Path, *, frame: int = 0, min_side: int | None = None
     """
     p, kind = _sniff_or_raise(path)
     if kind != "dicom":
-        return _load_plain(p, kind, frame, min_side=min_side).pixels
+        im = _load_plain(p, kind, frame, min_side=min_side)
+        return im.pixels, im.colour
     if min_side is not None and frame == 0:
         ds = dicom.read_dataset(p)
         stored = dicom.decode_reduced(ds, int(min_side))
         if stored is not None:
             fds = dicom.frame_dataset(ds, 0)
-            return _finite(p, dicom.render_frame(stored, fds, need_modality=False)[1])
+            return _finite(p, dicom.render_frame(stored, fds, need_modality=False)[1]), 0.0
         frames = dicom.decode_pixels(ds, p)
         fds = dicom.frame_dataset(ds, 0)
     else:
         _ds, frames, fds = _decode_dicom(p, frame)
     _, pixels = dicom.render_frame(frames[frame], fds, need_modality=False)
-    return _finite(p, pixels)
+    return _finite(p, pixels), 0.0
 
 
 def _sniff_or_raise(path: str | Path) -> tuple[Path, str]:
@@ -294,7 +308,7 @@ def _load_plain(path: Path, kind: str, frame: int, min_side: int | None = None) 
                 _draft(im, int(min_side))
             im.load()  # full decode now, so a truncated file fails here and not later
             im = ImageOps.exif_transpose(im) or im
-            gray = _to_gray01(im)
+            gray, colour = _to_gray01(im)
     except IndexError:
         raise
     except UnidentifiedImageError as e:
@@ -315,6 +329,7 @@ def _load_plain(path: Path, kind: str, frame: int, min_side: int | None = None) 
         path=path,
         frames=n_frames,
         frame=frame,
+        colour=colour,
     )
 
 
@@ -334,8 +349,8 @@ def _full_range01(arr: np.ndarray) -> np.ndarray:
     return ((x - lo) / (hi - lo)).astype(np.float32)
 
 
-def _to_gray01(im: Image.Image) -> np.ndarray:
-    """Pillow image -> float32 gray in [0, 1].
+def _to_gray01(im: Image.Image) -> tuple[np.ndarray, float]:
+    """Pillow image -> (float32 gray in [0, 1], mean chroma of the colour it had).
 
     8-bit content keeps its own scale (/255): it is already a rendered image and the training
     data looks exactly like that. 16/32-bit integer and float content (``I;16``, ``I``, ``F``)
@@ -345,9 +360,9 @@ def _to_gray01(im: Image.Image) -> np.ndarray:
     """
     mode = im.mode
     if mode in ("1", "L"):
-        return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255.0)
+        return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255.0), 0.0
     if mode.startswith("I;16") or mode in ("I", "F"):
-        return _full_range01(np.asarray(im))
+        return _full_range01(np.asarray(im)), 0.0
     if mode == "P":
         im = im.convert("RGBA")
         mode = "RGBA"
@@ -356,6 +371,6 @@ def _to_gray01(im: Image.Image) -> np.ndarray:
         mode = "RGBA"
     if mode in ("RGBA", "RGBa"):
         rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / np.float32(255.0)
-        return luma(rgba[..., :3]) * rgba[..., 3]
+        return luma(rgba[..., :3]) * rgba[..., 3], chroma(rgba[..., :3])
     rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / np.float32(255.0)
-    return luma(rgb)
+    return luma(rgb), chroma(rgb)
