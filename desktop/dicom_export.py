@@ -30,13 +30,14 @@ from models.engine import ImagePrediction, StudyPrediction
 from models.errors import ExportError, ImageDecodeError
 from models.fsutil import atomic_write_bytes
 from models.imageio import sniff_kind
+from models.scope import OWN_MANUFACTURER
 
-__all__ = ["SC_SERIES_NUMBER", "SR_NAME", "SR_SERIES_NUMBER", "write_study_dicom"]
+__all__ = ["SC_SERIES_NUMBER", "SR_NAME", "SR_SERIES_NUMBER", "write_not_indicated_sr", "write_study_dicom"]
 
 SR_NAME = "SR.dcm"
 SC_SERIES_NUMBER = 9901  # high numbers keep the results after the source series in PACS lists
 SR_SERIES_NUMBER = 9902
-MANUFACTURER = "mura-fracture"
+MANUFACTURER = OWN_MANUFACTURER  # how discovery and the viewer know our outputs: never re-scored
 DISCLAIMER = "RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE"
 _TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
                  "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName")
@@ -77,9 +78,9 @@ def _save(ds: Dataset, path: Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def _header(path: Path) -> Dataset:
+def _header(path: Path, header_only: bool = False) -> Dataset:
     try:
-        ds = read_dataset(path)
+        ds = read_dataset(path, stop_before_pixels=header_only)
     except ImageDecodeError as e:
         raise ExportError(f"{path}: cannot read the source DICOM header ({e.reason})") from e
     for kw in ("StudyInstanceUID", "SOPInstanceUID", "SOPClassUID"):
@@ -142,16 +143,57 @@ def write_study_dicom(sources: Sequence[tuple[Path, np.ndarray, ImagePrediction]
         sc.SourceImageSequence = [src_ref]
         written.append(_save(sc, out_dir / f"SC_{k:03d}.dcm"))
     content = _sr_content(hd, study, dicom_sources, headers, card, word)
+    written.append(_write_sr(hd, headers, content, out_dir, word, dicom_sources[0][0]))
+    return written
+
+
+def _write_sr(hd, headers: Sequence[Dataset], content, out_dir: Path, word: str, first: Path) -> Path:
     try:
         sr = hd.sr.ComprehensiveSR(
             evidence=headers, content=content, series_instance_uid=generate_uid(),
             series_number=SR_SERIES_NUMBER, sop_instance_uid=generate_uid(), instance_number=1,
             manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False)
     except (ValueError, TypeError, AttributeError) as e:
-        raise ExportError(f"{dicom_sources[0][0]}: cannot build the study's SR ({e})") from e
+        raise ExportError(f"{first}: cannot build the study's SR ({e})") from e
     sr.SeriesDescription = f"{word} screening result (research use only)"
-    written.append(_save(sr, out_dir / SR_NAME))
-    return written
+    return _save(sr, Path(out_dir) / SR_NAME)
+
+
+def write_not_indicated_sr(paths: Sequence[str | Path], reason: str, card: Mapping, out_dir: Path, *,
+                           word: str = "fracture") -> list[Path]:
+    """The SR of a study the model is not indicated for: no probability, no verdict, the reason.
+
+    Sent back like any result, so the PACS shows that the study was seen and why it got no
+    verdict, instead of a silence a reader could take for "negative".
+    """
+    import highdicom as hd
+    from highdicom.sr import (
+        CodedConcept,
+        ContainerContentItem,
+        RelationshipTypeValues,
+        TextContentItem,
+    )
+
+    sources = [Path(p) for p in paths if sniff_kind(p) == "dicom"]
+    if not sources:
+        raise ExportError(f"DICOM outputs need at least one DICOM source image ({len(paths)} given)")
+    headers = [_header(p, header_only=True) for p in sources]
+    if len({str(h.StudyInstanceUID) for h in headers}) != 1:
+        raise ExportError(f"{sources[0]}: sources belong to different studies; DICOM outputs are written per study")
+
+    def text(code: tuple[str, str, str], value: str) -> TextContentItem:
+        return TextContentItem(name=CodedConcept(*code), value=value or "-",
+                               relationship_type=RelationshipTypeValues.CONTAINS)
+
+    root = ContainerContentItem(name=CodedConcept("126000", "DCM", "Imaging Measurement Report"))
+    root.ContentSequence = [
+        text(("111001", "DCM", "Algorithm Name"), str(card.get("name", ""))),
+        text(("111003", "DCM", "Algorithm Version"), str(card.get("version", ""))),
+        text(("121106", "DCM", "Comment"), DISCLAIMER),
+        text(("121071", "DCM", "Finding"), verdict_text("not_indicated", word)),
+        text(("121106", "DCM", "Comment"), f"Not indicated: {reason}"),
+    ]
+    return [_write_sr(hd, headers, root, out_dir, word, sources[0])]
 
 
 def _sr_content(hd, study: StudyPrediction, sources, headers: Sequence[Dataset],

@@ -1,15 +1,20 @@
 """Find images under a folder and group them into studies (Qt-free, torch-free).
 
-DICOM is recognised by content (with or without ``.dcm``) and grouped by StudyInstanceUID; plain
-images (PNG/JPEG/...) are grouped by their folder. Duplicates (same SOP Instance UID, or for plain
-images the same bytes) are reported once; a DICOMDIR is recognised and skipped, not failed. System files are ignored silently; files that
-are neither are reported, never fatal.
+DICOM is recognised by content (with or without ``.dcm``) and grouped by StudyInstanceUID. Plain
+images (PNG/JPEG/...) carry no study identity, so each is its own study (``file:<path>``) unless
+their folders follow MURA's ``patientNNNNN/studyN_*`` layout or ``group_by="folder"`` is asked for
+(``folder:<folder>``): a folder of 758 unrelated images must not become one study with one
+verdict. Duplicates (same SOP Instance UID, or for plain images the same bytes) are reported once;
+a DICOMDIR and our own result objects (SC/SR written by mura-fracture) are recognised and skipped,
+not failed or scored again. System files are ignored silently; files that are neither are
+reported, never fatal.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +23,14 @@ import pydicom
 
 from models.errors import MuraError
 from models.imageio import is_ignored_file, load_image, sniff_kind
+from models.scope import OWN_MANUFACTURER, HeaderFields
+
+#: How plain images become studies: "auto" (MURA layout by folder, else one study per file) or
+#: "folder" (every folder is a study).
+GROUPINGS = ("auto", "folder")
+PLAIN_PREFIXES = ("folder:", "file:")
+_MURA_STUDY_DIR = re.compile(r"^study\d+(_(positive|negative))?$", re.IGNORECASE)
+_MURA_PATIENT_DIR = re.compile(r"^patient\d+$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,7 @@ class ImageRef:
     sop_uid: str = ""
     instance: int = 0
     series: SeriesFields | None = None
+    header: HeaderFields | None = None  # what the scope check reads (models.scope); None: plain image
 
 
 def series_fields(ds) -> SeriesFields:
@@ -60,7 +74,7 @@ def series_fields(ds) -> SeriesFields:
 
 @dataclass
 class Study:
-    key: str  # StudyInstanceUID, or "folder:<relative folder>" for plain images
+    key: str  # StudyInstanceUID, or "folder:<relative folder>" / "file:<relative path>" for plain images
     images: list[ImageRef] = field(default_factory=list)
     description: str = ""
     body_part_tag: str = ""
@@ -68,7 +82,7 @@ class Study:
 
     @property
     def is_dicom(self) -> bool:
-        return not self.key.startswith("folder:")
+        return not self.key.startswith(PLAIN_PREFIXES)
 
 
 @dataclass
@@ -108,7 +122,33 @@ def iter_files(root: Path):
             yield Path(dirpath) / name
 
 
-def discover(root: str | Path) -> Discovery:
+def plain_key(path: Path, root: Path, group_by: str = "auto") -> str:
+    """The study key of a plain image: its folder in a MURA layout or with ``group_by="folder"``,
+    else the file itself."""
+    parent = path.parent
+    if group_by == "folder" or (_MURA_STUDY_DIR.match(parent.name) and _MURA_PATIENT_DIR.match(parent.parent.name)):
+        return f"folder:{_rel(parent, root)}"
+    return f"file:{_rel(path, root)}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """("folder:" | "file:" | "", rest): the prefix of a plain-image study key and what follows."""
+    prefix = next((p for p in PLAIN_PREFIXES if key.startswith(p)), "")
+    return prefix, key[len(prefix):]
+
+
+def own_output(ds) -> bool:
+    """A result object we wrote ourselves (Manufacturer "mura-fracture"): never screened again."""
+    try:
+        return str(ds.get("Manufacturer", "") or "").strip() == OWN_MANUFACTURER
+    except Exception:  # noqa: BLE001 - an unreadable value is not our marker
+        return False
+
+
+def discover(root: str | Path, group_by: str = "auto") -> Discovery:
+    """Every study under ``root`` (a folder or one file); see the module docstring."""
+    if group_by not in GROUPINGS:
+        raise MuraError(f"unknown grouping {group_by!r}: choose one of {GROUPINGS}")
     root = Path(root)
     studies: OrderedDict[str, Study] = OrderedDict()
     skipped: list[tuple[str, str]] = []
@@ -134,6 +174,9 @@ def discover(root: str | Path) -> Discovery:
             if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY:
                 skipped.append((str(p), "DICOMDIR index (its images are found by walking the folder)"))
                 continue
+            if ds is not None and own_output(ds):
+                skipped.append((str(p), "a result object written by mura-fracture (not screened again)"))
+                continue
             uid = str(getattr(ds, "StudyInstanceUID", "") or "") if ds is not None else ""
             ref.sop_uid = str(getattr(ds, "SOPInstanceUID", "") or "") if ds is not None else ""
             try:
@@ -145,6 +188,7 @@ def discover(root: str | Path) -> Discovery:
                     ref.series = series_fields(ds)
                 except Exception:  # noqa: BLE001 - odd series tags: study_series reads again
                     ref.series = None
+                ref.header = HeaderFields.from_dataset(ds)
             key = uid or f"folder:{_rel(p.parent, root)}"
             if ref.sop_uid and ref.sop_uid in seen_sop:
                 first, first_key = seen_sop[ref.sop_uid]
@@ -166,7 +210,7 @@ def discover(root: str | Path) -> Discovery:
                 duplicates.append((str(p), seen_content[digest]))
                 continue
             seen_content[digest] = str(p)
-            key = f"folder:{_rel(p.parent, root)}"
+            key = plain_key(p, root, group_by)
             st = studies.setdefault(key, Study(key))
         st.images.append(ref)
     for st in studies.values():

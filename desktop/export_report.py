@@ -22,6 +22,7 @@ import numpy as np
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMarginsF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPageLayout, QPageSize, QPainter, QPdfWriter
 
+from desktop.discovery import split_key
 from desktop.render import (
     DISCLAIMER,
     VERDICT_STYLES,
@@ -32,6 +33,8 @@ from desktop.render import (
 )
 from desktop.studies import StudyOutcome
 from models.fsutil import atomic_write_bytes
+from models.scope import Indications
+from models.trust import BANNER, model_warnings, performance_lines
 
 __all__ = ["ReportContent", "report_content", "write_report_pdf", "write_report_png"]
 
@@ -109,12 +112,12 @@ def report_content(outcome: StudyOutcome, card: Mapping, model_id: str,
     if len(date) == 8 and date.isdigit():
         date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
     study_lines = [
-        f"Study: {st.description or ('folder ' + st.key[len('folder:'):] if not st.is_dicom else '—')}",
+        f"Study: {st.description or (split_key(st.key)[1] if not st.is_dicom else '—')}",
         " · ".join(x for x in (f"date {date}" if date else "", st.modality,
                                f"body part (header) {st.body_part_tag}" if st.body_part_tag
                                else "") if x) or "—",
-        f"Images: {len(outcome.images)} ({len(outcome.images) - len(outcome.failures)} "
-        f"decoded and scored)",
+        f"Images: {len(outcome.images)} ({len(outcome.images) - len(outcome.failures)} decoded, "
+        f"{sum(1 for v in outcome.images if v.prediction is not None)} scored)",
     ]
     if pred is not None:
         verdict = verdict_text(pred.verdict, word)
@@ -126,6 +129,10 @@ def report_content(outcome: StudyOutcome, card: Mapping, model_id: str,
                 hit = pred.probability >= float(th[key])
                 op.append(f"{label} operating point (P ≥ {format_probability(th[key])}): "
                           f"{'POSITIVE' if hit else 'negative'} for {word}")
+    elif outcome.scope:
+        verdict = "Not indicated"
+        op = [f"No verdict: not indicated — {outcome.scope}.",
+              f"The model is indicated for {Indications.from_card(card).summary()}."]
     else:
         verdict = "No result" + (f" — {outcome.model_error}" if outcome.model_error else "")
         op = ["No verdict: no image could be scored."]
@@ -138,7 +145,7 @@ def report_content(outcome: StudyOutcome, card: Mapping, model_id: str,
             continue
         p = v.prediction
         rows.append((str(k), v.name, format_probability(p.probability) if p else "—",
-                     p.body_part if p else "—"))
+                     p.body_part if p else f"not indicated: {v.refused}" if v.refused else "—"))
         rgb = render_rgb(v.image.pixels, heat01=v.heat, opacity=HEAT_OPACITY) \
             if v.heat is not None else render_rgb(v.image.pixels)
         cap = f"{k}. {v.name}" + (f" · P({word}) {format_probability(p.probability)}" if p
@@ -158,13 +165,16 @@ def report_content(outcome: StudyOutcome, card: Mapping, model_id: str,
                        ("test_data", "Test data")):
         if key in prov:
             model_lines.append(_data_line(label, prov[key]))
+    model_lines = [f"{BANNER}: {w}" for w in model_warnings(card)] + model_lines
+    model_lines += performance_lines(card)
     model_lines += _metric_lines(card.get("metrics", {}))
     model_lines.append(f"Intended use: {card.get('intended_use', '')}")
     now = now or _dt.datetime.now(_dt.timezone.utc)
     return ReportContent(
         title=f"Study report — model second opinion ({word})",
         disclaimer=f"{DISCLAIMER}. The model output is not a diagnosis.",
-        verdict=verdict, verdict_style=pred.verdict if pred is not None else "failed",
+        verdict=verdict, verdict_style=pred.verdict if pred is not None else
+        "not_indicated" if outcome.scope else "failed",
         study_lines=study_lines, operating_lines=op, image_rows=rows, images=images,
         model_lines=model_lines, word=word,
         footer=f"Generated {now:%Y-%m-%d %H:%M} UTC by mura-viewer · source files were only "

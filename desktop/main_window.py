@@ -120,7 +120,7 @@ class ViewerWindow(QMainWindow):
         self.heatmap_check, self.opacity_slider = ui.heatmap_check, ui.opacity_slider
         self.invert_check, self.preset_combo = ui.invert_check, ui.preset_combo
         self.card_button, self.heatmap_action = ui.card_button, ui.heatmap_action
-        self.screen_action = ui.screen_action
+        self.screen_action, self.weak_banner = ui.screen_action, ui.weak_banner
         self.display = ImageDisplay(ui, self.word)
         self.screening = WindowScreening(self, self.loader, self.open_study)
         self._connect_ui()
@@ -346,7 +346,7 @@ class ViewerWindow(QMainWindow):
         key = outcome.study.key
         awaiting = self.loader.awaits_scores(outcome)
         panels.update_study_item(self.study_list, outcome.study, outcome.prediction, self.word,
-                                 pending=awaiting)
+                                 pending=awaiting, scope=outcome.scope)
         if key != self.current_key:
             return
         # the reader may be working on this study's picture (shown image by image while it

@@ -8,12 +8,13 @@ IDs go into the overlay text only; nothing here logs or prints them.
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import QComboBox, QLabel, QListWidget, QListWidgetItem
 
-from desktop.discovery import Study
+from desktop.discovery import Study, split_key
 from desktop.image_view import SeriesBar
 from desktop.render import (
     VERDICT_STYLES,
@@ -25,6 +26,8 @@ from desktop.render import (
 from desktop.studies import THUMB_SIZE, DiscoveryResult, StudyOutcome, ViewImage
 from desktop.window_ui import ViewerUi, thumb_icon, verdict_icon
 from models.engine import Engine, StudyPrediction
+from models.scope import Indications
+from models.trust import BANNER, model_warnings, performance_lines
 
 
 def format_da(da: str) -> str:
@@ -47,6 +50,7 @@ def show_model_state(ui: ViewerUi, engine: Engine | None, word: str, *, loading:
               ui.screen_action, ui.export_dicom_action):
         w.setEnabled(engine is not None)
     ui.model_label.setStyleSheet("")
+    ui.weak_banner.hide()
     if engine is None and loading:
         ui.operating_label.setText("—")
         ui.model_label.setText(f"Loading {loading}…")
@@ -65,10 +69,15 @@ def show_model_state(ui: ViewerUi, engine: Engine | None, word: str, *, loading:
             ui.model_label.setStyleSheet("QLabel { color: #b3261e; }")
         return
     card = engine.bundle.card
-    val = card.get("validation", {}).get("verdict", "not_validated")
+    warnings = model_warnings(card)
+    ui.weak_banner.setText(f"⚠  {BANNER}: {'; '.join(warnings)}. Its scores must not be read as findings.")
+    ui.weak_banner.setVisible(bool(warnings))
+    banner = "".join(f"<p style='color:#b3261e'><b>{BANNER}</b>: {html.escape(w)}</p>" for w in warnings)
+    perf = "<br>".join(html.escape(line) for line in performance_lines(card))
     ui.model_label.setText(
-        f"<b>{card['name']}</b> v{card['version']}<br>"
-        f"Validation: {val} · {engine.device} · {engine.artifact}")
+        f"{banner}<b>{html.escape(str(card['name']))}</b> v{html.escape(str(card['version']))}"
+        f" · {engine.device} · {engine.artifact}<br>{perf}<br>"
+        f"<i>Indicated for: {html.escape(Indications.from_card(card).summary())}</i>")
     ui.model_status.setText(engine.bundle.model_id)
     ui.operating_label.setText(operating_points_text(engine.thresholds))
 
@@ -107,12 +116,21 @@ def show_result(ui: ViewerUi, outcome: StudyOutcome, word: str, *, has_engine: b
     loading)."""
     pred = outcome.prediction
     n_ok = len(outcome.images) - len(outcome.failures)
+    n_scored = sum(1 for v in outcome.images if v.prediction is not None)
     errors = [f"Cannot decode {v.name}: {v.error}" for v in outcome.failures]
+    errors += [f"Not indicated — {v.name}: {v.refused}" for v in outcome.images if v.refused]
     if outcome.model_error:
         errors.append(f"Model error: {outcome.model_error}")
     set_errors(ui.errors_label, errors)
-    ui.images_label.setText(f"{n_ok} of {len(outcome.images)}" if pred is not None
-                            else f"0 of {len(outcome.images)}")
+    ui.images_label.setText(f"{n_scored} of {len(outcome.images)}")
+    if pred is None and outcome.scope:
+        ui.verdict_label.setText("Not indicated")
+        ui.verdict_label.setToolTip(outcome.scope)
+        style_verdict(ui.verdict_label, "not_indicated")
+        ui.study_prob_label.setText("—")
+        ui.body_part_label.setText(outcome.study.body_part_tag or "—")
+        return
+    ui.verdict_label.setToolTip("")
     if pred is not None:
         ui.verdict_label.setText(verdict_text(pred.verdict, word))
         style_verdict(ui.verdict_label, pred.verdict)
@@ -185,7 +203,7 @@ def study_text(st: Study, pred: StudyPrediction | None, word: str) -> str:
         folder = Path(st.images[0].path).parent.name if st.images else ""
         where = f"{folder} · " if folder else ""
     else:  # the folder is the study: name it once
-        title, where = st.key[len("folder:"):], ""
+        title, where = split_key(st.key)[1], ""
     lines = [title, f"{where}{len(st.images)} image(s)"
              + (f" · {st.modality}" if st.modality else "")]
     if pred is not None:
@@ -204,12 +222,13 @@ def add_study_items(study_list: QListWidget, studies: list[Study], word: str) ->
 
 
 def update_study_item(study_list: QListWidget, st: Study, pred: StudyPrediction | None,
-                      word: str, *, pending: bool = False) -> None:
+                      word: str, *, pending: bool = False, scope: str = "") -> None:
     for row in range(study_list.count()):
         item = study_list.item(row)
         if item.data(Qt.ItemDataRole.UserRole) == st.key:
-            item.setText(study_text(st, pred, word))
-            verdict = "pending" if pending else (pred.verdict if pred is not None else "failed")
+            item.setText(study_text(st, pred, word) + ("\nNot indicated" if scope and pred is None else ""))
+            verdict = "pending" if pending else (pred.verdict if pred is not None else
+                                                 "not_indicated" if scope else "failed")
             item.setIcon(verdict_icon(verdict))
 
 
@@ -217,6 +236,8 @@ def update_study_item(study_list: QListWidget, st: Study, pred: StudyPrediction 
 def thumb_tooltip(v: ViewImage) -> str:
     if v.preview:
         return f"{v.name} (preview; full resolution follows)"
+    if v.refused:
+        return f"{v.name}: not indicated ({v.refused})"
     return (v.name if v.image is not None else f"{v.name}: decoding…" if v.pending
             else f"{v.name}: {v.error}")
 

@@ -39,11 +39,12 @@ from PIL import Image
 
 from desktop.discovery import Study
 from desktop.render import blend_heatmap, to_uint8
-from desktop.screen_state import FileStamp, ImageRow, StudyRow, stamp
+from desktop.screen_state import NOT_INDICATED, FileStamp, ImageRow, StudyRow, stamp
 from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
 from models.errors import ImageDecodeError, MuraError
-from models.imageio import load_image, load_pixels
+from models.imageio import decode_for_model, load_image
 from models.preprocess import Placement, PreprocessConfig, standardize, to_unit
+from models.scope import Indications, header_refusal, image_refusal, prediction_refusal
 
 THUMB_SIZE = 160  # px, long side of the report's thumbnails
 
@@ -62,6 +63,7 @@ class Prepared:
     placement: Placement | None = None
     thumb: np.ndarray | None = None  # uint8 gray, long side <= THUMB_SIZE
     error: str | None = None
+    refused: str | None = None  # not a radiograph (models.scope.image_refusal): not scored
 
 
 def fast_decode_min_side(cfg: PreprocessConfig) -> int:
@@ -87,9 +89,11 @@ def prepare_image(path: str, cfg: PreprocessConfig, thumb_size: int = THUMB_SIZE
     except OSError as e:
         return Prepared(FileStamp(path, -1, -1), error=f"cannot read file ({e})")
     try:
-        pixels = load_pixels(path, min_side=fast_decode_min_side(cfg) if fast_decode else None)
-        unit, placement = to_unit(pixels, cfg)
-        x = standardize(unit, cfg)
+        pixels, colour = decode_for_model(path, min_side=fast_decode_min_side(cfg) if fast_decode else None)
+        refusal = image_refusal(pixels, colour)
+        if refusal is None:
+            unit, placement = to_unit(pixels, cfg)
+            x = standardize(unit, cfg)
     except ImageDecodeError as e:
         return Prepared(fs, error=e.reason)
     except Exception as e:  # noqa: BLE001 - a decoder bug on one file must not end the batch
@@ -101,7 +105,18 @@ def prepare_image(path: str, cfg: PreprocessConfig, thumb_size: int = THUMB_SIZE
         thumb = np.asarray(im)
     except (ValueError, OSError):
         pass  # the report shows no picture for this image; the score stands
+    if refusal is not None:
+        return Prepared(fs, thumb=thumb, refused=refusal.reason)
     return Prepared(fs, x, placement, thumb)
+
+
+def gray_png(thumb: np.ndarray | None) -> bytes | None:
+    """The thumbnail of an image that was not scored: the picture without a heatmap."""
+    if thumb is None:
+        return None
+    buf = io.BytesIO()
+    Image.fromarray(thumb).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
 
 
 def thumbnail_png(thumb: np.ndarray | None, pred: ImagePrediction) -> bytes | None:
@@ -128,6 +143,13 @@ def export_study(sources: Sequence[tuple[str, ImagePrediction]], study: StudyPre
 
     items = [(Path(p), load_image(p).pixels, pred) for p, pred in sources]
     return [str(p) for p in write_study_dicom(items, study, card, Path(out_dir), word=word)]
+
+
+def export_not_indicated(paths: Sequence[str], reason: str, card: dict, out_dir: str, word: str) -> list[str]:
+    """The SR of a study that got no verdict, saying why (runs in a worker process)."""
+    from desktop.dicom_export import write_not_indicated_sr
+
+    return [str(p) for p in write_not_indicated_sr(paths, reason, card, Path(out_dir), word=word)]
 
 
 def _exit_with_parent() -> None:
@@ -214,15 +236,19 @@ def _finish(job: _Job, engine: Engine) -> ScoredStudy:
     st = job.study
     rows = [r for r in job.rows if r is not None]
     preds = [p for p in job.preds if p is not None]
-    n_failed = len(st.images) - len(preds)
+    refused = [r.refused for r in rows if r.refused]
+    n_failed = sum(1 for r in rows if r.error is not None)
     first = st.images[0].path if st.images else ""
     if preds:
         agg = aggregate_study(preds, engine.thresholds)
         srow = StudyRow(st.key, agg.probability, agg.body_part, agg.verdict, len(st.images),
-                        n_failed, st.modality, st.description, first)
+                        n_failed, st.modality, st.description, first, n_refused=len(refused))
     else:
-        srow = StudyRow(st.key, None, "", "failed", len(st.images), n_failed, st.modality,
-                        st.description, first)
+        # No image the model is for: "not indicated" with the first reason, never a verdict;
+        # a study whose every image failed to decode stays "failed"
+        srow = StudyRow(st.key, None, "", NOT_INDICATED if refused else "failed", len(st.images),
+                        n_failed, st.modality, st.description, first, n_refused=len(refused),
+                        scope=refused[0] if refused else "")
     out = ScoredStudy(srow, rows, preds, len(st.images))
     if job.export is not None:
         try:
@@ -256,25 +282,41 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
     pool = Workers(default_workers() if workers is None else workers)
     runner = engine.async_runner()
     cfg = engine.cfg
+    indications = Indications.from_card(engine.bundle.card)
     jobs: dict[int, _Job] = {}
     feed: deque[tuple[int, int, str]] = deque()
     for i in sorted(todo):
         st = studies[i]
         n = len(st.images)
-        jobs[i] = _Job(st, [None] * n, [None] * n, [None] * n, n,
-                       export_dir=export_dir(st) if export_dir is not None and st.is_dicom else None)
-        feed.extend((i, k, ref.path) for k, ref in enumerate(st.images))
+        job = jobs[i] = _Job(st, [None] * n, [None] * n, [None] * n, n,
+                             export_dir=export_dir(st) if export_dir is not None and st.is_dicom else None)
+        for k, ref in enumerate(st.images):
+            refusal = None if ref.header is None else header_refusal(ref.header, indications)
+            if refusal is None:
+                feed.append((i, k, ref.path))
+                continue
+            try:  # refused by its header: never decoded
+                job.rows[k] = ImageRow(stamp(ref.path), refused=refusal.reason)
+            except OSError as e:
+                job.rows[k] = ImageRow(FileStamp(ref.path, -1, -1), error=f"cannot read file ({e})")
+            job.waiting -= 1
     window = max(2, 2 * pool.n) + runner.n_requests  # decoded inputs queued ahead of inference
     inflight: deque[tuple[int, int, str, Future]] = deque()
 
     def absorb(done: list) -> None:
         for (i, k), pred in done:
             job = jobs[i]
-            job.preds[k] = pred
             row = job.rows[k]
             assert row is not None
-            row.probability, row.body_part = float(pred.probability), pred.body_part
-            row.thumbnail = thumbnail_png(job.thumbs[k], pred)
+            row.body_part = pred.body_part
+            refusal = prediction_refusal(pred.body_part_probs, indications)
+            if refusal is None:
+                job.preds[k] = pred
+                row.probability = float(pred.probability)
+                row.thumbnail = thumbnail_png(job.thumbs[k], pred)
+            else:  # the model does not recognise a trained body part: its score means nothing
+                row.refused = refusal.reason
+                row.thumbnail = gray_png(job.thumbs[k])
             job.thumbs[k] = None
             job.waiting -= 1
             maybe_export(job)
@@ -284,6 +326,11 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
             return
         sources = [(ref.path, p) for ref, p in zip(job.study.images, job.preds, strict=True)
                    if p is not None and ref.kind == "dicom"]
+        refused = [(ref.path, row.refused) for ref, row in zip(job.study.images, job.rows, strict=True)
+                   if row is not None and row.refused and ref.kind == "dicom"]
+        if not sources and refused:  # not indicated: the PACS still gets an SR saying why
+            job.export = pool.submit(export_not_indicated, [p for p, _ in refused], refused[0][1],
+                                     card or engine.bundle.card, str(job.export_dir), word)
         if not sources:
             return
         preds = [p for p in job.preds if p is not None]
@@ -311,6 +358,11 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
 
     def accept(i: int, k: int, pr: Prepared) -> None:
         job = jobs[i]
+        if pr.refused is not None:
+            job.rows[k] = ImageRow(pr.stamp, refused=pr.refused, thumbnail=gray_png(pr.thumb))
+            job.waiting -= 1
+            maybe_export(job)
+            return
         if pr.error is not None or pr.x is None or pr.placement is None:
             job.rows[k] = ImageRow(pr.stamp, error=pr.error or "cannot decode")
             job.waiting -= 1
@@ -328,6 +380,10 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
         jobs[i].rows[k] = ImageRow(fs, error=reason)
         jobs[i].waiting -= 1
         maybe_export(jobs[i])
+
+    for job in jobs.values():
+        if job.waiting == 0:  # every image refused by its header: nothing to decode
+            maybe_export(job)
 
     try:
         for i in range(len(studies)):

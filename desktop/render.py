@@ -42,6 +42,7 @@ VERDICT_STYLES: dict[str, tuple[str, str]] = {
     "suspicious": ("#e8a317", "#1b1b1b"),
     "negative": ("#3c6e47", "#ffffff"),
     "failed": ("#5f6368", "#ffffff"),
+    "not_indicated": ("#3f51b5", "#ffffff"),
 }
 
 
@@ -252,6 +253,8 @@ def verdict_text(verdict: str, word: str) -> str:
         return f"Suspicious for {word}"
     if verdict == "negative":
         return f"Negative for {word}"
+    if verdict == "not_indicated":
+        return "Not indicated (outside what the model was trained for)"
     return "No result"
 
 

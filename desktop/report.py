@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 from desktop.render import format_probability, operating_points_text, task_word, verdict_text
 from models.fsutil import atomic_write_text
+from models.scope import Indications
+from models.trust import BANNER, model_warnings, performance_lines
 
 if TYPE_CHECKING:
     from desktop.screen import Aliases, ScreenResult
@@ -32,6 +34,8 @@ body{font-family:system-ui,sans-serif;margin:1.5em;color:#202124}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .5em}
 th{background:#f1f3f4}img{display:block;max-width:160px}
 .likely{background:#fce8e6}.suspicious{background:#fef7e0}.failed{color:#5f6368}
+.weak{background:#d93025;color:#fff;padding:.6em;font-weight:bold;font-size:1.1em}
+.not_indicated{color:#5f6368}
 """
 
 
@@ -60,12 +64,14 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
     thr = {k: float(v) for k, v in card["thresholds"].items()}
     validation = card.get("validation", {})
     ranked = res.ranked
-    n_images = sum(len(r.study.images) for r in ranked)
+    n_images = sum(len(r.study.images) for r in res.results)
     n_scored = sum(len(r.image_probs) for r in ranked)
     counts = {
-        "studies": len(ranked),
+        "studies": len(res.results),
         "images": n_images,
         "scored_images": n_scored,
+        "not_indicated_studies": len(res.not_indicated),
+        "not_indicated_images": len(getattr(res, "refusals", [])),
         "failed_files": len(res.failures),
         "skipped_files": len(res.discovery.skipped),
         "duplicates": len(res.discovery.duplicates),
@@ -89,13 +95,17 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
         f"<title>mura-screen report — {_e(card['name'])}</title>", f"<style>{_CSS}</style></head><body>",
         f"<h1>Screening report: {_e(word)}</h1>",
         f'<p class="banner">{_e(_banner(card["intended_use"]))}</p>',
+        *[f'<p class="weak" data-warning="{_e(w)}">{_e(BANNER)}: {_e(w)}</p>' for w in model_warnings(card)],
         f"<p>Generated {_e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))}"
         f"{'' if res.complete else ' — <b>incomplete run</b>: only part of the source was screened'}.</p>",
         "<h2>Model</h2>", "<table>",
         f"<tr><th>name</th><td>{_e(card['name'])}</td></tr>",
         f"<tr><th>version</th><td>{_e(card['version'])}</td></tr>",
         f'<tr><th>model id</th><td data-model-id="{_e(model_id)}">{_e(model_id)}</td></tr>',
-        f"<tr><th>validation verdict</th><td>{_e(validation.get('verdict', 'not_validated'))}</td></tr>",
+        "<tr><th>validated performance</th><td>"
+        + "<br>".join(f'<span class="performance">{_e(line)}</span>' for line in performance_lines(card))
+        + "</td></tr>",
+        f"<tr><th>indicated for</th><td>{_e(Indications.from_card(card).summary())}</td></tr>",
         f"<tr><th>inference precision</th><td>{_e(validation.get('precision', '—'))}</td></tr>",
         f"<tr><th>intended use</th><td>{_e(card['intended_use'])}</td></tr>",
         f"<tr><th>operating points</th><td>{_e(operating_points_text(thr))}</td></tr>",
@@ -128,6 +138,7 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
             f"<td>{_e(verdict_text(r.verdict, word))}</td><td>{_e(r.body_part or '—')}</td>"
             f"<td>{len(r.study.images)}</td><td>{r.n_failed}</td><td>{_e(text(r.study.description))}</td></tr>")
     out.append("</table>")
+    out += _not_indicated_section(res, state, alias, text)
     out.append(f"<h2>DICOM exports that failed ({len(export_errors)})</h2><ul>")
     out += [f'<li class="export-error" data-study="{_e(k)}">study {_e(k)}: {_e(reason)}</li>'
             for k, reason in export_errors]
@@ -143,6 +154,23 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
             f'{_e(alias(q, "file"))}</li>' for p, q in res.discovery.duplicates]
     out += ["</ul>", "</body></html>", ""]
     return "\n".join(out)
+
+
+def _not_indicated_section(res: ScreenResult, state: ScreenState, alias, text) -> list[str]:
+    """Studies with no verdict: apart from the worklist, never ranked, each with its reason."""
+    rows = res.not_indicated
+    out = [f"<h2>Not indicated ({len(rows)}): no verdict, outside what the model was trained for</h2>"]
+    if not rows:
+        return out
+    out += ["<table>", "<tr><th>image</th><th>study</th><th>why</th><th>images</th><th>description</th></tr>"]
+    for r in rows:
+        thumb = state.best_thumbnail(r.study.key)
+        img = "—" if thumb is None else f'<img alt="not indicated" src="data:image/png;base64,{base64.b64encode(thumb).decode()}">'
+        key = alias(r.study.key, "study")
+        out.append(f'<tr class="study not_indicated" data-study="{_e(key)}"><td>{img}</td><td>{_e(key)}</td>'
+                   f"<td>{_e(r.scope)}</td><td>{len(r.study.images)}</td><td>{_e(text(r.study.description))}</td></tr>")
+    out.append("</table>")
+    return out
 
 
 def write_report(path: str | Path, res: ScreenResult, card: Mapping, model_id: str, state: ScreenState,

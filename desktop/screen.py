@@ -32,23 +32,33 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from desktop.discovery import Discovery, Study, discover
+from desktop.discovery import GROUPINGS, Discovery, Study, discover
 from desktop.pipeline import THUMB_SIZE, scored_studies
 from desktop.render import task_word
-from desktop.screen_state import DECODE_EXACT, DECODE_FAST, ScreenState, fingerprint, stamp
+from desktop.screen_state import (
+    DECODE_EXACT,
+    DECODE_FAST,
+    NOT_INDICATED,
+    ScreenState,
+    fingerprint,
+    stamp,
+)
 from models.engine import Engine
 from models.errors import ConfigError, MuraError
 from models.fsutil import atomic_write_text
 from models.reference import require_default_bundle
+from models.trust import BANNER, model_warnings, performance_lines
 
 __all__ = ["THUMB_SIZE", "ScreenResult", "ScreenRun", "StudyResult", "main", "resolve_model",
            "screen", "screen_to_folder"]
 WORKLIST_FIELDS = ["rank", "study", "verdict", "probability", "body_part", "n_images", "n_failed",
-                   "modality", "description", "first_image", "model", "decode"]
+                   "n_not_indicated", "not_indicated_reason", "modality", "description", "first_image",
+                   "model", "decode"]
 
 
 @dataclass
@@ -60,6 +70,8 @@ class StudyResult:
     n_failed: int
     image_probs: list[tuple[str, float]] = field(default_factory=list)
     resumed: bool = False  # taken from the state database, not scored by this process
+    n_refused: int = 0  # images the model is not indicated for (models.scope)
+    scope: str = ""  # why the study is NOT_INDICATED
 
 
 @dataclass
@@ -74,10 +86,19 @@ class ScreenResult:
     export_errors: list[tuple[str, str]] = field(default_factory=list)  # (study key, reason)
     decode: str = DECODE_EXACT  # DECODE_FAST when --fast-decode made these scores
 
+    refusals: list[tuple[str, str]] = field(default_factory=list)  # (path, why not indicated)
+
     @property
     def ranked(self) -> list[StudyResult]:
+        """The worklist: scored studies most suspicious first, then failed ones; never the
+        studies the model is not indicated for (:attr:`not_indicated`)."""
         scored = [r for r in self.results if r.probability is not None]
-        return sorted(scored, key=lambda r: -r.probability) + [r for r in self.results if r.probability is None]
+        failed = [r for r in self.results if r.probability is None and r.verdict != NOT_INDICATED]
+        return sorted(scored, key=lambda r: -r.probability) + failed
+
+    @property
+    def not_indicated(self) -> list[StudyResult]:
+        return [r for r in self.results if r.verdict == NOT_INDICATED]
 
 
 def _die_after() -> int | None:
@@ -96,13 +117,13 @@ def _result_from_state(st: Study, state: ScreenState) -> StudyResult:
     assert srow is not None  # finished() said it is there
     return StudyResult(st, srow.probability, srow.verdict, srow.body_part, srow.n_failed,
                        [(r["path"], r["probability"]) for r in rows if r["probability"] is not None],
-                       resumed=True)
+                       resumed=True, n_refused=srow.n_refused, scope=srow.scope)
 
 
 def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
            state: ScreenState | None = None, *, workers: int | None = None,
            dicom_out: str | Path | None = None, alias: Aliases | None = None,
-           fast_decode: bool = False) -> ScreenResult:
+           fast_decode: bool = False, group_by: str = "auto") -> ScreenResult:
     """Decode, score and aggregate every study under ``root``, committing each study to ``state``.
 
     Studies that ``state`` already holds with unchanged source files are taken from it, not
@@ -118,10 +139,11 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
     study is committed; a study whose SR is missing there is re-scored on resume.
     ``fast_decode`` decodes JPEG 2000 / baseline JPEG at a reduced resolution; ``state`` must
     have been begun with the same decoding (:meth:`ScreenState.begin` refuses to mix them).
+    ``group_by``: how plain images become studies (:func:`desktop.discovery.discover`).
     """
     t0 = time.time()
     decode = DECODE_FAST if fast_decode else DECODE_EXACT
-    disc = discover(root)
+    disc = discover(root, group_by)
     own_state = state is None
     if state is None:
         state = ScreenState(None)
@@ -178,7 +200,8 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
                     export_errors.append((st.key, scored.export_error))
                 results.append(StudyResult(st, srow.probability, srow.verdict, srow.body_part,
                                            srow.n_failed, [(r.stamp.path, r.probability)
-                                                           for r in rows if r.probability is not None]))
+                                                           for r in rows if r.probability is not None],
+                                           n_refused=srow.n_refused, scope=srow.scope))
                 if die_after is not None and n_committed >= die_after:
                     os._exit(137)
             images_done += len(st.images)
@@ -191,10 +214,11 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
     keys = {r.study.key for r in results}
     paths_in = {ref.path for s in disc.studies if s.key in keys for ref in s.images}
     failures = [(p, r) for p, r in state.failures() if p in paths_in]
+    refusals = [(p, r) for p, r in state.refusals() if p in paths_in]
     if own_state:
         state.close()
     return ScreenResult(disc, results, failures, time.time() - t0, n_scored, n_resumed, complete,
-                        export_errors, decode)
+                        export_errors, decode, refusals)
 
 
 def dicom_study_dir(dicom_out: str | Path, st: Study, alias: Aliases) -> Path:
@@ -233,7 +257,8 @@ class Aliases:
 def worklist_rows(res: ScreenResult, model_id: str, alias: Aliases | None = None) -> list[dict]:
     alias = alias or Aliases("", False)
     rows = []
-    for rank, r in enumerate(res.ranked, 1):
+    ranks = [(rank, r) for rank, r in enumerate(res.ranked, 1)]
+    for rank, r in ranks + [("", r) for r in res.not_indicated]:  # not indicated: after, unranked
         rows.append({
             "rank": rank,
             "study": alias(r.study.key, "study"),
@@ -242,6 +267,8 @@ def worklist_rows(res: ScreenResult, model_id: str, alias: Aliases | None = None
             "body_part": r.body_part,
             "n_images": len(r.study.images),
             "n_failed": r.n_failed,
+            "n_not_indicated": r.n_refused,
+            "not_indicated_reason": r.scope,
             "modality": r.study.modality,
             "description": alias.text(r.study.description),
             "first_image": alias(r.study.images[0].path, "file") if r.study.images else "",
@@ -264,6 +291,7 @@ def write_outputs(res: ScreenResult, out: Path, model_id: str,
     fw = csv.writer(buf)
     fw.writerow(["path", "kind", "reason"])
     fw.writerows([(alias(p, "file"), "failed", r) for p, r in res.failures])
+    fw.writerows([(alias(p, "file"), "not indicated", r) for p, r in res.refusals])
     fw.writerows([(alias(p, "file"), "skipped", r) for p, r in res.discovery.skipped])
     fw.writerows([(alias(p, "file"), "duplicate", f"same SOP Instance UID as {alias(q, 'file')}")
                   for p, q in res.discovery.duplicates])
@@ -296,7 +324,17 @@ def format_table(res: ScreenResult, word: str, top: int = 10, alias: Aliases | N
         key = alias(r.study.key, "study")
         key = key if len(key) <= 48 else "…" + key[-47:]
         lines.append(f"{rank:>4}  {r.verdict:<10}  {p:>14}  {r.body_part:<9}  {len(r.study.images):>4}  {key}")
+    if res.not_indicated:
+        lines.append(f"Not indicated ({plural(len(res.not_indicated), 'study', 'studies')}: no verdict, "
+                     "outside what the model was trained for):")
+        for reason, n in Counter(r.scope for r in res.not_indicated).most_common(5):
+            lines.append(f"  {n:>4} × {reason}")
     return "\n".join(lines)
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """'1 study', '2 studies', '1 duplicate', '3 duplicates'."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def _hms(seconds: float) -> str:
@@ -373,7 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "those files, scores slightly different from an exact decode (see "
                     "bench/screen.py). Off by default; recorded in the state, worklist and "
                     "report, and a run never resumes with the other setting")
+    ap.add_argument("--group-by", choices=GROUPINGS, default="auto",
+                    help="how plain images (PNG/JPEG, no DICOM study) become studies: 'auto' (default) "
+                    "makes each file its own study unless the folders follow MURA's "
+                    "patientNNNNN/studyN_* layout; 'folder' makes every folder one study. DICOM is "
+                    "always grouped by Study Instance UID")
     return ap
+
+
+def model_quality_lines(card: dict) -> list[str]:
+    """The red-banner warnings (if any), then the validated performance: printed by every run."""
+    warnings = model_warnings(card)
+    lines = [f"WARNING: {BANNER}: {w}" for w in warnings]
+    return lines + ["Validated performance: " + "; ".join(performance_lines(card))]
 
 
 @dataclass
@@ -391,7 +441,7 @@ class ScreenRun:
 def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
                      restart: bool = False, anonymize: bool = False, progress=None,
                      cancel=None, workers: int | None = None,
-                     dicom_out: bool = False, fast_decode: bool = False) -> ScreenRun:
+                     dicom_out: bool = False, fast_decode: bool = False, group_by: str = "auto") -> ScreenRun:
     """Screen ``src`` with the persistent state in ``out`` and write every output there.
 
     The CLI and the viewer's "Screen folder…" both call this, so the same folder gives the same
@@ -414,7 +464,7 @@ def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
         alias = Aliases(state.salt, anonymize)
         res = screen(src, engine, progress=progress, cancel=cancel, state=state, workers=workers,
                      dicom_out=Path(out) / "dicom" if dicom_out and out else None, alias=alias,
-                     fast_decode=fast_decode)
+                     fast_decode=fast_decode, group_by=group_by)
         run = ScreenRun(res, alias, state.path)
         if out:
             from desktop.report import write_report
@@ -453,13 +503,16 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine(resolve_model(a.model), backend=a.backend, device=a.device,
                         performance_hint="THROUGHPUT")
         card = engine.bundle.card
+        for line in model_quality_lines(card)[:-1]:  # the warnings, before the run starts
+            print(line, file=sys.stderr)
         progress = None if a.no_progress else ProgressLine()
         run = screen_to_folder(a.src, engine, a.out, restart=a.restart, anonymize=a.anonymize,
                                progress=progress, workers=a.workers, dicom_out=a.dicom_out,
-                               fast_decode=a.fast_decode)
+                               fast_decode=a.fast_decode, group_by=a.group_by)
         res, alias = run.result, run.alias
         word = card["task"].get("display_word", card["task"]["name"])
-        print(f"Model {engine.bundle.model_id} ({card['validation']['verdict']}); {card['intended_use']}")
+        print(f"Model {engine.bundle.model_id}; {card['intended_use']}")
+        print("\n".join(model_quality_lines(card)))
         if res.decode == DECODE_FAST:
             print(f"Decoding: --fast-decode (JPEG 2000 / baseline JPEG at reduced resolution, long "
                   f"side >= {2 * engine.cfg.input_size} px): scores differ slightly from an exact decode")
@@ -468,8 +521,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(res.results)} studies ({res.n_resumed} resumed from the state), "
               f"{res.n_scored_images} images scored in {res.seconds:.1f}s "
               f"({rate:.1f} images/s); {len(res.failures)} images failed, "
-              f"{len(res.discovery.skipped)} non-image files skipped, "
-              f"{len(res.discovery.duplicates)} duplicates")
+              f"{len(res.refusals)} not indicated, "
+              f"{len(res.discovery.skipped)} files skipped, "
+              f"{plural(len(res.discovery.duplicates), 'duplicate')}")
         for key, reason in export_error_rows(res, alias):
             print(f"  DICOM export failed for study {key}: {reason}")
         for path, reason in res.failures[:20]:

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.discovery import split_key
 from desktop.render import format_probability, verdict_text
 from desktop.screen import ScreenRun, screen_to_folder
 from desktop.screen_state import DB_NAME, DECODE_EXACT, SCHEMA_VERSION, ScreenState
@@ -105,10 +106,10 @@ def viewer_key(screen_key: str, src: str | Path) -> str:
     """The viewer's key for a study of the screen: DICOM keys are the same; folder studies are
     named from the opened folder in the viewer (``folder:NAME/rel``), from ``src`` in the screen.
     """
-    if not screen_key.startswith("folder:"):
+    prefix, rel = split_key(screen_key)
+    if not prefix:
         return screen_key
-    rel = screen_key[len("folder:"):]
-    return f"folder:{Path(src).name}" + ("" if rel == "." else f"/{rel}")
+    return f"{prefix}{Path(src).name}" + ("" if rel == "." else f"/{rel}")
 
 
 def summary_text(run: ScreenRun) -> str:

@@ -21,7 +21,10 @@ from pathlib import Path
 from models.errors import ConfigError
 
 DB_NAME = "screen.sqlite"
-SCHEMA_VERSION = 2  # 2: run.decode (issue #6); version 1 files are migrated on open
+SCHEMA_VERSION = 3  # 2: run.decode (issue #6); 3: scope refusals (issue #15). Older files are migrated
+#: The verdict of a study none of whose images the model is indicated for (models.scope): it gets
+#: no probability and is listed apart from the ranked worklist.
+NOT_INDICATED = "not_indicated"
 
 #: How a run decoded its images: every file in full, or JPEG 2000 / baseline JPEG at a reduced
 #: resolution (``mura-screen --fast-decode``). A worklist mixing both would rank scores made
@@ -53,7 +56,9 @@ CREATE TABLE IF NOT EXISTS studies (
     modality TEXT NOT NULL,
     description TEXT NOT NULL,
     first_image TEXT NOT NULL,
-    scored_at REAL NOT NULL
+    scored_at REAL NOT NULL,
+    n_refused INTEGER NOT NULL DEFAULT 0,
+    scope TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS images (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -64,7 +69,8 @@ CREATE TABLE IF NOT EXISTS images (
     probability REAL,
     body_part TEXT NOT NULL,
     error TEXT,
-    thumbnail BLOB
+    thumbnail BLOB,
+    refused TEXT
 );
 CREATE INDEX IF NOT EXISTS images_study ON images(study_key);
 """
@@ -101,6 +107,7 @@ class ImageRow:
     body_part: str = ""
     error: str | None = None
     thumbnail: bytes | None = None
+    refused: str | None = None  # why the model is not indicated for this image (not an error)
 
 
 @dataclass
@@ -116,6 +123,8 @@ class StudyRow:
     first_image: str = ""
     id: int = 0
     scored_at: float = 0.0
+    n_refused: int = 0
+    scope: str = ""  # the reason a study is NOT_INDICATED
 
 
 class ScreenState:
@@ -142,14 +151,21 @@ class ScreenState:
         self.db.close()
 
     def _migrate(self) -> None:
-        """Version 1 files predate ``run.decode``: every one of their results was decoded exactly."""
+        """Version 1 files predate ``run.decode`` (every one of their results was decoded exactly);
+        versions 1-2 predate the scope checks, so their studies are dropped and scored again: a
+        chest film they ranked must not keep its verdict."""
         cols = {r["name"] for r in self.db.execute("PRAGMA table_info(run)")}
-        if "decode" in cols:
-            return
         with self.db:
-            self.db.execute(f"ALTER TABLE run ADD COLUMN decode TEXT NOT NULL DEFAULT '{DECODE_EXACT}'")
-            self.db.execute("UPDATE run SET schema_version = ? WHERE schema_version = 1",
-                            (SCHEMA_VERSION,))
+            if "decode" not in cols:
+                self.db.execute(f"ALTER TABLE run ADD COLUMN decode TEXT NOT NULL DEFAULT '{DECODE_EXACT}'")
+            if "refused" not in {r["name"] for r in self.db.execute("PRAGMA table_info(images)")}:
+                self.db.execute("ALTER TABLE images ADD COLUMN refused TEXT")
+                self.db.execute("ALTER TABLE studies ADD COLUMN n_refused INTEGER NOT NULL DEFAULT 0")
+                self.db.execute("ALTER TABLE studies ADD COLUMN scope TEXT NOT NULL DEFAULT ''")
+                self.db.execute("DELETE FROM images")
+                self.db.execute("DELETE FROM studies")
+            self.db.execute("UPDATE run SET schema_version = ? WHERE schema_version < ?",
+                            (SCHEMA_VERSION, SCHEMA_VERSION))
 
     # -- run identity -------------------------------------------------------------------------
 
@@ -227,15 +243,16 @@ class ScreenState:
             self.db.execute("DELETE FROM studies WHERE key = ?", (study.key,))
             self.db.execute(
                 "INSERT INTO studies (key, fingerprint, probability, body_part, verdict, n_images, "
-                "n_failed, modality, description, first_image, scored_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "n_failed, modality, description, first_image, scored_at, n_refused, scope) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (study.key, fp, study.probability, study.body_part, study.verdict, study.n_images,
-                 study.n_failed, study.modality, study.description, study.first_image, time.time()))
+                 study.n_failed, study.modality, study.description, study.first_image, time.time(),
+                 study.n_refused, study.scope))
             self.db.executemany(
                 "INSERT INTO images (study_key, path, size, mtime_ns, probability, body_part, error, "
-                "thumbnail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "thumbnail, refused) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(study.key, r.stamp.path, r.stamp.size, r.stamp.mtime_ns, r.probability,
-                  r.body_part, r.error, r.thumbnail) for r in images])
+                  r.body_part, r.error, r.thumbnail, r.refused) for r in images])
 
     def forget_except(self, keys: set[str]) -> int:
         """Drop studies no longer under the source, so the worklist mirrors the folder as it is."""
@@ -255,7 +272,7 @@ class ScreenState:
         rows = self.db.execute(f"SELECT * FROM studies {tail}", args).fetchall()
         return [StudyRow(r["key"], r["probability"], r["body_part"], r["verdict"], r["n_images"],
                          r["n_failed"], r["modality"], r["description"], r["first_image"],
-                         r["id"], r["scored_at"]) for r in rows]
+                         r["id"], r["scored_at"], r["n_refused"], r["scope"]) for r in rows]
 
     def study(self, key: str) -> StudyRow | None:
         return next((r for r in self._study_rows("WHERE key = ?", (key,))), None)
@@ -269,9 +286,14 @@ class ScreenState:
         return [(r["path"], r["error"]) for r in self.db.execute(
             "SELECT path, error FROM images WHERE error IS NOT NULL ORDER BY id")]
 
+    def refusals(self) -> list[tuple[str, str]]:
+        """(path, reason) of every image the model is not indicated for, in discovery order."""
+        return [(r["path"], r["refused"]) for r in self.db.execute(
+            "SELECT path, refused FROM images WHERE refused IS NOT NULL ORDER BY id")]
+
     def best_thumbnail(self, key: str) -> bytes | None:
         """The thumbnail of the study's most suspicious image: the one a reader should see first."""
         row = self.db.execute(
             "SELECT thumbnail FROM images WHERE study_key = ? AND thumbnail IS NOT NULL "
-            "ORDER BY probability DESC LIMIT 1", (key,)).fetchone()
+            "ORDER BY probability IS NULL, probability DESC LIMIT 1", (key,)).fetchone()
         return None if row is None else bytes(row["thumbnail"])

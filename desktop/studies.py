@@ -24,12 +24,14 @@ from desktop.discovery import (
     Study,
     discover,
     series_fields,
+    split_key,
 )
 from desktop.render import thumbnail_u8
 from models import dicom
 from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
 from models.errors import ExportError, ImageDecodeError
 from models.imageio import LoadedImage, load_image, rewindow_source, sniff_kind
+from models.scope import Indications, header_refusal, image_refusal, prediction_refusal
 
 
 class Cancelled(Exception):
@@ -73,6 +75,7 @@ class ViewImage:
     thumb: np.ndarray | None = field(default=None, repr=False)  # small uint8, for the strip
     series: int = 0  # index into StudyOutcome.series
     preview: bool = False  # ``image`` is a reduced-resolution stand-in (see preview_image)
+    refused: str = ""  # why the model is not indicated for this image (models.scope): no score
 
     @property
     def pending(self) -> bool:
@@ -111,6 +114,7 @@ class StudyOutcome:
     model_error: str = ""
     series: list[SeriesInfo] = field(default_factory=list)
     scored_by: Engine | None = field(default=None, repr=False, compare=False)
+    scope: str = ""  # set when no image is one the model is for: "not indicated", and why
 
     @property
     def failures(self) -> list[ViewImage]:
@@ -248,8 +252,8 @@ def discover_paths(
             duplicates += disc.duplicates
             studies += disc.studies
         for st in studies:
-            rel = st.key[len("folder:"):]
-            key = st.key if st.is_dicom else f"folder:{p.name}" + ("" if rel == "." else f"/{rel}")
+            prefix, rel = split_key(st.key)
+            key = st.key if st.is_dicom else f"{prefix}{p.name}" + ("" if rel == "." else f"/{rel}")
             if key in merged:
                 # the same file dropped twice, or a copy in another folder: one image, once
                 first = {r.sop_uid: r.path for r in merged[key].images if r.sop_uid}
@@ -397,7 +401,7 @@ def decode_study(
 def unscored(outcome: StudyOutcome) -> StudyOutcome:
     """The outcome without any model result (same decoded pixels): what is left when the model
     changes, to be scored again without decoding again."""
-    images = [dataclasses.replace(v, prediction=None, heat_cache=None) for v in outcome.images]
+    images = [dataclasses.replace(v, prediction=None, heat_cache=None, refused="") for v in outcome.images]
     return StudyOutcome(outcome.study, images, series=outcome.series)
 
 
@@ -417,20 +421,30 @@ def score_outcome(
     """
     result = unscored(outcome)
     result.scored_by = engine
-    ok = [v for v in result.images if v.image is not None]
-    if not ok:
-        return result
-    check_cancelled(cancelled)
-    n = len(result.images)
-    if progress is not None:
-        progress(n, n + 1, f"Running the model on {len(ok)} image(s)…")
-    try:
-        preds = engine.predict([v.image.pixels for v in ok])
+    indications = Indications.from_card(getattr(getattr(engine, "bundle", None), "card", {}))
+    for v in result.images:  # the screener's checks, in its order (models.scope)
+        if v.image is not None:
+            r = ((header_refusal(v.ref.header, indications) if v.ref.header is not None else None)
+                 or image_refusal(v.image.pixels, v.image.colour))
+            v.refused = r.reason if r is not None else ""
+    ok = [v for v in result.images if v.image is not None and not v.refused]
+    if ok:
+        check_cancelled(cancelled)
+        n = len(result.images)
+        if progress is not None:
+            progress(n, n + 1, f"Running the model on {len(ok)} image(s)…")
+        try:
+            for v, pred in zip(ok, engine.predict([v.image.pixels for v in ok]), strict=True):
+                r = prediction_refusal(pred.body_part_probs, indications)
+                v.prediction, v.refused = (pred, "") if r is None else (None, r.reason)
+        except Exception as e:  # noqa: BLE001 - shown in the panel; the images stay viewable
+            result.model_error = f"{type(e).__name__}: {e}"
+            return result
+    preds = [v.prediction for v in result.images if v.prediction is not None]
+    if preds:
         result.prediction = aggregate_study(preds, engine.thresholds)
-        for v, pred in zip(ok, preds, strict=True):
-            v.prediction = pred
-    except Exception as e:  # noqa: BLE001 - shown in the panel; the images stay viewable
-        result.model_error = f"{type(e).__name__}: {e}"
+    else:
+        result.scope = next((v.refused for v in result.images if v.refused), "")
     return result
 
 

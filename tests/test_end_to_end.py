@@ -41,10 +41,10 @@ def test_pipeline_learns_compresses_and_screens(e2e, capsys):
     report = json.loads((bundle / "validation.json").read_text())
     assert passed, report["reasons"]
     assert load_bundle(bundle).card["validation"]["verdict"] == "passed"
-    mura = next(s for s in report["sets"] if s["dataset"] == "mura-v1.1/valid")
+    mura = next(s for s in report["sets"] if s["dataset"] == "phantom mura-v1.1/valid")
     assert mura["image_auc_fp32"] > 0.75 and abs(mura["image_auc_drop"]) <= 0.005
     assert min(mura["image_agreement_likely"], mura["study_agreement_suspicious"]) >= 0.97
-    assert (bundle / "validation.md").read_text().count("| mura-v1.1/valid |") == 2
+    assert (bundle / "validation.md").read_text().count("| phantom mura-v1.1/valid |") == 2
 
     out = root / "screen"
     rc = screen_main([str(root / "dicom"), "--model", str(bundle), "--out", str(out)])

@@ -309,12 +309,25 @@ def load_source(spec: str, split: str = "train") -> DatasetSplit:
         raise ConfigError(
             f"data source must look like 'mura:PATH', 'folder:PATH', 'fracatlas:PATH' or 'csv:PATH', got {spec!r}"
         )
-    if kind == "mura":
-        return read_mura(path, split)
-    if kind == "folder":
-        return read_image_folder(path)
-    if kind == "csv":
-        return read_csv_dataset(path)
-    if kind == "fracatlas":
-        return read_fracatlas(path)
-    raise ConfigError(f"unknown data source kind {kind!r} in {spec!r} (mura, folder, fracatlas, csv)")
+    readers = {"mura": lambda: read_mura(path, split), "folder": lambda: read_image_folder(path),
+               "csv": lambda: read_csv_dataset(path), "fracatlas": lambda: read_fracatlas(path)}
+    if kind not in readers:
+        raise ConfigError(f"unknown data source kind {kind!r} in {spec!r} (mura, folder, fracatlas, csv)")
+    out = readers[kind]()
+    if is_phantom(path):
+        out.name = f"phantom {out.name}"
+    return out
+
+
+#: What ``mura-synth`` leaves in every folder it writes (trainer/synth.py's marker).
+PHANTOM_MARKER_GLOB = ".mura-synth-*.json"
+
+
+def is_phantom(path: str | Path) -> bool:
+    """Was this data set drawn by ``mura-synth``? Then every name, card and report must say
+    *phantom*: a model trained on it says nothing about radiographs."""
+    p = Path(path)
+    for folder in (p, *list(p.parents)[:2]):
+        if folder.is_dir() and next(folder.glob(PHANTOM_MARKER_GLOB), None) is not None:
+            return True
+    return False

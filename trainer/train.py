@@ -141,6 +141,17 @@ def body_part_class_weights(records: list[Record]) -> dict[str, tuple[float, flo
     return out
 
 
+def initialisation(cfg: TrainConfig) -> str:
+    """Where the weights came from, through a chain of --init-from: the card's licence depends on it
+    (a fine-tuned ImageNet model is still under the ImageNet weights' licence)."""
+    if cfg.init_from:
+        parent = load_checkpoint(cfg.init_from)["meta"].get("provenance", {}).get("initialisation", "unknown")
+        return f"checkpoint {Path(cfg.init_from).as_posix()}, itself initialised from {parent}"
+    if cfg.pretrained:
+        return "ImageNet (timm hub)"
+    return f"ImageNet ({Path(cfg.pretrained_weights).name})" if cfg.pretrained_weights else "random"
+
+
 def split_data(cfg: TrainConfig) -> tuple[DatasetSplit, DatasetSplit, DatasetSplit | None]:
     """(train, internal validation, test): MURA's official valid split is the test set."""
     full = load_source(cfg.data, "train")
@@ -338,10 +349,7 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
         "task": train_split.task,
         "preprocess": pre.to_dict(),
         "provenance": {
-            "initialisation": (f"checkpoint {Path(cfg.init_from).as_posix()}" if cfg.init_from else
-                               "ImageNet (timm hub)" if cfg.pretrained else
-                               f"ImageNet ({Path(cfg.pretrained_weights).name})" if cfg.pretrained_weights
-                               else "random"),
+            "initialisation": initialisation(cfg),
             "localisation": (f"CAM trained into {sum(map(len, boxes.values()))} fracture boxes on "
                              f"{len(boxes)} images (box loss weight {cfg.box_loss:g})" if boxes else "image labels only"),
             "training_data": train_split.summary(),

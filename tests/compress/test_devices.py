@@ -25,10 +25,10 @@ def test_gate_runs_int8_on_auto_too(phantom, tiny_checkpoint, tmp_path):
         val_data=[f"mura:{phantom / 'mura'}"], budget=1.0, min_agreement=0.0, calib_size=16,
         latency_iters=2, accuracy_control=False, devices=["CPU", "AUTO"]))
     sets = {k.removeprefix("gate:"): v for k, v in card["metrics"].items() if k.startswith("gate:")}
-    cpu, auto = sets["mura-v1.1/valid"], sets["mura-v1.1/valid @ AUTO"]
+    cpu, auto = sets["phantom mura-v1.1/valid"], sets["phantom mura-v1.1/valid @ AUTO"]
     assert auto["device"] == "AUTO"
     # AUTO lands on the CPU here with the same explicit f32 hint: the very same scores
     assert auto["image_auc_int8"] == pytest.approx(cpu["image_auc_int8"], abs=1e-9)
     assert card["validation"]["devices"] == {"CPU": {"inference_precision": "f32"}}
-    assert "mura-v1.1/valid @ AUTO" in (out / "validation.md").read_text()
+    assert "phantom mura-v1.1/valid @ AUTO" in (out / "validation.md").read_text()
     assert load_bundle(out).card["validation"]["verdict"] == ("passed" if passed else "failed")

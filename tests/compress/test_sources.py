@@ -49,8 +49,8 @@ def test_external_source_is_used_whole_minus_fracatlas_images(phantom, tmp_path)
 def test_mura_uses_its_official_splits(phantom, tmp_path):
     spec = f"mura:{phantom / 'mura'}"
     ck = _run_dir(tmp_path, spec)
-    assert resolve_split(spec, "validation", ck, spec).name == "mura-v1.1/valid"
-    assert resolve_split(spec, "calibration", ck, spec).name == "mura-v1.1/train"
+    assert resolve_split(spec, "validation", ck, spec).name == "phantom mura-v1.1/valid"
+    assert resolve_split(spec, "calibration", ck, spec).name == "phantom mura-v1.1/train"
 
 
 def test_missing_run_config_is_a_clear_error(phantom, tmp_path):

@@ -71,3 +71,49 @@ def test_refs_without_series_fields_are_read_from_the_header(phantom, tmp_path):
     # numbered series first, the unnumbered one after them
     assert [(s.uid, s.number) for s in series] == [("1.2.3.8", 2), ("1.2.3.9", None)]
     assert [Path(r.path).name for r in refs] == ["im1", "im3", "im2"]
+
+
+def _png(path: Path, value: int = 90) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (16, 16), value).save(path)
+    return path
+
+
+def test_loose_images_are_one_study_each(tmp_path):
+    """A folder of unrelated images (758 FracAtlas files once became one study with one verdict)."""
+    for k in range(3):
+        _png(tmp_path / "atlas" / f"IMG{k:04d}.jpg", 10 + k)
+    keys = sorted(st.key for st in discover(tmp_path).studies)
+    assert keys == [f"file:atlas/IMG{k:04d}.jpg" for k in range(3)]
+    assert all(not st.is_dicom for st in discover(tmp_path).studies)
+    (study,) = discover(tmp_path, group_by="folder").studies
+    assert study.key == "folder:atlas" and len(study.images) == 3
+
+
+def test_a_mura_layout_groups_by_study_folder(tmp_path):
+    for k in range(2):
+        _png(tmp_path / "XR_WRIST" / "patient00007" / "study1_positive" / f"image{k + 1}.png", 20 + k)
+    _png(tmp_path / "XR_WRIST" / "patient00007" / "study2_negative" / "image1.png", 99)
+    studies = {st.key: len(st.images) for st in discover(tmp_path).studies}
+    assert studies == {"folder:XR_WRIST/patient00007/study1_positive": 2,
+                       "folder:XR_WRIST/patient00007/study2_negative": 1}
+
+
+def test_our_own_result_objects_are_skipped_not_screened(tmp_path):
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.33", ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.Modality, ds.Manufacturer = generate_uid(), "SR", "mura-fracture"
+    ds.save_as(tmp_path / "SR.dcm", enforce_file_format=True)
+    disc = discover(tmp_path)
+    assert disc.studies == []
+    assert [("SR.dcm", "mura-fracture" in r) for p, r in [(Path(p).name, r) for p, r in disc.skipped]] == [("SR.dcm", True)]

@@ -40,7 +40,9 @@ def test_dicom_edge_cases_and_quirks_in_one_run(tiny_bundle, tmp_path, capsys):
         assert failed.get(str(link)), f"{link.name} not listed as failed"
         assert "truncated" in failed[str(link)].lower() or "decode" in failed[str(link)].lower()
     names = {Path(p).name for p in failed}
-    assert {"Issue56-NoPixelData.dcm", "MR_truncated.dcm"} <= names
+    assert "Issue56-NoPixelData.dcm" in names
+    refused = {Path(r["path"]).name: r["reason"] for r in rows if r["kind"] == "not indicated"}
+    assert "modality MR" in refused["MR_truncated.dcm"]  # an MR gets no verdict, truncated or not
     dups = {Path(r["path"]).name for r in rows if r["kind"] == "duplicate"}
     assert "RG2_JPLY.dcm" in dups and "RG2_JPLY_fixed.dcm" not in names  # the copy that decodes is kept
     assert [Path(r["path"]).name for r in rows if r["kind"] == "skipped"] == ["quirks.csv"]
@@ -48,7 +50,11 @@ def test_dicom_edge_cases_and_quirks_in_one_run(tiny_bundle, tmp_path, capsys):
     assert len(worklist) >= 5 and (out / "report.html").is_file()
     printed = capsys.readouterr().out
     assert "images failed" in printed
-    # DICOM outputs for every study with a scored DICOM image, old ACR-NEMA files included
+    # DICOM outputs for every study with a scored DICOM image, old ACR-NEMA files included, and
+    # an SR saying "not indicated" for every DICOM study the model is not for
     assert "DICOM export failed" not in printed
-    scored_dicom = [r for r in worklist if r["probability"] and not r["study"].startswith("folder:")]
-    assert len(list((out / "dicom").glob("*/SR.dcm"))) == len(scored_dicom) >= 10
+    dicom_rows = [r for r in worklist if not r["study"].startswith(("folder:", "file:"))
+                  and (r["probability"] or r["verdict"] == "not_indicated")]
+    assert len(list((out / "dicom").glob("*/SR.dcm"))) == len(dicom_rows) >= 10
+    assert {r["verdict"] for r in dicom_rows if not r["probability"]} == {"not_indicated"}
+    assert all(r["rank"] == "" and r["not_indicated_reason"] for r in worklist if r["verdict"] == "not_indicated")

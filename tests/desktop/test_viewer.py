@@ -330,3 +330,29 @@ def test_help_explains_every_option(capsys):
         for opt in action.option_strings:
             assert opt in out
     assert "not for diagnostic use" in " ".join(out.split())
+
+
+def test_a_study_the_model_is_not_for_gets_no_verdict(qtbot, win, phantom, tmp_path):
+    """Issue 15 §1: a chest film said "Likely abnormality · humerus"; now "Not indicated"."""
+    folder = tmp_path / "chest"
+    shutil.copytree(phantom / "dicom" / "study_0004", folder)
+    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+        ds = pydicom.dcmread(f)
+        ds.BodyPartExamined, ds.StudyDescription, ds.SeriesDescription = "CHEST", "THORAX", "PA"
+        ds.save_as(f)
+    _open(qtbot, win, folder)
+    assert win.verdict_label.text() == "Not indicated"
+    assert "CHEST" in win.verdict_label.toolTip()
+    assert win.study_prob_label.text() == "—"
+    assert win.current_outcome.prediction is None and "CHEST" in win.current_outcome.scope
+    assert win.errors_label.isVisibleTo(win) and "Not indicated" in win.errors_label.text()
+    assert "Not indicated" in win.study_list.item(0).text()
+
+
+def test_the_model_box_shows_validated_performance_and_a_red_banner(qtbot, win, phantom):
+    """The tiny test model is phantom-trained and at chance: 'Validation: passed' alone misled."""
+    _open(qtbot, win, phantom / "dicom" / "study_0004")
+    text = win.model_label.text()
+    assert "NOT A CLINICALLY MEANINGFUL MODEL" in text and "phantom" in text
+    assert "AUC" in text and "INT8 matches FP32" in text and "Indicated for" in text
+    assert win.weak_banner.isVisibleTo(win) and "validation AUC" in win.weak_banner.text()

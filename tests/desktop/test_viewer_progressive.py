@@ -268,11 +268,11 @@ def test_thumbnails_are_grouped_by_series(qtbot, win, phantom, tmp_path):
     assert names == ["im2.dcm", "im1.dcm", "im3.dcm"]
 
 
-def test_plain_images_are_one_series(qtbot, win, phantom, tmp_path):
+def test_plain_images_of_a_mura_study_folder_are_one_series(qtbot, win, phantom, tmp_path):
     src = next(p for p in sorted((phantom / "external").rglob("*")) if p.is_dir()
                and any(f.suffix.lower() in (".png", ".jpg", ".jpeg") for f in p.iterdir()))
-    folder = tmp_path / "plain"
-    folder.mkdir()
+    folder = tmp_path / "patient00001" / "study1_positive"  # MURA's layout: the folder is the study
+    folder.mkdir(parents=True)
     for f in sorted(src.iterdir())[:3]:
         shutil.copy(f, folder / f.name)
     n = len(list(folder.iterdir()))

@@ -119,7 +119,7 @@ def test_generic_csv(tmp_path):
 
 
 def test_load_source_dispatch(phantom):
-    assert load_source(f"mura:{phantom / 'mura'}", "valid").name == "mura-v1.1/valid"
+    assert load_source(f"mura:{phantom / 'mura'}", "valid").name == "phantom mura-v1.1/valid"
     assert load_source(f"folder:{phantom / 'external'}").task == "fracture"
     with pytest.raises(ConfigError, match="unknown data source kind"):
         load_source("zip:/x")
