@@ -74,11 +74,20 @@ def series_fields(ds) -> SeriesFields:
 
 @dataclass
 class Study:
+    """A study as discovery found it. The identifiers let a clinic find it in its PACS; they are
+    patient data: worklists and reports show them (hashed with ``--anonymize``), logs never do,
+    and they are left out of ``repr()`` so that an accidental log line does not leak them."""
+
     key: str  # StudyInstanceUID, or "folder:<relative folder>" / "file:<relative path>" for plain images
     images: list[ImageRef] = field(default_factory=list)
     description: str = ""
     body_part_tag: str = ""
     modality: str = ""
+    patient_id: str = field(default="", repr=False)
+    patient_name: str = field(default="", repr=False)
+    accession: str = field(default="", repr=False)
+    study_date: str = field(default="", repr=False)  # YYYY-MM-DD, or as the header has it
+    identified: bool = field(default=False, repr=False)  # the fields above were read from a header
 
     @property
     def is_dicom(self) -> bool:
@@ -200,10 +209,8 @@ def discover(root: str | Path, group_by: str = "auto") -> Discovery:
             if ref.sop_uid:
                 seen_sop[ref.sop_uid] = (ref, key)
             st = studies.setdefault(key, Study(key))
-            if ds is not None and not st.description:
-                st.description = str(getattr(ds, "StudyDescription", "") or "")
-                st.body_part_tag = str(getattr(ds, "BodyPartExamined", "") or "")
-                st.modality = str(getattr(ds, "Modality", "") or "")
+            if ds is not None and not st.identified:
+                _identify(st, ds)
         else:
             digest = _content_hash(p)  # plain images have no UID: the same bytes are the same image
             if digest in seen_content:
@@ -216,6 +223,24 @@ def discover(root: str | Path, group_by: str = "auto") -> Discovery:
     for st in studies.values():
         st.images.sort(key=lambda r: (r.instance, r.path))
     return Discovery(str(root), [st for st in studies.values() if st.images], skipped, duplicates)
+
+
+def _text(ds, keyword: str) -> str:
+    try:
+        return str(ds.get(keyword, "") or "").strip()
+    except Exception:  # noqa: BLE001 - a value pydicom cannot convert is an absent one
+        return ""
+
+
+def _identify(st: Study, ds) -> None:
+    """(0008,1030) description, (0018,0015) body part, (0008,0060) modality, (0010,0020)
+    Patient ID, (0010,0010) Patient's Name, (0008,0050) Accession Number, (0008,0020) Study Date."""
+    st.description, st.body_part_tag = _text(ds, "StudyDescription"), _text(ds, "BodyPartExamined")
+    st.modality, st.patient_id = _text(ds, "Modality"), _text(ds, "PatientID")
+    st.patient_name = _text(ds, "PatientName").replace("^", " ").strip()
+    st.accession, date = _text(ds, "AccessionNumber"), _text(ds, "StudyDate")
+    st.study_date = f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 and date.isdigit() else date
+    st.identified = True
 
 
 def _decodes(path: str) -> bool:

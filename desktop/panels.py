@@ -50,7 +50,7 @@ def show_model_state(ui: ViewerUi, engine: Engine | None, word: str, *, loading:
               ui.screen_action, ui.export_dicom_action):
         w.setEnabled(engine is not None)
     ui.model_label.setStyleSheet("")
-    ui.weak_banner.hide()
+    set_model_banner(ui, [], "No model loaded" if not loading else f"Loading {loading}…")
     if engine is None and loading:
         ui.operating_label.setText("—")
         ui.model_label.setText(f"Loading {loading}…")
@@ -70,8 +70,7 @@ def show_model_state(ui: ViewerUi, engine: Engine | None, word: str, *, loading:
         return
     card = engine.bundle.card
     warnings = model_warnings(card)
-    ui.weak_banner.setText(f"⚠  {BANNER}: {'; '.join(warnings)}. Its scores must not be read as findings.")
-    ui.weak_banner.setVisible(bool(warnings))
+    set_model_banner(ui, warnings, f"{card['name']}: {performance_lines(card)[0]}")
     banner = "".join(f"<p style='color:#b3261e'><b>{BANNER}</b>: {html.escape(w)}</p>" for w in warnings)
     perf = "<br>".join(html.escape(line) for line in performance_lines(card))
     ui.model_label.setText(
@@ -80,6 +79,16 @@ def show_model_state(ui: ViewerUi, engine: Engine | None, word: str, *, loading:
         f"<i>Indicated for: {html.escape(Indications.from_card(card).summary())}</i>")
     ui.model_status.setText(engine.bundle.model_id)
     ui.operating_label.setText(operating_points_text(engine.thresholds))
+
+
+def set_model_banner(ui: ViewerUi, warnings: list[str], text: str) -> None:
+    """The one-line banner under the disclaimer: red with the warnings, else the model's AUC."""
+    if warnings:
+        text = f"⚠  {BANNER}: {'; '.join(warnings)}. Its scores must not be read as findings."
+    ui.weak_banner.setText(text)
+    ui.weak_banner.setToolTip(text)
+    bg, fg = ("#b3261e", "#ffffff") if warnings else ("#eceff1", "#263238")
+    ui.weak_banner.setStyleSheet(f"QLabel {{ background: {bg}; color: {fg}; font-weight: bold; padding: 4px; }}")
 
 
 def style_verdict(label: QLabel, verdict: str) -> None:

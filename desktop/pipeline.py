@@ -152,6 +152,22 @@ def export_not_indicated(paths: Sequence[str], reason: str, card: dict, out_dir:
     return [str(p) for p in write_not_indicated_sr(paths, reason, card, Path(out_dir), word=word)]
 
 
+def silence_library_warnings(log_file: Path | None = None) -> None:
+    """Library warnings (pydicom's remarks on odd files name their paths) go to ``log_file``, or
+    nowhere: never to the terminal, where they read like a crash and can leak a patient's name
+    from a folder path. What matters about a file is in its failure reason anyway."""
+    import logging
+
+    logging.captureWarnings(True)
+    handler: logging.Handler = logging.NullHandler()
+    if log_file is not None:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("py.warnings", "pydicom"):
+        lg = logging.getLogger(name)
+        lg.handlers, lg.propagate = [handler], False
+
+
 def _exit_with_parent() -> None:
     """Worker initializer: exit as soon as the screening process is gone.
 
@@ -160,6 +176,7 @@ def _exit_with_parent() -> None:
     stdout/stderr open. ``parent_process().join()`` waits on the parent's sentinel (a pipe on
     POSIX, the process handle on Windows), so this works on every platform.
     """
+    silence_library_warnings()
     parent = multiprocessing.parent_process()
     if parent is None:
         return

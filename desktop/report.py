@@ -35,18 +35,12 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 th{background:#f1f3f4}img{display:block;max-width:160px}
 .likely{background:#fce8e6}.suspicious{background:#fef7e0}.failed{color:#5f6368}
 .weak{background:#d93025;color:#fff;padding:.6em;font-weight:bold;font-size:1.1em}
-.not_indicated{color:#5f6368}
+.not_indicated{color:#5f6368}td.key{font-size:.75em;color:#5f6368;word-break:break-all;max-width:14em}
 """
 
 
 def _e(v: object) -> str:
     return html.escape(str(v), quote=True)
-
-
-def _yes(p: float | None, threshold: float) -> str:
-    if p is None:
-        return "—"
-    return "positive" if p >= threshold else "negative"
 
 
 def _count_table(title: str, attr: str, counts: Mapping[str, int]) -> list[str]:
@@ -119,24 +113,29 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
     out += _count_table("Studies per verdict", "data-verdict", Counter(r.verdict for r in ranked))
     out += _count_table("Studies per body part", "data-body-part",
                         Counter(r.body_part or "unknown" for r in ranked))
+    identity = getattr(alias, "identity", None) or Aliases("", False).identity
     out += [
         "<h2>Worklist (most suspicious first)</h2>", "<table>",
-        "<tr><th>rank</th><th>image + heatmap</th><th>study</th><th>P</th>"
-        f"<th>suspicious op (≥ {format_probability(thr['suspicious'])})</th>"
-        f"<th>likely op (≥ {format_probability(thr['likely'])})</th><th>verdict</th>"
-        "<th>body part</th><th>images</th><th>failed</th><th>description</th></tr>",
+        "<tr><th>rank</th><th>image + heatmap</th><th>patient</th><th>accession · date</th>"
+        "<th>modality · body part</th><th>description</th><th>P</th>"
+        f"<th>verdict (suspicious ≥ {format_probability(thr['suspicious'])}, likely ≥ "
+        f"{format_probability(thr['likely'])})</th><th>images (failed)</th><th>study</th></tr>",
     ]
     for rank, r in enumerate(ranked, 1):
-        thumb = state.best_thumbnail(r.study.key)
+        thumb = state.best_thumbnail(alias(r.study.key, "study"))
         img = ("—" if thumb is None else
                f'<img alt="study {rank}" src="data:image/png;base64,{base64.b64encode(thumb).decode()}">')
+        ids = identity(r.study)
+        header_part = f" ({ids['body_part_header']})" if ids["body_part_header"] else ""
         out.append(
             f'<tr class="study {_e(r.verdict)}" data-study="{_e(alias(r.study.key, "study"))}">'
-            f"<td>{rank}</td><td>{img}</td><td>{_e(alias(r.study.key, 'study'))}</td>"
-            f"<td>{_e(format_probability(r.probability))}</td>"
-            f"<td>{_yes(r.probability, thr['suspicious'])}</td><td>{_yes(r.probability, thr['likely'])}</td>"
-            f"<td>{_e(verdict_text(r.verdict, word))}</td><td>{_e(r.body_part or '—')}</td>"
-            f"<td>{len(r.study.images)}</td><td>{r.n_failed}</td><td>{_e(text(r.study.description))}</td></tr>")
+            f"<td>{rank}</td><td>{img}</td>"
+            f'<td class="patient"><b>{_e(ids["patient_id"] or "—")}</b><br>{_e(ids["patient_name"])}</td>'
+            f'<td>{_e(ids["accession"] or "—")}<br>{_e(ids["study_date"])}</td>'
+            f"<td>{_e(ids['modality'] or '—')}<br>{_e(r.body_part or '—')}{_e(header_part)}</td>"
+            f"<td>{_e(ids['description'])}</td>"
+            f"<td>{_e(format_probability(r.probability))}</td><td>{_e(verdict_text(r.verdict, word))}</td>"
+            f'<td>{len(r.study.images)} ({r.n_failed})</td><td class="key">{_e(alias(r.study.key, "study"))}</td></tr>')
     out.append("</table>")
     out += _not_indicated_section(res, state, alias, text)
     out.append(f"<h2>DICOM exports that failed ({len(export_errors)})</h2><ul>")
@@ -162,13 +161,21 @@ def _not_indicated_section(res: ScreenResult, state: ScreenState, alias, text) -
     out = [f"<h2>Not indicated ({len(rows)}): no verdict, outside what the model was trained for</h2>"]
     if not rows:
         return out
-    out += ["<table>", "<tr><th>image</th><th>study</th><th>why</th><th>images</th><th>description</th></tr>"]
+    from desktop.screen import Aliases
+
+    identity = getattr(alias, "identity", None) or Aliases("", False).identity
+    out += ["<table>", "<tr><th>image</th><th>patient</th><th>accession · date</th><th>modality</th>"
+            "<th>why</th><th>images</th><th>description</th><th>study</th></tr>"]
     for r in rows:
-        thumb = state.best_thumbnail(r.study.key)
+        ids = identity(r.study)
+        thumb = state.best_thumbnail(alias(r.study.key, "study"))
         img = "—" if thumb is None else f'<img alt="not indicated" src="data:image/png;base64,{base64.b64encode(thumb).decode()}">'
         key = alias(r.study.key, "study")
-        out.append(f'<tr class="study not_indicated" data-study="{_e(key)}"><td>{img}</td><td>{_e(key)}</td>'
-                   f"<td>{_e(r.scope)}</td><td>{len(r.study.images)}</td><td>{_e(text(r.study.description))}</td></tr>")
+        out.append(f'<tr class="study not_indicated" data-study="{_e(key)}"><td>{img}</td>'
+                   f'<td class="patient"><b>{_e(ids["patient_id"] or "—")}</b><br>{_e(ids["patient_name"])}</td>'
+                   f'<td>{_e(ids["accession"] or "—")}<br>{_e(ids["study_date"])}</td><td>{_e(ids["modality"] or "—")}</td>'
+                   f"<td>{_e(r.scope)}</td><td>{len(r.study.images)}</td><td>{_e(text(r.study.description))}</td>"
+                   f'<td class="key">{_e(key)}</td></tr>')
     out.append("</table>")
     return out
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import io
 import logging
@@ -38,13 +39,15 @@ from pathlib import Path
 from typing import TextIO
 
 from desktop.discovery import GROUPINGS, Discovery, Study, discover
-from desktop.pipeline import THUMB_SIZE, scored_studies
+from desktop.pipeline import THUMB_SIZE, scored_studies, silence_library_warnings
 from desktop.render import task_word
 from desktop.screen_state import (
     DECODE_EXACT,
     DECODE_FAST,
     NOT_INDICATED,
+    ImageRow,
     ScreenState,
+    StudyRow,
     fingerprint,
     stamp,
 )
@@ -56,9 +59,12 @@ from models.trust import BANNER, model_warnings, performance_lines
 
 __all__ = ["THUMB_SIZE", "ScreenResult", "ScreenRun", "StudyResult", "main", "resolve_model",
            "screen", "screen_to_folder"]
-WORKLIST_FIELDS = ["rank", "study", "verdict", "probability", "body_part", "n_images", "n_failed",
-                   "n_not_indicated", "not_indicated_reason", "modality", "description", "first_image",
-                   "model", "decode"]
+LOG_NAME = "screen.log"  # library warnings of a run (none with --anonymize: they name paths)
+#: What lets a clinic find a study in its PACS, first in every worklist (hashed with --anonymize).
+IDENTITY_FIELDS = ["patient_id", "patient_name", "accession", "study_date", "modality", "body_part_header",
+                   "description"]
+WORKLIST_FIELDS = ["rank", "verdict", "probability", *IDENTITY_FIELDS, "body_part", "n_images", "n_failed",
+                   "n_not_indicated", "not_indicated_reason", "study", "first_image", "model", "decode"]
 
 
 @dataclass
@@ -111,13 +117,31 @@ def _die_after() -> int | None:
     return int(v) if v.isdigit() else None
 
 
-def _result_from_state(st: Study, state: ScreenState) -> StudyResult:
-    rows = state.images(st.key)
-    srow = state.study(st.key)
+def _result_from_state(st: Study, state: ScreenState, alias: Aliases) -> StudyResult:
+    key = alias(st.key, "study")
+    real = {alias(ref.path, "file"): ref.path for ref in st.images}
+    rows = state.images(key)
+    srow = state.study(key)
     assert srow is not None  # finished() said it is there
     return StudyResult(st, srow.probability, srow.verdict, srow.body_part, srow.n_failed,
-                       [(r["path"], r["probability"]) for r in rows if r["probability"] is not None],
+                       [(real.get(r["path"], r["path"]), r["probability"]) for r in rows
+                        if r["probability"] is not None],
                        resumed=True, n_refused=srow.n_refused, scope=srow.scope)
+
+
+def _stored(srow: StudyRow, rows: list[ImageRow], st: Study, alias: Aliases) -> tuple[StudyRow, list[ImageRow]]:
+    """The rows as the state keeps them: with ``--anonymize`` the study key, paths and reasons
+    aliased and the description dropped, so screen.sqlite holds no name a folder or file carried."""
+    if not alias.anonymize:
+        return srow, rows
+    paths = [ref.path for ref in st.images]
+    out = [dataclasses.replace(r, stamp=dataclasses.replace(r.stamp, path=alias(r.stamp.path, "file")),
+                               error=None if r.error is None else alias.reason(r.error, paths),
+                               refused=None if r.refused is None else alias.reason(r.refused, paths))
+           for r in rows]
+    return dataclasses.replace(srow, key=alias(srow.key, "study"), description="",
+                               first_image=alias(srow.first_image, "file"),
+                               scope=alias.reason(srow.scope, paths)), out
 
 
 def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
@@ -171,7 +195,7 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
         fps.append(fp)
         exported = dicom_out is None or not st.is_dicom or study_exported(
             dicom_study_dir(dicom_out, st, alias))
-        if not (fp and state.finished(st.key, fp) and exported):
+        if not (fp and state.finished(alias(st.key, "study"), fp) and exported):
             todo.add(i)
     export_dir = None
     if dicom_out is not None:
@@ -188,11 +212,12 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
             j, scored = next(studies)
             assert j == i
             if scored is None:
-                results.append(_result_from_state(st, state))
+                results.append(_result_from_state(st, state, alias))
                 n_resumed += 1
             else:
                 srow, rows = scored.row, scored.images
-                state.commit_study(srow, fps[i], rows)
+                stored, stored_rows = _stored(srow, rows, st, alias)
+                state.commit_study(stored, fps[i], stored_rows)
                 n_committed += 1
                 n_scored += len(scored.predictions)
                 images_worked += scored.n_worked
@@ -201,7 +226,7 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
                 results.append(StudyResult(st, srow.probability, srow.verdict, srow.body_part,
                                            srow.n_failed, [(r.stamp.path, r.probability)
                                                            for r in rows if r.probability is not None],
-                                           n_refused=srow.n_refused, scope=srow.scope))
+                                           n_refused=srow.n_refused, scope=stored.scope))
                 if die_after is not None and n_committed >= die_after:
                     os._exit(137)
             images_done += len(st.images)
@@ -210,11 +235,11 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
     finally:
         studies.close()
     if complete:
-        state.forget_except({s.key for s in disc.studies})
+        state.forget_except({alias(s.key, "study") for s in disc.studies})
     keys = {r.study.key for r in results}
-    paths_in = {ref.path for s in disc.studies if s.key in keys for ref in s.images}
-    failures = [(p, r) for p, r in state.failures() if p in paths_in]
-    refusals = [(p, r) for p, r in state.refusals() if p in paths_in]
+    real = {alias(ref.path, "file"): ref.path for s in disc.studies if s.key in keys for ref in s.images}
+    failures = [(real[p], r) for p, r in state.failures() if p in real]
+    refusals = [(real[p], r) for p, r in state.refusals() if p in real]
     if own_state:
         state.close()
     return ScreenResult(disc, results, failures, time.time() - t0, n_scored, n_resumed, complete,
@@ -253,6 +278,22 @@ class Aliases:
         """Free text (study descriptions) is dropped entirely when anonymizing."""
         return "" if self.anonymize else text
 
+    def reason(self, text: str, paths: list[str]) -> str:
+        """An error message with the source paths it names replaced by their aliases."""
+        if self.anonymize:
+            for p in paths:
+                text = text.replace(p, self(p, "file"))
+        return text
+
+    def identity(self, st: Study) -> dict[str, str]:
+        """The study's :data:`IDENTITY_FIELDS` as outputs show them: as they are, or with the
+        patient ID, name, accession number and date replaced by salted hashes (an empty value
+        stays empty) and the description dropped."""
+        ids = {"patient_id": self(st.patient_id, "pid"), "patient_name": self(st.patient_name, "name"),
+               "accession": self(st.accession, "acc"), "study_date": self(st.study_date, "date")}
+        return {**ids, "modality": st.modality, "body_part_header": st.body_part_tag,
+                "description": self.text(st.description)}
+
 
 def worklist_rows(res: ScreenResult, model_id: str, alias: Aliases | None = None) -> list[dict]:
     alias = alias or Aliases("", False)
@@ -261,16 +302,15 @@ def worklist_rows(res: ScreenResult, model_id: str, alias: Aliases | None = None
     for rank, r in ranks + [("", r) for r in res.not_indicated]:  # not indicated: after, unranked
         rows.append({
             "rank": rank,
-            "study": alias(r.study.key, "study"),
             "verdict": r.verdict,
             "probability": "" if r.probability is None else f"{r.probability:.4f}",
+            **alias.identity(r.study),
+            "study": alias(r.study.key, "study"),
             "body_part": r.body_part,
             "n_images": len(r.study.images),
             "n_failed": r.n_failed,
             "n_not_indicated": r.n_refused,
-            "not_indicated_reason": r.scope,
-            "modality": r.study.modality,
-            "description": alias.text(r.study.description),
+            "not_indicated_reason": alias.reason(r.scope, [ref.path for ref in r.study.images]),
             "first_image": alias(r.study.images[0].path, "file") if r.study.images else "",
             "model": model_id,
             "decode": res.decode,
@@ -460,7 +500,8 @@ def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
     try:
         state.begin(model_id=engine.bundle.model_id, model_name=str(card["name"]),
                     model_version=str(card["version"]), source_root=str(Path(src).resolve()),
-                    restart=restart, decode=DECODE_FAST if fast_decode else DECODE_EXACT)
+                    restart=restart, decode=DECODE_FAST if fast_decode else DECODE_EXACT,
+                    anonymize=anonymize)
         alias = Aliases(state.salt, anonymize)
         res = screen(src, engine, progress=progress, cancel=cancel, state=state, workers=workers,
                      dicom_out=Path(out) / "dicom" if dicom_out and out else None, alias=alias,
@@ -503,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine(resolve_model(a.model), backend=a.backend, device=a.device,
                         performance_hint="THROUGHPUT")
         card = engine.bundle.card
+        if a.out:
+            Path(a.out).mkdir(parents=True, exist_ok=True)
+        silence_library_warnings(Path(a.out) / LOG_NAME if a.out and not a.anonymize else None)
         for line in model_quality_lines(card)[:-1]:  # the warnings, before the run starts
             print(line, file=sys.stderr)
         progress = None if a.no_progress else ProgressLine()

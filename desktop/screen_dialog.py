@@ -31,14 +31,15 @@ from PySide6.QtWidgets import (
 
 from desktop.discovery import split_key
 from desktop.render import format_probability, verdict_text
-from desktop.screen import ScreenRun, screen_to_folder
+from desktop.screen import ScreenRun, plural, screen_to_folder
 from desktop.screen_state import DB_NAME, DECODE_EXACT, SCHEMA_VERSION, ScreenState
 from models.engine import Engine
 
 if TYPE_CHECKING:  # the viewer imports this module: no import cycle at run time
     from desktop.tasks import Task
 
-COLUMNS = ["Rank", "Verdict", "P({word})", "Body part", "Images", "Failed", "Study"]
+COLUMNS = ["Rank", "Verdict", "P({word})", "Patient ID", "Patient name", "Accession", "Date", "Modality",
+           "Body part", "Description", "Images", "Failed", "Study"]
 MAX_FAILED_LISTED = 50  # the rest are in failures.csv; a huge list would only hide the table
 
 
@@ -117,8 +118,8 @@ def summary_text(run: ScreenRun) -> str:
     res = run.result
     text = (f"{len(res.results)} studies ({res.n_resumed} resumed from the state), "
             f"{res.n_scored_images} images scored in {res.seconds:.1f}s; "
-            f"{len(res.failures)} images failed, {len(res.discovery.skipped)} non-image files "
-            f"skipped, {len(res.discovery.duplicates)} duplicates")
+            f"{len(res.failures)} images failed, {len(res.refusals)} not indicated, "
+            f"{len(res.discovery.skipped)} files skipped, {plural(len(res.discovery.duplicates), 'duplicate')}")
     if not res.complete:
         text += " — incomplete (cancelled)"
     return text
@@ -147,18 +148,25 @@ class ScreenResultsDialog(QDialog):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
         self.table.setToolTip("Double-click a study to open it in the viewer")
-        for rank, r in enumerate(run.result.ranked, 1):
+        listed = [(str(k), r) for k, r in enumerate(run.result.ranked, 1)]
+        listed += [("", r) for r in run.result.not_indicated]  # after the worklist, never ranked
+        for rank, r in listed:
             row = self.table.rowCount()
             self.table.insertRow(row)
             key = r.study.key
-            cells = [str(rank), verdict_text(r.verdict, word), format_probability(r.probability),
-                     r.body_part, str(len(r.study.images)), str(r.n_failed), key]
+            ids = run.alias.identity(r.study)
+            cells = [rank, verdict_text(r.verdict, word), format_probability(r.probability),
+                     ids["patient_id"], ids["patient_name"], ids["accession"], ids["study_date"],
+                     ids["modality"], r.body_part, ids["description"], str(len(r.study.images)),
+                     str(r.n_failed), run.alias(key, "study")]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, key)
+                if r.scope:
+                    item.setToolTip(f"Not indicated: {r.scope}")
                 if col == 2:
                     item.setData(Qt.ItemDataRole.UserRole + 1, r.probability)
-                if col in (0, 2, 4, 5):
+                if col in (0, 2, 10, 11):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
         hdr = self.table.horizontalHeader()

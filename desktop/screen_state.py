@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS run (
     source_root TEXT NOT NULL,
     salt TEXT NOT NULL,
     started_at REAL NOT NULL,
-    decode TEXT NOT NULL DEFAULT 'exact'
+    decode TEXT NOT NULL DEFAULT 'exact',
+    anonymize INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS studies (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -158,6 +159,8 @@ class ScreenState:
         with self.db:
             if "decode" not in cols:
                 self.db.execute(f"ALTER TABLE run ADD COLUMN decode TEXT NOT NULL DEFAULT '{DECODE_EXACT}'")
+            if "anonymize" not in cols:
+                self.db.execute("ALTER TABLE run ADD COLUMN anonymize INTEGER NOT NULL DEFAULT 0")
             if "refused" not in {r["name"] for r in self.db.execute("PRAGMA table_info(images)")}:
                 self.db.execute("ALTER TABLE images ADD COLUMN refused TEXT")
                 self.db.execute("ALTER TABLE studies ADD COLUMN n_refused INTEGER NOT NULL DEFAULT 0")
@@ -173,13 +176,15 @@ class ScreenState:
         return self.db.execute("SELECT * FROM run WHERE id = 1").fetchone()
 
     def begin(self, *, model_id: str, model_name: str, model_version: str, source_root: str,
-              restart: bool = False, decode: str = DECODE_EXACT) -> None:
+              restart: bool = False, decode: str = DECODE_EXACT, anonymize: bool = False) -> None:
         """Claim the state for this model and source, refusing to mix results of another model.
 
         Mixing would put scores of two models into one worklist, whose ranks would then mean
         nothing; so a different model or source root is an error unless ``restart`` clears it.
         The same holds for ``decode`` (:data:`DECODE_EXACT` or :data:`DECODE_FAST`): fast-decoded
         scores differ slightly from exact ones, so a run never resumes with the other decoding.
+        ``anonymize``: an anonymized state keys studies and paths by their salted hashes, so it
+        cannot be resumed without ``--anonymize`` (nor the other way round).
         """
         if decode not in (DECODE_EXACT, DECODE_FAST):
             raise ConfigError(f"unknown decoding {decode!r}: expected {DECODE_EXACT!r} or {DECODE_FAST!r}")
@@ -204,13 +209,18 @@ class ScreenState:
                     f"{self.path}: results there were decoded {flag.get(row['decode'], row['decode'])}, "
                     f"this run decodes {flag[decode]}; a worklist must not mix the two: pass "
                     "--restart to discard them, or choose another --out")
+            if bool(row["anonymize"]) != bool(anonymize):
+                said = "with" if row["anonymize"] else "without"
+                raise ConfigError(
+                    f"{self.path}: results there were stored {said} --anonymize; resume them the "
+                    "same way, or pass --restart to discard them, or choose another --out")
             return
         with self.db:
             self.db.execute(
                 "INSERT INTO run (id, schema_version, model_id, model_name, model_version, "
-                "source_root, salt, started_at, decode) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "source_root, salt, started_at, decode, anonymize) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (SCHEMA_VERSION, model_id, model_name, model_version, source_root,
-                 secrets.token_hex(16), time.time(), decode))
+                 secrets.token_hex(16), time.time(), decode, int(bool(anonymize))))
 
     @property
     def decode(self) -> str:

@@ -88,14 +88,13 @@ class ViewerUi:
             "QLabel { background: #fff3cd; color: #5c4400; font-weight: bold; padding: 5px;"
             " border-bottom: 1px solid #e0c060; }")
         outer.addWidget(self.disclaimer)
-        # shown only for a model that is not clinically meaningful (models.trust.model_warnings)
-        self.weak_banner = QLabel("", root)
-        self.weak_banner.setObjectName("weakModelBanner")
+        # One line on how good the loaded model is; red for a model that is not clinically
+        # meaningful (models.trust.model_warnings). Always there and one line high, so loading
+        # a model never moves the picture the reader is looking at; the full text is its tooltip.
+        self.weak_banner = QLabel("No model loaded", root)
+        self.weak_banner.setObjectName("modelBanner")
         self.weak_banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.weak_banner.setWordWrap(True)
-        self.weak_banner.setStyleSheet(
-            "QLabel { background: #b3261e; color: #ffffff; font-weight: bold; padding: 6px; }")
-        self.weak_banner.hide()
+        self.weak_banner.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         outer.addWidget(self.weak_banner)
 
         split = QSplitter(Qt.Orientation.Horizontal, root)

@@ -64,11 +64,13 @@ def test_cli_writes_worklist_and_exit_code(mixed_folder, tiny_bundle, tmp_path, 
     assert sorted(r["kind"] for r in fails) == ["duplicate", "failed", "skipped", "skipped"]
     assert (out / "screen.sqlite").is_file() and (out / "report.html").is_file()
     html_text = (out / "report.html").read_text()
-    assert "not for diagnostic use" in html_text.lower() and "PHANTOM" not in html_text
+    # the clinic finds its studies by patient ID, name, accession and date (issue 15 §3) ...
+    assert "not for diagnostic use" in html_text.lower() and "PHANTOM" in html_text
+    assert all(r["patient_id"] and r["accession"] and r["study_date"] for r in rows if r["probability"])
     captured = capsys.readouterr()
     text = captured.out
     assert "not for diagnostic use" in text.lower()
-    assert "PHANTOM" not in text + captured.err  # patient names never printed
+    assert "PHANTOM" not in text + captured.err  # ... but they are never printed
     before = sorted(tmp_path.rglob("*"))
     assert main([str(mixed_folder), "--model", str(tiny_bundle), "--no-progress"]) == 1
     assert sorted(tmp_path.rglob("*")) == before  # without --out nothing is written
@@ -137,3 +139,49 @@ def test_a_truncated_resend_does_not_shadow_the_complete_copy(phantom, tmp_path)
         ("a_resend.dcm", "b_complete.dcm")]
     assert pydicom.dcmread(tmp_path / "a_resend.dcm", stop_before_pixels=True).SOPInstanceUID == \
         pydicom.dcmread(good, stop_before_pixels=True).SOPInstanceUID
+
+
+def test_anonymize_keeps_identifiers_paths_and_descriptions_out_of_every_output(mixed_folder, tiny_bundle,
+                                                                              tmp_path, capsys):
+    """Issue 15 §3: --anonymize hashes the identifiers in the worklist and report, and keeps real
+    paths and descriptions out of screen.sqlite and the terminal too."""
+    import sqlite3
+
+    out = tmp_path / "out"
+    assert main([str(mixed_folder), "--model", str(tiny_bundle), "--out", str(out), "--anonymize"]) == 1
+    captured = capsys.readouterr()
+    rows = list(csv.DictReader((out / "worklist.csv").open()))
+    scored = [r for r in rows if r["probability"]]
+    assert scored and all(r["patient_id"].startswith("pid-") and r["patient_name"].startswith("name-")
+                          and r["accession"].startswith("acc-") and r["description"] == "" for r in scored)
+    db = sqlite3.connect(out / "screen.sqlite")
+    stored = "\n".join(str(v) for table in ("studies", "images") for row in db.execute(
+        f"SELECT * FROM {table}") for v in row if not isinstance(v, bytes))
+    db.close()
+    outputs = {"worklist": (out / "worklist.csv").read_text(), "failures": (out / "failures.csv").read_text(),
+               "report": (out / "report.html").read_text(), "state": stored,
+               "stdout": captured.out, "stderr": captured.err}
+    for name, text in outputs.items():
+        assert str(mixed_folder) not in text, name
+        assert "PHANTOM" not in text and "SYN0" not in text and "XR FINGER" not in text, name
+    # an anonymized state resumes only anonymized, and the rerun takes every study from it
+    assert main([str(mixed_folder), "--model", str(tiny_bundle), "--out", str(out), "--anonymize",
+                 "--no-progress"]) == 1
+    assert f"({len(rows)} resumed from the state)" in capsys.readouterr().out
+    assert main([str(mixed_folder), "--model", str(tiny_bundle), "--out", str(out), "--no-progress"]) == 2
+    assert "--anonymize" in capsys.readouterr().err
+
+
+def test_library_warnings_never_reach_the_terminal(mixed_folder, tiny_bundle, tmp_path):
+    """pydicom warns 'End of file reached ... found in file /path' on a truncated file: on the
+    terminal that reads like a crash and prints a path; it goes to OUT/screen.log instead."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "desktop.screen", str(mixed_folder), "--model", str(tiny_bundle),
+                        "--out", str(out), "--no-progress", "--workers", "0"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert "Warning" not in r.stderr and "warn_and_log" not in r.stderr, r.stderr
+    assert "truncated.dcm" in (out / "screen.log").read_text()

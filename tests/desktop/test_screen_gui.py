@@ -68,10 +68,11 @@ def test_gui_screen_matches_cli_and_opens_studies(qtbot, win, phantom, tiny_bund
         assert table.item(row, 0).text() == want["rank"]
         p = dlg.row_probability(row)
         assert ("" if p is None else f"{p:.4f}") == want["probability"]
-        assert table.item(row, 3).text() == want["body_part"]
-        assert table.item(row, 4).text() == want["n_images"]
-        assert table.item(row, 5).text() == want["n_failed"]
-        if want["verdict"] != "failed":
+        assert table.item(row, 8).text() == want["body_part"]
+        assert table.item(row, 10).text() == want["n_images"]
+        assert table.item(row, 11).text() == want["n_failed"]
+        assert table.item(row, 3).text() == want["patient_id"] and table.item(row, 5).text() == want["accession"]
+        if want["verdict"] not in ("failed", "not_indicated"):
             assert win.word in table.item(row, 1).text()
     # the GUI's own worklist.csv is the CLI's too (the model column included)
     with open(tmp_path / "gui" / "worklist.csv", newline="") as f:

@@ -356,3 +356,4 @@ def test_the_model_box_shows_validated_performance_and_a_red_banner(qtbot, win, 
     assert "NOT A CLINICALLY MEANINGFUL MODEL" in text and "phantom" in text
     assert "AUC" in text and "INT8 matches FP32" in text and "Indicated for" in text
     assert win.weak_banner.isVisibleTo(win) and "validation AUC" in win.weak_banner.text()
+    assert "#b3261e" in win.weak_banner.styleSheet()
