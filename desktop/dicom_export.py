@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from desktop.heat_legend import legend_rgb
 from desktop.render import blend_heatmap, format_probability, to_uint8, verdict_text
 from models.dicom import read_dataset
 from models.engine import ImagePrediction, StudyPrediction
@@ -51,8 +52,10 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def render_capture(pixels: np.ndarray, pred: ImagePrediction, word: str) -> np.ndarray:
-    """The Secondary Capture's RGB pixels: heatmap over the image, text burned into a top band.
+def render_capture(pixels: np.ndarray, pred: ImagePrediction, word: str,
+                   card: Mapping | None = None) -> np.ndarray:
+    """The Secondary Capture's RGB pixels: heatmap over the image, text burned into a top band,
+    and, with the model's ``card``, the heatmap's colour scale (desktop.heat_legend) in the band.
 
     The band is added above the image rather than drawn over it, so no anatomy is hidden.
     """
@@ -62,9 +65,15 @@ def render_capture(pixels: np.ndarray, pred: ImagePrediction, word: str) -> np.n
     size = max(10, min(48, w // 32))
     lines = [DISCLAIMER,
              f"P({word}) = {format_probability(pred.probability)}   body part: {pred.body_part}"]
-    band = int(size * 1.4) * len(lines) + size // 2
+    text_h = int(size * 1.4) * len(lines) + size // 2
+    legend = None
+    if card is not None:
+        legend = Image.fromarray(legend_rgb(card, width=max(120, min(w - size, 24 * size)), scale=size / 12))
+    band = text_h + (legend.height + size // 2 if legend is not None else 0)
     canvas = Image.new("RGB", (w, h + band), (0, 0, 0))
     canvas.paste(Image.fromarray(rgb), (0, band))
+    if legend is not None:
+        canvas.paste(legend, (size // 2, text_h))
     draw = ImageDraw.Draw(canvas)
     font = _font(size)
     for k, line in enumerate(lines):
@@ -122,7 +131,7 @@ def write_study_dicom(sources: Sequence[tuple[Path, np.ndarray, ImagePrediction]
     sc_series = generate_uid()
     version = f"{card.get('version', '')}"
     for k, ((path, pixels, pred), ref) in enumerate(zip(dicom_sources, headers, strict=True), 1):
-        rgb = render_capture(pixels, pred, word)
+        rgb = render_capture(pixels, pred, word, card)
         try:
             # highdicom insists on a valid orientation; many sources have none, so build with a
             # placeholder and put the source's own value back (type 2C: empty means unknown).

@@ -23,6 +23,7 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMarginsF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPageLayout, QPageSize, QPainter, QPdfWriter
 
 from desktop.discovery import split_key
+from desktop.heat_legend import legend_rgb, legend_text
 from desktop.render import (
     DISCLAIMER,
     VERDICT_STYLES,
@@ -67,6 +68,8 @@ class ReportContent:
     model_lines: list[str]
     footer: str
     word: str = "abnormality"
+    legend: np.ndarray | None = None  # the heatmap's colour scale, when a heatmap is shown
+    legend_line: str = ""
 
 
 def _fmt(v: object) -> str:
@@ -177,6 +180,8 @@ def report_content(outcome: StudyOutcome, card: Mapping, model_id: str,
         "not_indicated" if outcome.scope else "failed",
         study_lines=study_lines, operating_lines=op, image_rows=rows, images=images,
         model_lines=model_lines, word=word,
+        legend=legend_rgb(card, width=640, scale=1.6) if any(v.heat is not None for v in outcome.images) else None,
+        legend_line=legend_text(card),
         footer=f"Generated {now:%Y-%m-%d %H:%M} UTC by mura-viewer · source files were only "
                f"read, never altered · {DISCLAIMER}")
 
@@ -251,6 +256,13 @@ def paint_report(painter: QPainter, c: ReportContent,
     for row in c.image_rows:
         pen.text(f"{row[0]}.  {row[1]}   P({c.word}) {row[2]}   {row[3]}", 10, gap=2)
     pen.y += 10
+    if c.legend is not None:  # the scale the heatmaps below are read on
+        lg = np.ascontiguousarray(c.legend)
+        lh, lw = lg.shape[:2]
+        pen.need(lh + 60)
+        painter.drawImage(QRectF(MARGIN, pen.y, lw, lh), QImage(lg.data, lw, lh, 3 * lw, QImage.Format.Format_RGB888))
+        pen.y += lh + 4
+        pen.text(c.legend_line, 9, color="#333333", gap=8)
     # images, two per row
     col_w = (w - 20) / 2
     img_h = col_w

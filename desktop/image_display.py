@@ -119,6 +119,7 @@ class ImageDisplay:
                 w.blockSignals(True)
                 w.setChecked(on)
                 w.blockSignals(False)
+        self.ui.heat_legend.setVisible(on)
         self.render()
 
     def set_invert(self, on: bool) -> None:

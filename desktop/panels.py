@@ -11,10 +11,13 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QComboBox, QLabel, QListWidget, QListWidgetItem
 
 from desktop.discovery import Study, split_key
+from desktop.heat_legend import legend_rgb, legend_text
 from desktop.image_view import SeriesBar
 from desktop.render import (
     VERDICT_STYLES,
@@ -71,6 +74,10 @@ def show_model_state(ui: ViewerUi, engine: Engine | None, word: str, *, loading:
     card = engine.bundle.card
     warnings = model_warnings(card)
     set_model_banner(ui, warnings, f"{card['name']}: {performance_lines(card)[0]}")
+    legend = np.ascontiguousarray(legend_rgb(card, width=280))
+    h, w = legend.shape[:2]
+    ui.heat_legend.setPixmap(QPixmap.fromImage(QImage(legend.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()))
+    ui.heat_legend.setToolTip(legend_text(card))
     banner = "".join(f"<p style='color:#b3261e'><b>{BANNER}</b>: {html.escape(w)}</p>" for w in warnings)
     perf = "<br>".join(html.escape(line) for line in performance_lines(card))
     ui.model_label.setText(

@@ -16,6 +16,7 @@ import numpy as np
 from models.labels import TASK_WORDS
 
 __all__ = [
+    "HEAT_FLOOR",
     "DISCLAIMER",
     "VERDICT_STYLES",
     "Orientation",
@@ -125,11 +126,18 @@ def colormap_lut(name: str = "turbo") -> np.ndarray:
     return np.rint(lut).astype(np.uint8)
 
 
+#: The least colour weight of the overlay, as a share of the opacity: the heat of a negative
+#: image is ~0 everywhere, and without a floor the opacity slider changed nothing one could see.
+#: A faint tint of the scale's cold end says "the model looked here and found nothing".
+HEAT_FLOOR = 0.2
+
+
 def _blend_lut(opacity: float, cmap: str) -> np.ndarray:
     """(256 gray x 256 heat, 3) uint8: every blend of an 8-bit gray with an 8-bit heat."""
     color = colormap_lut(cmap).astype(np.float32)[None, :, :]  # (1, 256 heat, 3)
     gray = np.arange(256, dtype=np.float32)[:, None, None]  # (256 gray, 1, 1)
-    alpha = (float(np.clip(opacity, 0.0, 1.0)) * np.arange(256, dtype=np.float32) / 255.0)
+    heat = np.arange(256, dtype=np.float32) / 255.0
+    alpha = float(np.clip(opacity, 0.0, 1.0)) * (HEAT_FLOOR + (1.0 - HEAT_FLOOR) * heat)
     alpha = alpha[None, :, None]
     out = gray * (1.0 - alpha) + color * alpha
     return np.rint(out).astype(np.uint8).reshape(256 * 256, 3)
@@ -143,8 +151,8 @@ def blend_heatmap(
 ) -> np.ndarray:
     """Blend a [0, 1] heatmap over a gray image, (H, W, 3) uint8.
 
-    The colour's weight grows with the heat (``opacity * heat``), so cold regions keep the
-    radiograph readable instead of being washed in the map's coldest colour. The heat is
+    The colour's weight grows with the heat (``opacity * (HEAT_FLOOR + (1 - HEAT_FLOOR) * heat)``),
+    so cold regions keep the radiograph readable under a faint tint of the map's coldest colour. The heat is
     quantised to 8 bits (as the colour index already was), so the blend is one lookup in a
     256 x 256 table: a 2k x 2k overlay costs a gather, not a dozen float passes over 4 M pixels.
     """

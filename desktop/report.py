@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from PIL import Image
+
+from desktop.heat_legend import legend_rgb, legend_text
 from desktop.render import format_probability, operating_points_text, task_word, verdict_text
 from models.fsutil import atomic_write_text
 from models.scope import Indications
@@ -35,7 +39,7 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 th{background:#f1f3f4}img{display:block;max-width:160px}
 .likely{background:#fce8e6}.suspicious{background:#fef7e0}.failed{color:#5f6368}
 .weak{background:#d93025;color:#fff;padding:.6em;font-weight:bold;font-size:1.1em}
-.not_indicated{color:#5f6368}td.key{font-size:.75em;color:#5f6368;word-break:break-all;max-width:14em}
+.not_indicated{color:#5f6368}.legend img{max-width:none;display:inline-block;vertical-align:middle;margin-right:1em}td.key{font-size:.75em;color:#5f6368;word-break:break-all;max-width:14em}
 """
 
 
@@ -115,7 +119,10 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
                         Counter(r.body_part or "unknown" for r in ranked))
     identity = getattr(alias, "identity", None) or Aliases("", False).identity
     out += [
-        "<h2>Worklist (most suspicious first)</h2>", "<table>",
+        "<h2>Worklist (most suspicious first)</h2>",
+        f'<p class="legend"><img alt="heatmap colour scale" src="data:image/png;base64,{_legend_png(card)}">'
+        f"{_e(legend_text(card))}</p>",
+        "<table>",
         "<tr><th>rank</th><th>image + heatmap</th><th>patient</th><th>accession · date</th>"
         "<th>modality · body part</th><th>description</th><th>P</th>"
         f"<th>verdict (suspicious ≥ {format_probability(thr['suspicious'])}, likely ≥ "
@@ -153,6 +160,12 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
             f'{_e(alias(q, "file"))}</li>' for p, q in res.discovery.duplicates]
     out += ["</ul>", "</body></html>", ""]
     return "\n".join(out)
+
+
+def _legend_png(card: Mapping) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(legend_rgb(card, width=360)).save(buf, format="PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def _not_indicated_section(res: ScreenResult, state: ScreenState, alias, text) -> list[str]:

@@ -269,6 +269,10 @@ class ViewerUi:
         self.opacity_slider.setRange(10, 90)
         self.opacity_slider.setValue(50)
         dl.addRow("Heatmap opacity:", self.opacity_slider)
+        self.heat_legend = QLabel(disp)  # the colour scale (desktop.heat_legend), shown with the overlay
+        self.heat_legend.setObjectName("heatLegend")
+        self.heat_legend.hide()
+        dl.addRow(self.heat_legend)
         self.invert_check = QCheckBox("Invert (I)", disp)
         self.invert_check.setObjectName("invertCheck")
         dl.addRow(self.invert_check)

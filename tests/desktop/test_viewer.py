@@ -56,9 +56,16 @@ def test_render_functions_are_exact():
     rgb = render.render_rgb(x)
     assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
     assert all(np.array_equal(rgb[..., k], u8) for k in range(3))
-    # zero heat leaves the gray image untouched; full heat at opacity 1 is the colormap itself
-    np.testing.assert_array_equal(render.render_rgb(x, heat01=np.zeros_like(x)), rgb)
+    # zero heat gets a faint tint of the scale's cold end (HEAT_FLOOR of the opacity), so the
+    # opacity slider visibly acts on a negative image too; full heat at opacity 1 is the colormap
     lut = render.colormap_lut()
+    a = 0.5 * render.HEAT_FLOOR
+    want = np.rint(u8[..., None].astype(np.float32) * (1 - a) + lut[0].astype(np.float32) * a)
+    np.testing.assert_array_equal(render.render_rgb(x, heat01=np.zeros_like(x)), want.astype(np.uint8))
+    cold = np.zeros((64, 64), np.float32)
+    gray = np.full((64, 64), 0.6, np.float32)
+    low, high = (render.render_rgb(gray, heat01=cold, opacity=o).astype(int) for o in (0.1, 0.9))
+    assert np.abs(high - low).mean() > 10  # the slider's ends look different
     full = render.blend_heatmap(u8, np.ones_like(x), opacity=1.0)
     assert (full == lut[255]).all()
     with pytest.raises(ValueError):
@@ -357,3 +364,13 @@ def test_the_model_box_shows_validated_performance_and_a_red_banner(qtbot, win, 
     assert "AUC" in text and "INT8 matches FP32" in text and "Indicated for" in text
     assert win.weak_banner.isVisibleTo(win) and "validation AUC" in win.weak_banner.text()
     assert "#b3261e" in win.weak_banner.styleSheet()
+
+
+def test_the_heatmap_comes_with_its_colour_scale(qtbot, win, phantom):
+    _open(qtbot, win, phantom / "dicom" / "study_0004")
+    assert not win.ui.heat_legend.isVisibleTo(win)
+    win.set_heatmap(True)
+    assert win.ui.heat_legend.isVisibleTo(win) and not win.ui.heat_legend.pixmap().isNull()
+    assert "sigmoid(CAM logit)" in win.ui.heat_legend.toolTip()
+    win.set_heatmap(False)
+    assert not win.ui.heat_legend.isVisibleTo(win)
