@@ -51,6 +51,7 @@ from desktop.screen_state import (
     fingerprint,
     stamp,
 )
+from desktop.support import EPILOG, dispatch
 from models.engine import Engine
 from models.errors import ConfigError, MuraError
 from models.fsutil import atomic_write_text
@@ -419,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
         "write a worklist sorted by suspicion. With --out, results are committed per study to "
         "OUT/screen.sqlite and rerunning the same command resumes. Research use only — not for "
         "diagnostic use.",
+        epilog=EPILOG,
     )
     ap.add_argument("src", help="folder (searched recursively) or a single file")
     ap.add_argument("--model", default=None,
@@ -535,6 +537,10 @@ def resolve_model(model: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    rc = dispatch("mura-screen", argv)  # --version, --card, --check-decode
+    if rc is not None:
+        return rc
     a = build_parser().parse_args(argv)
     try:
         if a.workers is not None and a.workers < 0:

@@ -39,6 +39,7 @@ from desktop.studies import (
     analyse_study,
     discover_paths,
 )
+from desktop.support import EPILOG, dispatch
 from desktop.tasks import Task, TaskSignals
 from models.engine import Engine
 from models.reference import find_default_bundle
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "use. Keys: ←/→ images, PgUp/PgDown studies, A heatmap, I invert, R/L rotate, H/V flip, "
         "= fit, +/- zoom, Space reset, F or F11 full screen; left-drag window/level, wheel "
         "zoom, middle-drag pan; drop files or folders on the window to open them.",
+        epilog=EPILOG,
     )
     ap.add_argument("paths", nargs="*", metavar="PATH",
                     help="folders (searched recursively) or files to open; studies found in "
@@ -169,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     The window appears at once: the model (compiling takes seconds) loads on a worker thread
     while the opened paths are decoded and shown, and their scores follow when it is ready.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    rc = dispatch("mura-viewer", argv)  # --version, --card, --check-decode: no window
+    if rc is not None:
+        return rc
     args = build_parser().parse_args(argv)
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("mura-viewer")
