@@ -206,7 +206,14 @@ class Workers:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_exit_with_parent)
-        return self._pool.submit(fn, *args)
+        try:
+            return self._pool.submit(fn, *args)
+        except BrokenProcessPool as e:
+            # A worker died since the last result was read: report it through the future, like
+            # the tasks that were in flight, so one retry-alone path handles every crash
+            f = Future()
+            f.set_exception(e)
+            return f
 
     def restart(self) -> None:
         """After a worker died: the pool is broken for good, so start a new one on next use."""

@@ -107,3 +107,26 @@ def test_generator_yields_in_order_and_skips_resumed(phantom, engine):
             assert s.row.key == disc.studies[i].key
             assert len(s.images) == len(disc.studies[i].images) == s.n_worked
             assert all(r.thumbnail and r.thumbnail.startswith(b"\x89PNG") for r in s.images)
+
+
+def _die(_x):
+    os._exit(3)
+
+
+def test_submitting_to_a_pool_that_just_broke_hands_the_crash_to_the_caller():
+    """A worker died while the feed loop was still submitting: submit() raised
+    BrokenProcessPool out of the screener (seen in CI); the crash must come back through the
+    future, where the pipeline's retry-alone logic handles it."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    w = pipeline.Workers(1)
+    try:
+        with pytest.raises(BrokenProcessPool):
+            w.submit(_die, 0).result(timeout=60)
+        fut = w.submit(abs, -1)  # the pool is broken now: no exception here ...
+        with pytest.raises(BrokenProcessPool):
+            fut.result(timeout=5)  # ... but from the future
+        w.restart()
+        assert w.submit(abs, -2).result(timeout=60) == 2
+    finally:
+        w.close()
