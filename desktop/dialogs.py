@@ -30,23 +30,32 @@ from models.engine import available_devices
 from models.errors import DicomError
 
 
-class ModelCardDialog(QDialog):
-    """The card in words: what the model is, what it learnt from, how it did, what it is for."""
+class HtmlDialog(QDialog):
+    """Read-only HTML with a Close button: the model card, About, the keyboard shortcuts."""
 
-    def __init__(self, card: dict, parent: QWidget | None = None) -> None:
+    def __init__(self, title: str, text: str, parent: QWidget | None = None, name: str = "",
+                 size: tuple[int, int] = (620, 640)) -> None:
         super().__init__(parent)
-        self.setObjectName("modelCardDialog")
-        self.setWindowTitle(f"Model card — {card.get('name', '?')} {card.get('version', '')}")
-        self.resize(620, 640)
+        self.setObjectName(name)
+        self.setWindowTitle(title)
+        self.resize(*size)
         lay = QVBoxLayout(self)
         self.browser = QTextBrowser(self)
         self.browser.setOpenExternalLinks(False)
         self.browser.setOpenLinks(False)  # offline app: no link leads anywhere
-        self.browser.setHtml(card_html(card))
+        self.browser.setHtml(text)
         lay.addWidget(self.browser)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, parent=self)
         buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
+
+
+class ModelCardDialog(HtmlDialog):
+    """The card in words: what the model is, what it learnt from, how it did, what it is for."""
+
+    def __init__(self, card: dict, parent: QWidget | None = None) -> None:
+        super().__init__(f"Model card — {card.get('name', '?')} {card.get('version', '')}", card_html(card),
+                         parent, "modelCardDialog")
 
 
 class TagBrowserDialog(QDialog):

@@ -37,7 +37,7 @@ from models.fsutil import atomic_write_bytes
 from models.scope import Indications
 from models.trust import BANNER, model_warnings, performance_lines
 
-__all__ = ["ReportContent", "report_content", "write_report_pdf", "write_report_png"]
+__all__ = ["ReportContent", "report_content", "report_file_name", "write_report_pdf", "write_report_png"]
 
 #: Dots per inch of both outputs: A4 at 150 dpi is 1240 x 1754 pixels, sharp on screen and paper.
 DPI = 150
@@ -100,6 +100,21 @@ def _metric_lines(metrics: Mapping) -> list[str]:
             n = f" (n={m['n_images']} images)" if m.get("n_images") is not None else ""
             out.append(f"{name}{n}: " + ", ".join(vals))
     return out
+
+
+def report_file_name(study, fmt: str) -> str:
+    """The name the save dialog proposes: ``mura-report_<date>_<accession>_<hash>.<fmt>``.
+
+    Date and accession number let the reader file it beside the study; the hash of the study key
+    tells two reports of one day apart. No patient name: report files travel (mail, slides).
+    """
+    import hashlib
+    import re
+
+    parts = [getattr(study, "study_date", "") or "", getattr(study, "accession", "") or "",
+             hashlib.sha256(study.key.encode()).hexdigest()[:8]]
+    safe = [re.sub(r"[^0-9A-Za-z.-]+", "-", p).strip("-.")[:32] for p in parts]
+    return "_".join(["mura-report", *[p for p in safe if p]]) + f".{fmt}"
 
 
 def report_content(outcome: StudyOutcome, card: Mapping, model_id: str,

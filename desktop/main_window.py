@@ -17,13 +17,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtGui import QAction
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QWidget
 
 from desktop import panels, window_files
-from desktop.dialogs import ModelCardDialog, SettingsDialog, TagBrowserDialog
+from desktop.dialogs import HtmlDialog, ModelCardDialog, SettingsDialog, TagBrowserDialog
+from desktop.help_text import about_html, shortcuts_html
 from desktop.image_display import ImageDisplay
-from desktop.render import Orientation, task_word
+from desktop.render import Orientation, plural, task_word
 from desktop.screen_dialog import ScreenController
 from desktop.settings import ViewerSettings
 from desktop.studies import (
@@ -35,6 +36,7 @@ from desktop.studies import (
     export_dicom_job,
 )
 from desktop.study_loader import StudyLoader
+from desktop.support import project_version
 from desktop.tasks import Task
 from desktop.window_screening import WindowScreening
 from desktop.window_ui import ViewerUi
@@ -166,6 +168,8 @@ class ViewerWindow(QMainWindow):
             (ui.zoom_out_action, lambda: ui.view.zoom_by(0.8)),
             (ui.full_screen_action, self.toggle_full_screen),
             (ui.card_action, self.show_model_card),
+            (ui.about_action, self.show_about),
+            (ui.shortcuts_action, self.show_shortcuts),
             (ui.tags_action, self.show_tags),
         ]
         for action, slot in triggered:
@@ -393,7 +397,7 @@ class ViewerWindow(QMainWindow):
             return
         self._clear_result()
         self.view.clear("Decoding…")
-        self.image_counter.setText(f"{len(study.images)} image(s)")
+        self.image_counter.setText(plural(len(study.images), "image"))
         live = self.loader.decode(study, self.preview_side)
         if live is not None:
             panels.fill_thumbnails(self.thumb_strip, self.series_bar, live, self.current_index)
@@ -541,6 +545,22 @@ class ViewerWindow(QMainWindow):
         self._card_dialog.raise_()
         return self._card_dialog
 
+    def show_about(self) -> HtmlDialog:
+        """Help > About: version, the model and how good it is, licences, research use."""
+        dlg = HtmlDialog("About mura-viewer", about_html(project_version(),
+                                                         self.engine.bundle.card if self.engine else None),
+                         self, "aboutDialog", (560, 620))
+        dlg.show()
+        return dlg
+
+    def show_shortcuts(self) -> HtmlDialog:
+        """Help > Keyboard shortcuts (F1): every command that has a key, from the actions themselves."""
+        rows = [(a.text(), [s.toString(QKeySequence.SequenceFormat.NativeText) for s in a.shortcuts()])
+                for a in self.actions()]
+        dlg = HtmlDialog("Keyboard shortcuts", shortcuts_html(rows), self, "shortcutsDialog", (460, 620))
+        dlg.show()
+        return dlg
+
     def show_tags(self) -> TagBrowserDialog | None:
         """The tag browser for the current image (DICOM files only); it follows the image."""
         v = self.current_image
@@ -560,7 +580,7 @@ class ViewerWindow(QMainWindow):
         if self.current_outcome is None:
             self.statusBar().showMessage("Export: open and analyse a study first.")
             return
-        path = window_files.ask_report_path(self, fmt)
+        path = window_files.ask_report_path(self, fmt, self.current_outcome.study)
         if path:
             try:
                 self.export_report(path)

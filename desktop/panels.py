@@ -24,6 +24,7 @@ from desktop.render import (
     Orientation,
     format_probability,
     operating_points_text,
+    plural,
     verdict_text,
 )
 from desktop.studies import THUMB_SIZE, DiscoveryResult, StudyOutcome, ViewImage
@@ -193,7 +194,7 @@ def discovery_message(res: DiscoveryResult) -> str:
         msg += (f"; {len(res.skipped)} file(s) skipped (e.g. {Path(first[0]).name}: "
                 f"{first[1]})")
     if res.duplicates:
-        msg += f"; {len(res.duplicates)} duplicate(s) ignored"
+        msg += f"; {plural(len(res.duplicates), 'duplicate')} ignored"
     return msg
 
 
@@ -220,7 +221,7 @@ def study_text(st: Study, pred: StudyPrediction | None, word: str) -> str:
         where = f"{folder} · " if folder else ""
     else:  # the folder is the study: name it once
         title, where = split_key(st.key)[1], ""
-    lines = [title, f"{where}{len(st.images)} image(s)"
+    lines = [title, f"{where}{plural(len(st.images), 'image')}"
              + (f" · {st.modality}" if st.modality else "")]
     if pred is not None:
         verdict = verdict_text(pred.verdict, word)

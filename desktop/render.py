@@ -27,6 +27,7 @@ __all__ = [
     "format_probability",
     "gray_to_rgb",
     "operating_points_text",
+    "plural",
     "render_rgb",
     "task_word",
     "thumbnail_u8",
@@ -264,6 +265,11 @@ def verdict_text(verdict: str, word: str) -> str:
     if verdict == "not_indicated":
         return "Not indicated (outside what the model was trained for)"
     return "No result"
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """'1 study', '2 studies', '1 duplicate', '3 duplicates'."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def format_probability(p: float | None) -> str:

@@ -40,7 +40,7 @@ from typing import TextIO
 
 from desktop.discovery import GROUPINGS, Discovery, Study, discover
 from desktop.pipeline import THUMB_SIZE, scored_studies, silence_library_warnings
-from desktop.render import task_word
+from desktop.render import plural, task_word
 from desktop.screen_state import (
     DECODE_EXACT,
     DECODE_FAST,
@@ -372,10 +372,6 @@ def format_table(res: ScreenResult, word: str, top: int = 10, alias: Aliases | N
             lines.append(f"  {n:>4} × {reason}")
     return "\n".join(lines)
 
-
-def plural(n: int, one: str, many: str | None = None) -> str:
-    """'1 study', '2 studies', '1 duplicate', '3 duplicates'."""
-    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def _hms(seconds: float) -> str:

@@ -30,8 +30,8 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.discovery import split_key
-from desktop.render import format_probability, verdict_text
-from desktop.screen import ScreenRun, plural, screen_to_folder
+from desktop.render import format_probability, plural, verdict_text
+from desktop.screen import ScreenRun, screen_to_folder
 from desktop.screen_state import DB_NAME, DECODE_EXACT, SCHEMA_VERSION, ScreenState
 from models.engine import Engine
 

@@ -26,7 +26,7 @@ from desktop.discovery import (
     series_fields,
     split_key,
 )
-from desktop.render import thumbnail_u8
+from desktop.render import plural, thumbnail_u8
 from models import dicom
 from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
 from models.errors import ExportError, ImageDecodeError
@@ -432,7 +432,7 @@ def score_outcome(
         check_cancelled(cancelled)
         n = len(result.images)
         if progress is not None:
-            progress(n, n + 1, f"Running the model on {len(ok)} image(s)…")
+            progress(n, n + 1, f"Running the model on {plural(len(ok), 'image')}…")
         try:
             for v, pred in zip(ok, engine.predict([v.image.pixels for v in ok]), strict=True):
                 r = prediction_refusal(pred.body_part_probs, indications)
@@ -506,7 +506,7 @@ def export_dicom_job(outcome: StudyOutcome, card: dict, out_dir: str | Path, wor
                if v.image is not None and v.prediction is not None]
     check_cancelled(cancelled)
     if progress is not None:
-        progress(0, 1, f"Writing DICOM SC/SR for {len(sources)} image(s)…")
+        progress(0, 1, f"Writing DICOM SC/SR for {plural(len(sources), 'image')}…")
     paths = write_study_dicom(sources, outcome.prediction, card, Path(out_dir), word=word)
     return DicomExport(Path(out_dir), list(paths))
 

@@ -13,7 +13,12 @@ from PySide6.QtCore import QMimeData
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QFileDialog, QWidget
 
-from desktop.export_report import report_content, write_report_pdf, write_report_png
+from desktop.export_report import (
+    report_content,
+    report_file_name,
+    write_report_pdf,
+    write_report_png,
+)
 from desktop.studies import StudyOutcome
 from models.engine import Engine
 from models.errors import ConfigError
@@ -59,10 +64,12 @@ def accept_drop(event: QDropEvent) -> list[str]:
     return paths
 
 
-def ask_report_path(parent: QWidget, fmt: str) -> str:
-    """Where to write the report as ``fmt`` ("pdf" or "png"); "" when the reader cancels."""
+def ask_report_path(parent: QWidget, fmt: str, study=None) -> str:
+    """Where to write ``study``'s report as ``fmt`` ("pdf" or "png"); "" when the reader cancels.
+    The proposed name comes from the study (:func:`desktop.export_report.report_file_name`)."""
     filt = "PDF (*.pdf)" if fmt == "pdf" else "PNG image (*.png)"
-    path, _ = QFileDialog.getSaveFileName(parent, "Export study report", f"report.{fmt}", filt)
+    name = report_file_name(study, fmt) if study is not None else f"mura-report.{fmt}"
+    path, _ = QFileDialog.getSaveFileName(parent, "Export study report", name, filt)
     return path
 
 

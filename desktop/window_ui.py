@@ -340,6 +340,8 @@ class ViewerUi:
         # "F" too, as in RadiAnt; a second shortcut on the same action
         self.full_screen_action.setShortcuts([QKeySequence("F11"), QKeySequence("F")])
         self.card_action = action("&Model card…")
+        self.shortcuts_action = action("&Keyboard shortcuts…", QKeySequence.HelpContents)
+        self.about_action = action("&About mura-viewer…")
         self.tags_action = action("DICOM &tags…", "T")
 
     def _build_menus(self, window: QMainWindow) -> None:
@@ -375,3 +377,6 @@ class ViewerUi:
             m.addAction(a)
         m = mb.addMenu("&Help")
         m.addAction(self.card_action)
+        m.addAction(self.shortcuts_action)
+        m.addSeparator()
+        m.addAction(self.about_action)

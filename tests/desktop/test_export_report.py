@@ -92,3 +92,16 @@ def test_content_words_scores_and_card(shown):
     frac["task"] = {**frac["task"], "name": "fracture", "display_word": "fracture"}
     c2 = report_content(out, frac, "x")
     assert "fracture" in c2.title and "abnormality" not in " ".join(c2.operating_lines)
+
+
+def test_the_proposed_file_name_comes_from_the_study():
+    """Issue 15 §5: the save dialog proposed 'report.pdf' for every study."""
+    from desktop.discovery import Study
+    from desktop.export_report import report_file_name
+
+    st = Study("1.2.3.4", study_date="2024-09-12", accession="ACC 77/1", patient_name="DOE^JOHN")
+    name = report_file_name(st, "pdf")
+    assert name.startswith("mura-report_2024-09-12_ACC-77-1_") and name.endswith(".pdf")
+    assert "DOE" not in name and len(name.split("_")[-1]) == len("0123abcd.pdf")
+    assert report_file_name(Study("file:a.png"), "png").startswith("mura-report_")
+    assert report_file_name(Study("x"), "pdf") != report_file_name(Study("y"), "pdf")

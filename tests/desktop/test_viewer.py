@@ -374,3 +374,16 @@ def test_the_heatmap_comes_with_its_colour_scale(qtbot, win, phantom):
     assert "sigmoid(CAM logit)" in win.ui.heat_legend.toolTip()
     win.set_heatmap(False)
     assert not win.ui.heat_legend.isVisibleTo(win)
+
+
+def test_help_menu_has_about_and_shortcuts(qtbot, win, phantom):
+    """Issue 15 §5: Help had only the model card."""
+    _open(qtbot, win, phantom / "dicom" / "study_0004")
+    menu = next(a.menu() for a in win.menuBar().actions() if a.text() == "&Help")
+    assert [a.text() for a in menu.actions() if a.text()] == ["&Model card…", "&Keyboard shortcuts…",
+                                                              "&About mura-viewer…"]
+    about = win.show_about().browser.toPlainText()
+    assert "not for diagnostic use" in about.lower() and "custom_cnn-abnormality" in about
+    assert "NOT A CLINICALLY MEANINGFUL MODEL" in about and "Apache-2.0" in about
+    keys = win.show_shortcuts().browser.toPlainText()
+    assert "Heatmap overlay" in keys and "Next image" in keys and "Open folder" in keys
