@@ -206,6 +206,8 @@ class ViewerWindow(QMainWindow):
         self.display.word = self.word
         panels.show_model_state(self.ui, self.engine, self.word,
                                 loading=self.loader.engine_loading, error=self.model_error)
+        if self.engine is not None and self.current_outcome is None and self.current_key is None:
+            self.verdict_label.setText("No study open")  # not "No model": the model is there
 
     # -- opening ----------------------------------------------------------------------------
     def open_folder_dialog(self) -> None:

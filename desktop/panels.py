@@ -302,6 +302,7 @@ def fill_thumbnails(strip: QListWidget, bar: SeriesBar, outcome: StudyOutcome,
 def fill_presets(combo: QComboBox, v: ViewImage) -> None:
     """"File default" and the image's window presets, labelled with their W/L values."""
     combo.clear()
+    combo.setPlaceholderText("Custom (dragged)")  # shown when a drag leaves every preset
     combo.addItem("File default", None)
     if v.image is not None:
         for name, c, w in v.image.window_presets():

@@ -67,6 +67,12 @@ def verdict_icon(verdict: str) -> QIcon:
     return QIcon(pm)
 
 
+#: Scroll bars of the dark picture canvas and thumbnail strip, dark like them.
+DARK_SCROLLBARS = ("QScrollBar { background: #1b1b1b; border: none; }"
+                   "QScrollBar::handle { background: #5a5a5a; border-radius: 4px; min-width: 24px; min-height: 24px; }"
+                   "QScrollBar::add-line, QScrollBar::sub-line { width: 0; height: 0; }")
+
+
 class ViewerUi:
     """The window's widgets and actions, built into ``window``: study list | image | result.
 
@@ -151,6 +157,7 @@ class ViewerUi:
         cl.setContentsMargins(0, 0, 0, 0)
         cl.setSpacing(2)
         self.view = ImageView(centre)
+        self.view.setStyleSheet(DARK_SCROLLBARS)  # light bars on the dark canvas glared
         # drops on the image go to the window, which opens them
         self.view.setAcceptDrops(False)
         self.view.viewport().setAcceptDrops(False)
@@ -170,7 +177,7 @@ class ViewerUi:
         self.thumb_strip.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # arrows stay with the window
         self.thumb_strip.setStyleSheet(
             "QListWidget { background: #1b1b1b; color: #d0d0d0; border: none; }"
-            "QListWidget::item:selected { background: #3d5a80; color: #ffffff; }")
+            "QListWidget::item:selected { background: #3d5a80; color: #ffffff; }" + DARK_SCROLLBARS)
         self.thumb_strip.hide()
         # the strip's series, as captions right over their thumbnails
         strip_box = QWidget(centre)
@@ -191,6 +198,7 @@ class ViewerUi:
         self.image_counter.setAlignment(Qt.AlignmentFlag.AlignCenter)
         for w in (self.prev_button, self.next_button):
             w.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # arrow keys stay with the window
+            w.setEnabled(False)  # nothing to go to until a study is open (panels.show_position)
         nav.addWidget(self.prev_button)
         nav.addWidget(self.image_counter, 1)
         nav.addWidget(self.next_button)
@@ -278,7 +286,7 @@ class ViewerUi:
         dl.addRow(self.invert_check)
         self.preset_combo = QComboBox(disp)
         self.preset_combo.setObjectName("windowPresets")
-        self.preset_combo.setPlaceholderText("Custom (dragged)")
+        self.preset_combo.setPlaceholderText("—")  # "Custom (dragged)" once an image is shown
         dl.addRow("Window:", self.preset_combo)
         hint = QLabel("Left-drag: window/level · wheel or +/−: zoom · middle-drag: pan · "
                       "=: fit · R/L: rotate · H/V: flip · Space: reset · F: full screen · "

@@ -387,3 +387,15 @@ def test_help_menu_has_about_and_shortcuts(qtbot, win, phantom):
     assert "NOT A CLINICALLY MEANINGFUL MODEL" in about and "Apache-2.0" in about
     keys = win.show_shortcuts().browser.toPlainText()
     assert "Heatmap overlay" in keys and "Next image" in keys and "Open folder" in keys
+
+
+def test_first_launch_shows_nothing_it_cannot_do(qtbot, tiny_bundle):
+    """Issue 15 §5: at first launch the badge said 'No model' next to a loaded model, the
+    window combo 'Custom (dragged)', and Previous/Next were enabled with nothing open."""
+    w = ViewerWindow()
+    qtbot.addWidget(w)
+    assert not w.ui.prev_button.isEnabled() and not w.ui.next_button.isEnabled()
+    assert w.preset_combo.currentText() == "" and w.preset_combo.placeholderText() == "—"
+    w.load_model(tiny_bundle, "CPU")
+    qtbot.waitUntil(lambda: w.engine is not None, timeout=WAIT_MS)
+    assert w.verdict_label.text() == "No study open"
