@@ -8,6 +8,7 @@ import sys
 from compress.pipeline import CompressConfig, run
 from compress.quantize import QuantizeConfig
 from models.errors import MuraError
+from models.trust import BANNER, model_warnings, performance_lines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,12 +78,27 @@ def main(argv: list[str] | None = None) -> int:
         accuracy_control=not a.no_accuracy_control, devices=["CPU", *a.device], ac_size=a.accuracy_control_size,
     )
     try:
-        passed, _ = run(cfg)
+        passed, card = run(cfg)
     except MuraError as e:
         print(f"mura-compress: error: {e}", file=sys.stderr)
         return 2
-    print(f"[compress] gate {'PASSED' if passed else 'FAILED'}; bundle: {a.out}")
+    print("\n".join(closing_lines(card, a.out, passed)))
     return 0 if passed else 1
+
+
+def closing_lines(card: dict, out: str, passed: bool) -> list[str]:
+    """Where the bundle is, the gate's verdict and, apart from it, whether the model is any good."""
+    lines = [f"[compress] gate {'PASSED' if passed else 'FAILED'}; bundle: {out} (card.json, "
+             f"{', '.join(card['artifacts'].values())}, validation.md)"]
+    lines += [f"[compress] {line}" for line in performance_lines(card)[:-1]]
+    lines += [f"[compress] WARNING: {BANNER}: {w}" for w in model_warnings(card)]
+    ind = card.get("indications") or {}
+    if "min_body_part_confidence" in ind:
+        lines.append(f"[compress] scope: images whose top body part is below "
+                     f"{ind['min_body_part_confidence']:.2f} are refused ({ind['confidence_fitted_on']})")
+    elif ind.get("confidence_check"):
+        lines.append(f"[compress] scope: confidence check {ind['confidence_check']}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -51,3 +51,23 @@ def test_evaluate_prints_both_levels(tiny_checkpoint, phantom, capsys):
     assert evaluate_main(["--checkpoint", str(tiny_checkpoint), "--data", f"mura:{phantom / 'mura'}"]) == 0
     out = capsys.readouterr().out
     assert "image " in out and "study " in out and "kappa" in out
+
+
+def test_long_jobs_end_saying_where_the_outputs_are_and_whether_the_model_is_any_good(tiny_bundle):
+    """Issue 15 §5: compress ended on 'gate PASSED' — true of a chance-level model too."""
+    import json
+
+    from compress.cli import closing_lines as compress_lines
+    from trainer.cli import closing_lines as train_lines
+
+    card = json.loads((tiny_bundle / "card.json").read_text())
+    lines = compress_lines(card, str(tiny_bundle), True)
+    assert lines[0].startswith(f"[compress] gate PASSED; bundle: {tiny_bundle} (card.json, model.xml")
+    assert any(line.startswith("[compress] AUC ") for line in lines)
+    assert any("WARNING: NOT A CLINICALLY MEANINGFUL MODEL: trained on phantom images" in line for line in lines)
+    summary = {"checkpoint": "runs/x/checkpoint_best.pt", "best_epoch": 3, "metrics": {"internal_validation": {
+        "n_studies": 40, "study": {"auc": 0.61, "auc_ci95": [0.5, 0.72]}}}}
+    lines = train_lines(summary, "runs/x")
+    assert "best checkpoint runs/x/checkpoint_best.pt (epoch 3)" in lines[0]
+    assert "study AUC 0.610 (95 % CI 0.50–0.72) on 40 studies" in lines[1]
+    assert "below 0.75" in lines[2] and lines[3].startswith("[train] next: mura-compress")

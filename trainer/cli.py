@@ -13,6 +13,7 @@ from pathlib import Path
 
 from models.errors import ConfigError, MuraError
 from models.networks import list_models
+from models.trust import AUC_FLOOR, BANNER
 from trainer.train import TrainConfig, train
 
 _HELP = {
@@ -112,11 +113,30 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        train(resolve_config(args))
+        cfg = resolve_config(args)
+        summary = train(cfg)
     except MuraError as e:
         print(f"mura-train: error: {e}", file=sys.stderr)
         return 2
+    print("\n".join(closing_lines(summary, cfg.out)))
     return 0
+
+
+def closing_lines(summary: dict, out: str) -> list[str]:
+    """Where the outputs are and whether the model is any good: the last thing a long run says."""
+    lines = [f"[train] done: best checkpoint {summary.get('checkpoint')} (epoch {summary.get('best_epoch')}); "
+             f"plots and summary.json in {out}"]
+    val = (summary.get("metrics") or {}).get("internal_validation")
+    if not val:
+        return lines + ["[train] no internal validation figures: the model's quality is unknown"]
+    study = val["study"]
+    ci = tuple(study.get("auc_ci95") or (None, None))
+    ci_txt = f" (95 % CI {ci[0]:.2f}–{ci[1]:.2f})" if None not in ci else ""
+    lines.append(f"[train] internal validation: study AUC {study['auc']:.3f}{ci_txt} on {val['n_studies']} studies")
+    if study["auc"] < AUC_FLOOR:
+        lines.append(f"[train] WARNING: {BANNER}: validation AUC {study['auc']:.2f} is below {AUC_FLOOR:.2f}")
+    lines.append(f"[train] next: mura-compress --checkpoint {summary.get('checkpoint')} --out BUNDLE ...")
+    return lines
 
 
 if __name__ == "__main__":
