@@ -352,7 +352,8 @@ class ViewerWindow(QMainWindow):
         key = outcome.study.key
         awaiting = self.loader.awaits_scores(outcome)
         panels.update_study_item(self.study_list, outcome.study, outcome.prediction, self.word,
-                                 pending=awaiting, scope=outcome.scope)
+                                 pending=awaiting, scope=outcome.scope,
+                                 n_failed=sum(1 for v in outcome.images if v.error))
         if key != self.current_key:
             return
         # the reader may be working on this study's picture (shown image by image while it

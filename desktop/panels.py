@@ -134,7 +134,10 @@ def show_result(ui: ViewerUi, outcome: StudyOutcome, word: str, *, has_engine: b
     pred = outcome.prediction
     n_ok = len(outcome.images) - len(outcome.failures)
     n_scored = sum(1 for v in outcome.images if v.prediction is not None)
-    errors = [f"Cannot decode {v.name}: {v.error}" for v in outcome.failures]
+    # a decode error belongs to its image (the canvas says it when that image is shown); the
+    # model panel only says which images the result does not rest on
+    failed = [v.name for v in outcome.images if v.error]
+    errors = [f"Not decoded: {', '.join(failed)} (select it for the reason)"] if failed else []
     errors += [f"Not indicated — {v.name}: {v.refused}" for v in outcome.images if v.refused]
     if outcome.model_error:
         errors.append(f"Model error: {outcome.model_error}")
@@ -239,11 +242,12 @@ def add_study_items(study_list: QListWidget, studies: list[Study], word: str) ->
 
 
 def update_study_item(study_list: QListWidget, st: Study, pred: StudyPrediction | None,
-                      word: str, *, pending: bool = False, scope: str = "") -> None:
+                      word: str, *, pending: bool = False, scope: str = "", n_failed: int = 0) -> None:
     for row in range(study_list.count()):
         item = study_list.item(row)
         if item.data(Qt.ItemDataRole.UserRole) == st.key:
-            item.setText(study_text(st, pred, word) + ("\nNot indicated" if scope and pred is None else ""))
+            item.setText(study_text(st, pred, word) + ("\nNot indicated" if scope and pred is None else "")
+                         + (f"\n✕ {n_failed} not decoded" if n_failed else ""))
             verdict = "pending" if pending else (pred.verdict if pred is not None else
                                                  "not_indicated" if scope else "failed")
             item.setIcon(verdict_icon(verdict))

@@ -249,6 +249,8 @@ def test_corrupt_files_are_reported_not_fatal(qtbot, win, phantom, tiny_bundle, 
     assert win.study_prob_label.text() == f"{agg.probability:.3f}"
     assert win.images_label.text() == "3 of 4"
     assert "cut.dcm" in win.errors_label.text() and win.errors_label.isVisible()
+    assert "1 not decoded" in win.study_list.item(1).text()  # marked in the study list too
+    assert "truncated" not in win.errors_label.text()  # the reason is shown with the image
     # the cut file belongs to the first image's series: paging walks series by series
     images = win.current_outcome.images
     cut = next(k for k, v in enumerate(images) if v.ref.path.endswith("cut.dcm"))
@@ -257,6 +259,7 @@ def test_corrupt_files_are_reported_not_fatal(qtbot, win, phantom, tiny_bundle, 
         qtbot.keyClick(win, Qt.Key.Key_Right)
     assert win.current_image.ref.path.endswith("cut.dcm")
     assert win.current_rgb is None and not win.view.has_image
+    assert "Cannot decode cut.dcm" in win.view._placeholder
     assert win.image_prob_label.text() == "—"
 
 
