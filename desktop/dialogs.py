@@ -148,7 +148,6 @@ class SettingsDialog(QDialog):
         super().__init__(parent)
         self.setObjectName("settingsDialog")
         self.setWindowTitle("Settings")
-        self.resize(560, 220)
         form = QFormLayout(self)
         self.device_combo = QComboBox(self)
         self.device_combo.setObjectName("deviceCombo")
@@ -170,7 +169,7 @@ class SettingsDialog(QDialog):
         row = QHBoxLayout()
         self.model_edit = QLineEdit(current.model_path, self)
         self.model_edit.setObjectName("modelPathEdit")
-        self.model_edit.setPlaceholderText("Folder with card.json (empty: images only)")
+        self.model_edit.setPlaceholderText("Folder with card.json (empty: the default model)")
         browse = QPushButton("Browse…", self)
         browse.clicked.connect(self._browse)
         row.addWidget(self.model_edit, 1)
@@ -193,6 +192,7 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+        self.resize(560, self.sizeHint().height())  # as tall as its rows: no empty band below
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Model bundle folder",

@@ -128,3 +128,15 @@ def test_main_takes_model_and_device_from_settings(phantom, tiny_bundle, tmp_pat
     desktop.viewer.main([str(phantom / "dicom" / "study_0001"), "--device", "CPU",
                          "--screenshot", str(out)])
     assert calls[-1] == (str(tiny_bundle), "CPU")  # the command line wins
+
+
+def test_settings_dialog_is_as_tall_as_its_rows(qtbot):
+    """Issue 15 §5: a fixed 220 px height left an empty band under the buttons."""
+    from desktop.dialogs import SettingsDialog
+    from desktop.settings import ViewerSettings
+
+    d = SettingsDialog(ViewerSettings())
+    qtbot.addWidget(d)
+    d.show()
+    assert d.height() <= d.sizeHint().height() + 2
+    assert "default model" in d.model_edit.placeholderText()
