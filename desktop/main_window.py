@@ -680,8 +680,10 @@ class ViewerWindow(QMainWindow):
             self._card_dialog.close()
             self._card_dialog = None
         self._show_model_state()
-        for st in self.studies:
-            panels.update_study_item(self.study_list, st, None, self.word, pending=True)
+        for st in self.studies:  # scores go; a decode failure stays marked (it is the file's)
+            known = self.outcomes.get(st.key)
+            panels.update_study_item(self.study_list, st, None, self.word, pending=True,
+                                     n_failed=0 if known is None else sum(1 for v in known.images if v.error))
         if error:
             self.statusBar().showMessage(f"Model could not be loaded: {error}")
         elif engine is not None:

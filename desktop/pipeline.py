@@ -40,6 +40,7 @@ from PIL import Image
 from desktop.discovery import Study
 from desktop.render import blend_heatmap, to_uint8
 from desktop.screen_state import NOT_INDICATED, FileStamp, ImageRow, StudyRow, stamp
+from desktop.support import silence_library_warnings
 from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
 from models.errors import ImageDecodeError, MuraError
 from models.imageio import decode_for_model, load_image
@@ -150,22 +151,6 @@ def export_not_indicated(paths: Sequence[str], reason: str, card: dict, out_dir:
     from desktop.dicom_export import write_not_indicated_sr
 
     return [str(p) for p in write_not_indicated_sr(paths, reason, card, Path(out_dir), word=word)]
-
-
-def silence_library_warnings(log_file: Path | None = None) -> None:
-    """Library warnings (pydicom's remarks on odd files name their paths) go to ``log_file``, or
-    nowhere: never to the terminal, where they read like a crash and can leak a patient's name
-    from a folder path. What matters about a file is in its failure reason anyway."""
-    import logging
-
-    logging.captureWarnings(True)
-    handler: logging.Handler = logging.NullHandler()
-    if log_file is not None:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    for name in ("py.warnings", "pydicom"):
-        lg = logging.getLogger(name)
-        lg.handlers, lg.propagate = [handler], False
 
 
 def _exit_with_parent() -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TextIO
 
 from desktop.discovery import GROUPINGS, Discovery, Study, discover
-from desktop.pipeline import THUMB_SIZE, scored_studies, silence_library_warnings
+from desktop.pipeline import THUMB_SIZE, scored_studies
 from desktop.render import plural, task_word
 from desktop.screen_state import (
     DECODE_EXACT,
@@ -51,7 +51,7 @@ from desktop.screen_state import (
     fingerprint,
     stamp,
 )
-from desktop.support import EPILOG, dispatch
+from desktop.support import EPILOG, dispatch, silence_library_warnings
 from models.engine import Engine
 from models.errors import ConfigError, MuraError
 from models.fsutil import atomic_write_text

@@ -204,3 +204,19 @@ def check_decode(app: str, files: Sequence[str]) -> int:
             row.update(ok=False, error=type(e).__name__, message=str(e))
         print(json.dumps(row), flush=True)
     return 1 if failed else 0
+
+
+def silence_library_warnings(log_file: Path | None = None) -> None:
+    """Library warnings (pydicom's remarks on odd files name their paths) go to ``log_file``, or
+    nowhere: never to the terminal, where they read like a crash and can leak a patient's name
+    from a folder path. What matters about a file is in its failure reason anyway."""
+    import logging
+
+    logging.captureWarnings(True)
+    handler: logging.Handler = logging.NullHandler()
+    if log_file is not None:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("py.warnings", "pydicom"):
+        lg = logging.getLogger(name)
+        lg.handlers, lg.propagate = [handler], False

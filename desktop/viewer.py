@@ -27,6 +27,7 @@ import sys
 from PySide6.QtCore import QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
+from desktop import paths
 from desktop.dialogs import ModelCardDialog
 from desktop.image_view import ImageView, qimage_to_rgb, rgb_to_qimage
 from desktop.main_window import ViewerWindow
@@ -39,7 +40,7 @@ from desktop.studies import (
     analyse_study,
     discover_paths,
 )
-from desktop.support import EPILOG, dispatch
+from desktop.support import EPILOG, dispatch, silence_library_warnings
 from desktop.tasks import Task, TaskSignals
 from models.engine import Engine
 from models.reference import find_default_bundle
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if rc is not None:
         return rc
     args = build_parser().parse_args(argv)
+    silence_library_warnings(paths.log_dir() / "mura-viewer.warnings.log")  # not the terminal
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("mura-viewer")
     settings = ViewerSettings.load()

@@ -11,7 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 RUNTIME_MODULES = ["models.preprocess", "models.card", "models.engine", "models.imageio", "models.dicom",
                    "models.metrics", "models.plots", "desktop.discovery", "desktop.screen", "desktop.screen_state",
                    "desktop.report", "desktop.render", "desktop.viewer", "desktop.pipeline", "desktop.dicom_export",
-                   "desktop.paths"]
+                   "desktop.paths", "models.scope", "models.trust", "desktop.support", "desktop.heat_legend",
+                   "desktop.help_text"]
 TRAINING_ONLY = ("torch", "timm", "torchvision", "nncf", "onnx", "sklearn")
 
 

@@ -250,6 +250,10 @@ def test_corrupt_files_are_reported_not_fatal(qtbot, win, phantom, tiny_bundle, 
     assert win.images_label.text() == "3 of 4"
     assert "cut.dcm" in win.errors_label.text() and win.errors_label.isVisible()
     assert "1 not decoded" in win.study_list.item(1).text()  # marked in the study list too
+    win.load_model(tiny_bundle, "CPU")  # a model change drops the scores, not the mark
+    qtbot.waitUntil(lambda: not win.busy, timeout=WAIT_MS)
+    assert "1 not decoded" in win.study_list.item(1).text()
+    assert "1 not decoded" in win.study_list.item(0).text()  # broken.dcm's study, not shown now
     assert "truncated" not in win.errors_label.text()  # the reason is shown with the image
     # the cut file belongs to the first image's series: paging walks series by series
     images = win.current_outcome.images
