@@ -317,6 +317,20 @@ def card_html(card: Mapping) -> str:
     if th:
         parts.append(f"<li>Operating points: {e(operating_points_text(th))}</li>")
     parts.append(f"<li>Body parts: {e(', '.join(card.get('body_parts', [])))}</li></ul>")
+    from models.scope import Indications
+    from models.trust import BANNER, model_warnings, performance_lines
+
+    parts += [f"<p style='color:#b3261e'><b>{BANNER}</b>: {e(w)}</p>" for w in model_warnings(card)]
+    parts.append("<h3>Validated performance</h3><ul>"
+                 + "".join(f"<li>{e(line)}</li>" for line in performance_lines(card)) + "</ul>")
+    ind = card.get("indications") or {}
+    parts.append(f"<h3>Indications</h3><p>{e(Indications.from_card(card).summary())}.")
+    if ind.get("min_body_part_confidence") is not None:
+        parts.append(f" Images whose top body-part probability is below "
+                     f"{float(ind['min_body_part_confidence']):.2f} are refused as not indicated "
+                     f"(fitted on {e(str(ind.get('confidence_fitted_on', 'validation')))}).")
+    parts.append(" Anything else (other modalities, chest, skull, spine, photographs, test patterns) "
+                 "gets no verdict.</p>")
     parts.append("<h3>Data provenance</h3><ul>")
     for key, label in (("training_data", "Training data"), ("validation_data", "Validation data"),
                        ("test_data", "Test data"), ("calibration_data", "Calibration data"),

@@ -56,3 +56,15 @@ def test_gray_to_rgb_repeats_the_gray_in_every_channel() -> None:
     assert rgb.shape == (31, 17, 3) and rgb.dtype == np.uint8 and rgb.flags.c_contiguous
     np.testing.assert_array_equal(rgb, np.repeat(g[:, :, None], 3, axis=2))
     np.testing.assert_array_equal(gray_to_rgb(g[:, ::2]), np.repeat(g[:, ::2, None], 3, axis=2))
+
+
+def test_the_model_card_dialog_says_what_the_model_is_for_and_how_good_it_is():
+    """Issue 15 §1-2: the card's indications and validated performance, in the card dialog too."""
+    import json
+
+    from desktop.render import card_html
+    from models.reference import reference_dir
+
+    text = card_html(json.loads((reference_dir() / "card.json").read_text()))
+    assert "<h3>Indications</h3>" in text and "below 0.68 are refused" in text
+    assert "AUC 0.88 (95 % CI 0.84–0.93)" in text and "NOT A CLINICALLY" not in text
