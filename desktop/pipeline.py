@@ -153,8 +153,28 @@ def export_not_indicated(paths: Sequence[str], reason: str, card: dict, out_dir:
     return [str(p) for p in write_not_indicated_sr(paths, reason, card, Path(out_dir), word=word)]
 
 
+#: Address space one decode worker may use (POSIX ``RLIMIT_AS``). A worker idles at ~0.3 GB
+#: virtual; a frame is at most models.dicom.MAX_FRAME_BYTES (256 MB) and the rendering chain
+#: holds a few float32 copies of it. A decoder that runs away anyway gets a MemoryError (the
+#: file fails with its reason) instead of taking the clinic PC's memory, two workers at a time.
+WORKER_MEMORY_BYTES = 3 * 2**30
+
+
+def limit_worker_memory(limit: int = WORKER_MEMORY_BYTES) -> bool:
+    """Cap this process's address space (POSIX); False where the platform has no such limit."""
+    try:
+        import resource
+    except ImportError:  # Windows: a Job Object would be needed; the per-frame budget still holds
+        return False
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    return True
+
+
 def _exit_with_parent() -> None:
-    """Worker initializer: exit as soon as the screening process is gone.
+    """Worker initializer: exit as soon as the screening process is gone (and cap the worker's
+    memory, :func:`limit_worker_memory`; library warnings go nowhere).
 
     Pool workers hold both ends of their task queue, so a SIGKILLed parent (or the
     ``MURA_SCREEN_DIE_AFTER`` hook) would leave them blocked forever, keeping the parent's
@@ -162,6 +182,7 @@ def _exit_with_parent() -> None:
     POSIX, the process handle on Windows), so this works on every platform.
     """
     silence_library_warnings()
+    limit_worker_memory()
     parent = multiprocessing.parent_process()
     if parent is None:
         return

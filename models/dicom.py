@@ -38,6 +38,7 @@ from pydicom.uid import (
 
 from models.errors import (
     DicomError,
+    ImageTooLargeError,
     MissingPixelDataError,
     TruncatedPixelDataError,
     UnsupportedPhotometricError,
@@ -60,6 +61,8 @@ __all__ = [
     "photometric",
     "pixel_spacing",
     "read_dataset",
+    "check_pixel_budget",
+    "number_of_frames",
     "render_frame",
     "to_display",
     "voi_count",
@@ -68,6 +71,12 @@ __all__ = [
 
 #: (center, width) of a VOI window, in modality units (output of the Modality LUT).
 Window = tuple[float, float]
+
+#: The most memory one decoded frame may take, as its header describes it (rows x columns x
+#: samples x bytes per sample), checked before any decoder runs. The largest real radiographs
+#: (43 x 43 cm detectors at 0.1 mm, 4300 x 4300 x 16 bit) take 37 MB; the rendering chain then
+#: holds a few float32 copies. A 486 KB RLE file claiming 65535 x 60000 reached 7.5 GB of RSS.
+MAX_FRAME_BYTES = 256 * 2**20
 
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 #: Colour spaces we turn into luminance. pydicom converts YBR_* to RGB while decoding.
@@ -242,8 +251,29 @@ def is_monochrome(ds: Dataset) -> bool:
     return photometric(ds) in MONOCHROME
 
 
-def decode_pixels(ds: Dataset, path: str | Path | None = None) -> np.ndarray:
-    """Decode every frame of (7FE0,0010) to an array of shape (frames, rows, columns).
+def check_pixel_budget(ds: Dataset, src: object) -> None:
+    """Refuse, before decoding, a frame whose (0028,0010) Rows x (0028,0011) Columns x
+    (0028,0002) Samples per Pixel x (0028,0100) Bits Allocated exceeds :data:`MAX_FRAME_BYTES`."""
+    try:
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        samples = max(1, int(ds.get("SamplesPerPixel", 1) or 1))
+        bits = int(ds.get("BitsAllocated") or 0)
+    except (TypeError, ValueError) as e:
+        raise DicomError(src, f"unreadable image size in the header ({e})") from e
+    size = rows * cols * samples * max(1, -(-bits // 8))
+    if size > MAX_FRAME_BYTES:
+        raise ImageTooLargeError(
+            src, f"image too large to decode safely: the header claims {cols} x {rows} pixels x "
+                 f"{samples} sample(s) x {bits} bits = {size / 2**20:,.0f} MB per frame (limit "
+                 f"{MAX_FRAME_BYTES // 2**20} MB)")
+
+
+def decode_pixels(ds: Dataset, path: str | Path | None = None, index: int | None = None) -> np.ndarray:
+    """Decode the frames of (7FE0,0010) to an array of shape (frames, rows, columns).
+
+    ``index`` decodes that one frame only (shape (1, rows, columns)): a viewer or screener that
+    shows frame 0 of an 87-frame ultrasound loop decoded all 87 (1.7 GB, 16 s). Every decode
+    is first checked against :data:`MAX_FRAME_BYTES` (:func:`check_pixel_budget`).
 
     Reads (0028,0002/0004/0008/0010/0011/0100/0101/0103) through pydicom and the transfer
     syntax from the File Meta. Monochrome data keeps its stored integer type, because the
@@ -260,8 +290,12 @@ def decode_pixels(ds: Dataset, path: str | Path | None = None) -> np.ndarray:
     for tag in ("Rows", "Columns", "BitsAllocated"):
         if not ds.get(tag):
             raise DicomError(src, f"missing or zero {tag}: cannot size the pixel data")
+    check_pixel_budget(ds, src)
+    n_frames = _number_of_frames(ds)
+    if index is not None and not 0 <= index < n_frames:
+        raise IndexError(f"frame {index} out of range: {src} has {n_frames} frame(s)")
     try:
-        arr = _pixel_array(ds)
+        arr = _pixel_array(ds, None if n_frames == 1 else index)
     except ValueError as e:
         if "less than expected" in str(e):
             raise TruncatedPixelDataError(src, f"pixel data is truncated ({e})") from e
@@ -272,7 +306,8 @@ def decode_pixels(ds: Dataset, path: str | Path | None = None) -> np.ndarray:
         name = getattr(ts, "name", str(ts))
         raise DicomError(src, f"cannot decode pixel data ({name}): {msg}") from e
 
-    n_frames = _number_of_frames(ds)
+    if index is not None:
+        n_frames = 1  # one frame decoded: shaped like a single-frame image
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     try:
         if pi == "PALETTE COLOR":
@@ -310,23 +345,26 @@ PREFERRED_PLUGINS: dict[str, str] = {
 }
 
 
-def _pixel_array(ds: Dataset) -> np.ndarray:
-    """``ds.pixel_array``, through :data:`PREFERRED_PLUGINS` first when that plugin is installed.
+def _pixel_array(ds: Dataset, index: int | None = None) -> np.ndarray:
+    """``ds.pixel_array`` (frame ``index`` only, when given), through :data:`PREFERRED_PLUGINS`
+    first when that plugin is installed.
 
     A file the preferred plugin refuses is decoded again with pydicom's usual order, so the
     preference can only make a file faster, never make one fail.
     """
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
     plugin = PREFERRED_PLUGINS.get(ts)
-    if plugin and _plugin_available(ts, plugin):
-        try:
-            ds.pixel_array_options(decoding_plugin=plugin)
-            return ds.pixel_array
-        except Exception:  # noqa: BLE001 - any decoder error: let pydicom's order have a go
-            pass
-        finally:
-            ds.pixel_array_options(decoding_plugin="")
-    return ds.pixel_array
+    try:
+        if plugin and _plugin_available(ts, plugin):
+            try:
+                ds.pixel_array_options(index=index, decoding_plugin=plugin)
+                return ds.pixel_array
+            except Exception:  # noqa: BLE001 - any decoder error: let pydicom's order have a go
+                pass
+        ds.pixel_array_options(index=index)
+        return ds.pixel_array
+    finally:
+        ds.pixel_array_options()
 
 
 def _plugin_available(ts: str, plugin: str) -> bool:
@@ -454,6 +492,11 @@ def _jpeg_draft(code: bytes, rows: int, cols: int, bits: int, min_side: int) -> 
         im.load()
         arr = np.asarray(im)
     return arr if arr.dtype == np.uint8 and arr.ndim == 2 else None
+
+
+def number_of_frames(ds: Dataset) -> int:
+    """(0028,0008) Number of Frames, 1 when absent or unreadable."""
+    return _number_of_frames(ds)
 
 
 def _number_of_frames(ds: Dataset) -> int:

@@ -48,6 +48,11 @@ class TruncatedPixelDataError(DicomError):
     """The file ends before its data does (cut-off transfer): re-send the study, don't re-read it."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """The header claims more pixels than a radiograph has (:data:`models.dicom.MAX_FRAME_BYTES`):
+    refused before any decoder allocates them, so a hostile or corrupt header cannot exhaust memory."""
+
+
 class BundleError(MuraError):
     """A model bundle is missing, incomplete or inconsistent."""
 

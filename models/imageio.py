@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 
 from models import dicom
 from models.dicom import DicomInfo, Window
-from models.errors import ImageDecodeError, UnsupportedImageError
+from models.errors import ImageDecodeError, ImageTooLargeError, UnsupportedImageError
 from models.preprocess import luma
 from models.scope import chroma
 
@@ -227,11 +227,11 @@ def decode_for_model(path: str | Path, *, frame: int = 0, min_side: int | None =
         if stored is not None:
             fds = dicom.frame_dataset(ds, 0)
             return _finite(p, dicom.render_frame(stored, fds, need_modality=False)[1]), 0.0
-        frames = dicom.decode_pixels(ds, p)
+        stored = dicom.decode_pixels(ds, p, index=0)[0]
         fds = dicom.frame_dataset(ds, 0)
     else:
-        _ds, frames, fds = _decode_dicom(p, frame)
-    _, pixels = dicom.render_frame(frames[frame], fds, need_modality=False)
+        _ds, stored, fds, _n = _decode_dicom(p, frame)
+    _, pixels = dicom.render_frame(stored, fds, need_modality=False)
     return _finite(p, pixels), 0.0
 
 
@@ -252,12 +252,12 @@ def _sniff_or_raise(path: str | Path) -> tuple[Path, str]:
     return p, kind
 
 
-def _decode_dicom(path: Path, frame: int) -> tuple[Dataset, np.ndarray, Dataset]:
+def _decode_dicom(path: Path, frame: int) -> tuple[Dataset, np.ndarray, Dataset, int]:
+    """(header, the stored values of ``frame`` alone, its per-frame header, number of frames):
+    only the frame that is shown or scored is decoded."""
     ds = dicom.read_dataset(path)
-    frames = dicom.decode_pixels(ds, path)
-    if not 0 <= frame < frames.shape[0]:
-        raise IndexError(f"frame {frame} out of range: {path} has {frames.shape[0]} frame(s)")
-    return ds, frames, dicom.frame_dataset(ds, frame)
+    stored = dicom.decode_pixels(ds, path, index=frame)[0]
+    return ds, stored, dicom.frame_dataset(ds, frame), dicom.number_of_frames(ds)
 
 
 def _finite(path: Path, pixels: np.ndarray) -> np.ndarray:
@@ -267,21 +267,20 @@ def _finite(path: Path, pixels: np.ndarray) -> np.ndarray:
 
 
 def _load_dicom(path: Path, frame: int) -> LoadedImage:
-    ds, frames, fds = _decode_dicom(path, frame)
-    modality, pixels = dicom.render_frame(frames[frame], fds)
+    ds, stored, fds, n_frames = _decode_dicom(path, frame)
+    modality, pixels = dicom.render_frame(stored, fds)
     pixels = _finite(path, pixels)
     return LoadedImage(
         pixels=np.ascontiguousarray(pixels, dtype=np.float32),
         kind="dicom",
         path=path,
         info=dicom.dicom_info(ds),
-        frames=int(frames.shape[0]),
+        frames=n_frames,
         frame=frame,
         modality_pixels=np.ascontiguousarray(modality, dtype=np.float32),
         dataset=ds,
         pixel_spacing=dicom.pixel_spacing(ds),
-        # a copy for multi-frame files: a view would keep every frame alive
-        stored=rewindow_source(frames[frame] if frames.shape[0] == 1 else frames[frame].copy()),
+        stored=rewindow_source(stored),
     )
 
 
@@ -304,17 +303,18 @@ def _load_plain(path: Path, kind: str, frame: int, min_side: int | None = None) 
                 raise IndexError(f"frame {frame} out of range: {path} has {n_frames} frame(s)")
             if frame:
                 im.seek(frame)
+            _check_plain_budget(path, im)
             if min_side is not None and kind == "jpeg":
                 _draft(im, int(min_side))
             im.load()  # full decode now, so a truncated file fails here and not later
             im = ImageOps.exif_transpose(im) or im
             gray, colour = _to_gray01(im)
-    except IndexError:
+    except (IndexError, ImageTooLargeError):
         raise
     except UnidentifiedImageError as e:
         raise ImageDecodeError(path, f"looks like {kind.upper()} but Pillow cannot parse it") from e
     except Image.DecompressionBombError as e:
-        raise ImageDecodeError(path, f"image too large to decode safely ({e})") from e
+        raise ImageTooLargeError(path, f"image too large to decode safely ({e})") from e
     except ImageDecodeError:
         raise
     except Exception as e:  # OSError (truncated), SyntaxError, ValueError, EOFError, ...
@@ -331,6 +331,17 @@ def _load_plain(path: Path, kind: str, frame: int, min_side: int | None = None) 
         frame=frame,
         colour=colour,
     )
+
+
+def _check_plain_budget(path: Path, im: Image.Image) -> None:
+    """The DICOM budget (:data:`models.dicom.MAX_FRAME_BYTES`) for PNG/JPEG/TIFF too, from the
+    header Pillow has read, before ``load()`` allocates the pixels."""
+    w, h = im.size
+    per_band = 4 if im.mode in ("I", "F") else 2 if im.mode.startswith("I;16") else 1
+    size = w * h * max(1, len(im.getbands())) * per_band
+    if size > dicom.MAX_FRAME_BYTES:
+        raise ImageTooLargeError(path, f"image too large to decode safely: {w} x {h} pixels ({im.mode}) = "
+                                       f"{size / 2**20:,.0f} MB (limit {dicom.MAX_FRAME_BYTES // 2**20} MB)")
 
 
 def _draft(im: Image.Image, min_side: int) -> None:

@@ -130,3 +130,26 @@ def test_submitting_to_a_pool_that_just_broke_hands_the_crash_to_the_caller():
         assert w.submit(abs, -2).result(timeout=60) == 2
     finally:
         w.close()
+
+
+def _allocate(n_bytes: int) -> int:
+    import numpy as np
+
+    return int(np.ones(n_bytes, dtype=np.uint8).sum())
+
+
+def test_a_decode_worker_has_a_memory_ceiling():
+    """Issue 16 §1: each worker gets a memory ceiling; a runaway allocation fails that task
+    with a MemoryError instead of taking the machine's memory."""
+    import sys
+
+    if sys.platform == "win32":
+        pytest.skip("RLIMIT_AS is POSIX")
+    w = pipeline.Workers(1)
+    try:
+        assert w.submit(_allocate, 50 * 2**20).result(timeout=120) == 50 * 2**20
+        with pytest.raises(MemoryError):
+            w.submit(_allocate, pipeline.WORKER_MEMORY_BYTES + 2**30).result(timeout=120)
+        assert w.submit(_allocate, 10).result(timeout=60) == 10  # the worker lives on
+    finally:
+        w.close()

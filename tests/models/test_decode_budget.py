@@ -1,0 +1,107 @@
+"""Memory is bounded before decoding (issue 16 §1): a header claiming a huge image is refused
+with a typed error before any decoder allocates, and only the frame that is used is decoded."""
+
+from __future__ import annotations
+
+import resource
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+
+from models import dicom
+from models.errors import ImageDecodeError, ImageTooLargeError
+from models.imageio import load_image, load_pixels
+
+
+def _dataset(rows: int, cols: int, frames: int = 1, syntax=ExplicitVRLittleEndian) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.Modality = generate_uid(), "OT"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    return ds
+
+
+def test_a_header_claiming_a_huge_image_is_refused_before_decoding(tmp_path):
+    """A 486 KB RLE file claiming 65535 x 60000 reached 7.5 GB of RSS before failing."""
+    ds = _dataset(60000, 65535, syntax=RLELossless)
+    ds.PixelData = encapsulate([b"\x00" * 64])  # a few bytes of 'compressed' data
+    path = tmp_path / "bomb.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageTooLargeError) as e:
+        load_image(path)
+    assert "65535 x 60000" in str(e.value) and str(path) in str(e.value)
+    with pytest.raises(ImageDecodeError):
+        load_pixels(path)  # the screener's door too
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200
+
+
+def test_the_limit_allows_the_largest_real_radiographs():
+    ds = _dataset(4320, 4320)
+    dicom.check_pixel_budget(ds, "big-detector.dcm")  # 37 MB: fine
+    with pytest.raises(ImageTooLargeError):
+        dicom.check_pixel_budget(_dataset(12000, 12000), "x.dcm")
+
+
+def test_only_the_used_frame_is_decoded(tmp_path, monkeypatch):
+    frames = np.stack([np.full((8, 6), 1000 * (k + 1), np.uint16) for k in range(3)])
+    frames[:, 0, 0] = 0
+    ds = _dataset(8, 6, frames=3)
+    ds.PixelData = frames.tobytes()
+    path = tmp_path / "loop.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    seen: list = []
+    real = dicom._pixel_array
+
+    def spy(d, index=None):
+        out = real(d, index)
+        seen.append(out.shape)
+        return out
+
+    monkeypatch.setattr(dicom, "_pixel_array", spy)
+    im = load_image(path, frame=2)
+    assert im.frames == 3 and im.frame == 2 and seen == [(8, 6)]  # one frame, not (3, 8, 6)
+    np.testing.assert_array_equal(im.stored, frames[2])
+    with pytest.raises(IndexError):
+        load_image(path, frame=3)
+    full = pydicom.dcmread(path).pixel_array
+    np.testing.assert_array_equal(dicom.decode_pixels(pydicom.dcmread(path), path, index=1)[0], full[1])
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    """A PNG whose header says w x h RGB over a few bytes of data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
+
+
+def test_a_plain_image_claiming_a_huge_size_is_refused_before_decoding(tmp_path):
+    """30000 x 30000 RGB would be 2.7 GB decoded: Pillow's own bomb check, typed as ours."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header_only(30000, 30000))
+    with pytest.raises(ImageTooLargeError) as e:
+        load_pixels(path)
+    assert "too large" in str(e.value) and str(path) in str(e.value)
+    # below Pillow's limit, the project's budget decides, from the header, before load()
+    small = tmp_path / "big.png"
+    small.write_bytes(_png_header_only(12000, 12000))
+    with pytest.raises(ImageTooLargeError) as e:
+        load_pixels(small)
+    assert "12000 x 12000" in str(e.value)
