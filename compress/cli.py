@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 def closing_lines(card: dict, out: str, passed: bool) -> list[str]:
     """Where the bundle is, the gate's verdict and, apart from it, whether the model is any good."""
     lines = [f"[compress] gate {'PASSED' if passed else 'FAILED'}; bundle: {out} (card.json, "
-             f"{', '.join(card['artifacts'].values())}, validation.md)"]
+             f"{', '.join((card.get('artifacts') or {}).values())}, validation.md)"]
     lines += [f"[compress] {line}" for line in performance_lines(card)[:-1]]
     lines += [f"[compress] WARNING: {BANNER}: {w}" for w in model_warnings(card)]
     ind = card.get("indications") or {}
