@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,7 @@ class ReportContent:
     word: str = "abnormality"
     legend: np.ndarray | None = None  # the heatmap's colour scale, when a heatmap is shown
     legend_line: str = ""
+    warnings: list[str] = field(default_factory=list)  # models.trust: painted as a red banner
 
 
 def _fmt(v: object) -> str:
@@ -197,6 +198,7 @@ def report_content(outcome: StudyOutcome, card: Mapping, model_id: str,
         model_lines=model_lines, word=word,
         legend=legend_rgb(card, width=640, scale=1.6) if any(v.heat is not None for v in outcome.images) else None,
         legend_line=legend_text(card),
+        warnings=[f"{BANNER}: {w}" for w in model_warnings(card)],
         footer=f"Generated {now:%Y-%m-%d %H:%M} UTC by mura-viewer · source files were only "
                f"read, never altered · {DISCLAIMER}")
 
@@ -250,6 +252,14 @@ def paint_report(painter: QPainter, c: ReportContent,
     painter.drawText(QRectF(MARGIN + 10, pen.y + 10, w - 20, h - 20),
                      int(Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignCenter), c.disclaimer)
     pen.y += h + 14
+    if c.warnings:  # a model that is not clinically meaningful: said before its verdict
+        text = " · ".join(c.warnings)
+        h = painter.boundingRect(QRectF(0, 0, w - 20, 1000), int(Qt.TextFlag.TextWordWrap), text).height() + 20
+        painter.fillRect(QRectF(MARGIN, pen.y, w, h), QColor("#b3261e"))
+        painter.setPen(QColor("#ffffff"))
+        painter.drawText(QRectF(MARGIN + 10, pen.y + 10, w - 20, h - 20),
+                         int(Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignCenter), text)
+        pen.y += h + 14
     # verdict badge
     bg, fg = VERDICT_STYLES.get(c.verdict_style, VERDICT_STYLES["failed"])
     f.setPixelSize(int(15 * DPI / 72))

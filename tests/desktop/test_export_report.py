@@ -105,3 +105,15 @@ def test_the_proposed_file_name_comes_from_the_study():
     assert "DOE" not in name and len(name.split("_")[-1]) == len("0123abcd.pdf")
     assert report_file_name(Study("file:a.png"), "png").startswith("mura-report_")
     assert report_file_name(Study("x"), "pdf") != report_file_name(Study("y"), "pdf")
+
+
+def test_a_weak_models_report_carries_the_red_banner(shown, tmp_path):
+    """Issue 15 §2: the phantom-trained, chance-level test model must look like what it is."""
+    from desktop.export_report import write_report_png
+
+    win = shown
+    c = report_content(win.current_outcome, win.engine.bundle.card, win.engine.bundle.model_id)
+    assert c.warnings and all(w.startswith("NOT A CLINICALLY MEANINGFUL MODEL") for w in c.warnings)
+    png = np.asarray(Image.open(write_report_png(c, tmp_path / "r.png")).convert("RGB"))[:400].astype(int)
+    red = (np.abs(png - np.array([0xB3, 0x26, 0x1E])).sum(axis=2) < 10).mean()
+    assert red > 0.02  # a band of the banner's red near the top
