@@ -726,6 +726,11 @@ def _window(x: np.ndarray, center: float, width: float, function: str) -> np.nda
         y = (x - center) / width + 0.5
         y = np.where(x <= center - width / 2.0, 0.0, y)
         return np.where(x > center + width / 2.0, 1.0, y)
+    if function == "LINEAR" and width < 1.0:
+        # C.11.2.1.2.1 requires Window Width >= 1 for LINEAR; a writer whose modality values are
+        # fractions (Rescale Slope 5.6e-6, Window Width 0.21: a real file) meant a window in those
+        # units, which is LINEAR_EXACT. Read as LINEAR it became a hard threshold: one white image.
+        return _window(x, center, width, "LINEAR_EXACT")
     # LINEAR: width 1 is a threshold at center - 0.5 (C.11.2.1.2.1)
     lo = center - 0.5 - (width - 1.0) / 2.0
     hi = center - 0.5 + (width - 1.0) / 2.0

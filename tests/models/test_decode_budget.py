@@ -105,3 +105,21 @@ def test_a_plain_image_claiming_a_huge_size_is_refused_before_decoding(tmp_path)
     with pytest.raises(ImageTooLargeError) as e:
         load_pixels(small)
     assert "12000 x 12000" in str(e.value)
+
+
+def test_a_sub_unit_linear_window_is_not_a_hard_threshold(tmp_path):
+    """Issue 16 §5: VOI LUT Function LINEAR with Window Width 0.21 over modality values of
+    slope 5.6e-6 (a real file) rendered one uniform white image, which was then scored."""
+    ramp = np.tile(np.linspace(0, 50000, 64, dtype=np.uint16), (64, 1))
+    ds = _dataset(64, 64)
+    ds.Modality = "CR"
+    ds.RescaleSlope, ds.RescaleIntercept = "5.6e-6", "0"
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = "0.14", "0.21", "LINEAR"
+    ds.PixelData = ramp.tobytes()
+    path = tmp_path / "tiny_units.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    px = load_image(path).pixels
+    assert px.std() > 0.2 and px.min() == 0.0 and px.max() == 1.0  # a ramp, not a constant
+    assert len(np.unique(px)) > 20
+    # width exactly 1 stays the standard's threshold
+    np.testing.assert_array_equal(dicom._window(np.array([9.0, 10.0]), 10.0, 1.0, "LINEAR"), [0.0, 1.0])
