@@ -12,6 +12,7 @@ in a PNG/JPEG says otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from models import dicom
 from models.dicom import DicomInfo, Window
-from models.errors import ImageDecodeError, ImageTooLargeError, UnsupportedImageError
+from models.errors import DicomError, ImageDecodeError, ImageTooLargeError, UnsupportedImageError
 from models.preprocess import luma
 from models.scope import chroma
 
@@ -193,7 +194,8 @@ def load_image(path: str | Path, *, frame: int = 0) -> LoadedImage:
     """
     p, kind = _sniff_or_raise(path)
     if kind == "dicom":
-        return _load_dicom(p, frame)
+        with _typed(p):
+            return _load_dicom(p, frame)
     return _load_plain(p, kind, frame)
 
 
@@ -221,6 +223,11 @@ def decode_for_model(path: str | Path, *, frame: int = 0, min_side: int | None =
     if kind != "dicom":
         im = _load_plain(p, kind, frame, min_side=min_side)
         return im.pixels, im.colour
+    with _typed(p):
+        return _decode_dicom_for_model(p, frame, min_side)
+
+
+def _decode_dicom_for_model(p: Path, frame: int, min_side: int | None) -> tuple[np.ndarray, float]:
     if min_side is not None and frame == 0:
         ds = dicom.read_dataset(p)
         stored = dicom.decode_reduced(ds, int(min_side))
@@ -233,6 +240,21 @@ def decode_for_model(path: str | Path, *, frame: int = 0, min_side: int | None =
         _ds, stored, fds, _n = _decode_dicom(p, frame)
     _, pixels = dicom.render_frame(stored, fds, need_modality=False)
     return _finite(p, pixels), 0.0
+
+
+@contextlib.contextmanager
+def _typed(path: Path):
+    """The read -> decode -> render chain of a DICOM file is one typed boundary: pydicom converts
+    element values lazily, so a bad value raises (NotImplementedError, ValueError, ...) wherever
+    it is first touched, not only in the guarded read and decode."""
+    try:
+        yield
+    except (ImageDecodeError, IndexError):
+        raise
+    except MemoryError as e:
+        raise DicomError(path, "ran out of memory decoding this file") from e
+    except Exception as e:  # noqa: BLE001 - whatever a damaged header raises, typed and named
+        raise DicomError(path, f"unreadable DICOM ({type(e).__name__}: {' '.join(str(e).split())})") from e
 
 
 def _sniff_or_raise(path: str | Path) -> tuple[Path, str]:

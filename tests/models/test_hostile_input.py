@@ -1,5 +1,5 @@
-"""Memory is bounded before decoding (issue 16 §1): a header claiming a huge image is refused
-with a typed error before any decoder allocates, and only the frame that is used is decoded."""
+"""Hostile and damaged input (issue 16): memory bounded before decoding, every error typed, damage
+not mistaken for a header-only object, one validation for exact and reduced decoding."""
 
 from __future__ import annotations
 
@@ -123,3 +123,87 @@ def test_a_sub_unit_linear_window_is_not_a_hard_threshold(tmp_path):
     assert len(np.unique(px)) > 20
     # width exactly 1 stays the standard's threshold
     np.testing.assert_array_equal(dicom._window(np.array([9.0, 10.0]), 10.0, 1.0, "LINEAR"), [0.0, 1.0])
+
+
+def _saved(tmp_path, ds: Dataset, name: str) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _small(tmp_path) -> bytes:
+    ds = _dataset(4, 4)
+    ds.PixelData = np.arange(16, dtype=np.uint16).tobytes()
+    return _saved(tmp_path, ds, "ok.dcm")
+
+
+def test_a_bad_value_representation_is_a_typed_error_wherever_it_is_touched(tmp_path):
+    """pydicom converts values lazily: an unknown VR raised NotImplementedError in photometric(),
+    outside the guarded read and decode."""
+    path = tmp_path / "bad_vr.dcm"
+    path.write_bytes(_small(tmp_path).replace(b"\x28\x00\x04\x00CS", b"\x28\x00\x04\x00ZZ"))
+    for load in (load_image, load_pixels):
+        with pytest.raises(ImageDecodeError) as e:
+            load(path)
+        assert str(path) in str(e.value) and "ZZ" in str(e.value)
+
+
+def test_empty_pixel_data_is_named_not_a_none_has_no_len(tmp_path):
+    ds = _dataset(4, 4)
+    ds.PixelData = b""
+    path = tmp_path / "empty.dcm"
+    path.write_bytes(_saved(tmp_path, ds, "empty.dcm"))
+    with pytest.raises(ImageDecodeError, match="PixelData is empty"):
+        load_image(path)
+
+
+def test_a_parse_stopped_by_damage_is_not_a_header_only_object(tmp_path):
+    """866 fuzzed files whose seeds have pixels were reported as 'no Pixel Data: header-only'."""
+    from models.errors import MissingPixelDataError
+
+    data = _small(tmp_path)
+    i = data.index(b"\x28\x00\x04\x00CS")
+    path = tmp_path / "damaged.dcm"
+    path.write_bytes(data[: i + 6] + b"\xff\x7f" + data[i + 8:])  # a corrupted element length
+    with pytest.raises(ImageDecodeError) as e:
+        load_image(path)
+    assert not isinstance(e.value, MissingPixelDataError) and "damaged" in str(e.value)
+    sr = _dataset(4, 4)
+    path2 = tmp_path / "sr.dcm"
+    path2.write_bytes(_saved(tmp_path, sr, "sr.dcm"))  # really no pixel data
+    with pytest.raises(MissingPixelDataError):
+        load_image(path2)
+
+
+def test_fast_decode_makes_the_exact_decodes_header_checks(tmp_path):
+    """--fast-decode accepted files the exact decode refused (Bits Allocated 256, Samples per
+    Pixel 0, no Pixel Representation): one validation for both."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    buf = io.BytesIO()
+    Image.fromarray(np.tile(np.arange(0, 256, 1, dtype=np.uint8), (600, 3))[:, :700]).save(buf, "JPEG")
+    ds = _dataset(600, 700, syntax=JPEGBaseline8Bit)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ok = tmp_path / "ok.dcm"
+    ok.write_bytes(_saved(tmp_path, ds, "ok.dcm"))
+    assert load_pixels(ok, min_side=256).shape[0] < 600  # the reduced decode is used
+    for name, change in (("bits256", {"BitsAllocated": 256}), ("samples0", {"SamplesPerPixel": 0})):
+        bad = _dataset(600, 700, syntax=JPEGBaseline8Bit)
+        bad.BitsAllocated, bad.BitsStored, bad.HighBit = 8, 8, 7
+        bad.PixelData = encapsulate([buf.getvalue()])
+        for k, v in change.items():
+            setattr(bad, k, v)
+        path = tmp_path / f"{name}.dcm"
+        path.write_bytes(_saved(tmp_path, bad, name))
+        with pytest.raises(ImageDecodeError) as exact:
+            load_pixels(path)
+        with pytest.raises(ImageDecodeError) as fast:
+            load_pixels(path, min_side=256)
+        assert type(fast.value) is type(exact.value), name
