@@ -48,6 +48,10 @@ from models.preprocess import Placement, PreprocessConfig, standardize, to_unit
 from models.scope import Indications, header_refusal, image_refusal, prediction_refusal
 
 THUMB_SIZE = 160  # px, long side of the report's thumbnails
+#: A file whose decode takes longer than this (seconds) fails and its worker is replaced: a
+#: decoder that never returns must not stall a whole run. The slowest real file seen (a cut
+#: JPEG-LS) took 13 s; a 2k JPEG 2000 radiograph takes under 1 s.
+DECODE_TIMEOUT_S = 120.0
 
 
 def default_workers() -> int:
@@ -227,6 +231,15 @@ class Workers:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
+    def kill(self) -> None:
+        """Stop every worker now (one is stuck in a decoder that never returns) and start a new
+        pool on next use. ProcessPoolExecutor cannot cancel a running task, so its processes are
+        terminated; the tasks they held fail with BrokenProcessPool."""
+        if self._pool is not None:
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                proc.terminate()
+        self.restart()
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -298,7 +311,7 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
                    workers: int | None = None,
                    export_dir: Callable[[Study], Path | None] | None = None,
                    card: dict | None = None, word: str = "fracture",
-                   fast_decode: bool = False,
+                   fast_decode: bool = False, decode_timeout: float = DECODE_TIMEOUT_S,
                    ) -> Iterator[tuple[int, ScoredStudy | None]]:
     """Yield ``(index, ScoredStudy)`` for the studies in ``todo`` and ``(index, None)`` for the
     others (the caller takes those from its state), strictly in the order of ``studies``.
@@ -369,7 +382,17 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
 
     def handle(i: int, k: int, path: str, fut: Future) -> None:
         try:
-            pr: Prepared = fut.result()
+            pr: Prepared = fut.result(timeout=decode_timeout if pool.n else None)
+        except TimeoutError:
+            # A decoder that never returns would stall the whole run: fail this file, replace
+            # the workers, and hand the other files in flight to the new ones
+            others = [(a, b, c) for a, b, c, _ in inflight]
+            inflight.clear()
+            pool.kill()
+            fail(i, k, path, f"decoding took longer than {decode_timeout:g} s: stopped (its worker was replaced)")
+            inflight.extend((a, b, c, pool.submit(prepare_image, c, cfg, THUMB_SIZE, fast_decode))
+                            for a, b, c in others)
+            return
         except BrokenProcessPool:
             # A decoder crashed its process (or the OS killed it), and every task in flight died
             # with it. Retry those one at a time in a fresh pool: the file that crashes alone is
@@ -379,10 +402,14 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
             pool.restart()
             for a, b, c in suspects:
                 try:
-                    accept(a, b, pool.submit(prepare_image, c, cfg, THUMB_SIZE, fast_decode).result())
+                    accept(a, b, pool.submit(prepare_image, c, cfg, THUMB_SIZE, fast_decode).result(
+                        timeout=decode_timeout))
                 except BrokenProcessPool:
                     pool.restart()
                     fail(a, b, c, "the decoder crashed on this file (its worker process died)")
+                except TimeoutError:
+                    pool.kill()
+                    fail(a, b, c, f"decoding took longer than {decode_timeout:g} s: stopped (its worker was replaced)")
             return
         accept(i, k, pr)
 

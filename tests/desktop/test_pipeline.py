@@ -153,3 +153,30 @@ def test_a_decode_worker_has_a_memory_ceiling():
         assert w.submit(_allocate, 10).result(timeout=60) == 10  # the worker lives on
     finally:
         w.close()
+
+
+def _hanging_prepare(path, cfg, thumb_size=pipeline.THUMB_SIZE, fast_decode=False):
+    """Stands in for a decoder that never returns on one file."""
+    import time
+
+    if Path(path).name == "truncated.dcm":
+        time.sleep(3600)
+    return pipeline.prepare_image(path, cfg, thumb_size, fast_decode)
+
+
+def test_a_decoder_that_never_returns_fails_its_file_not_the_run(src_with_bad, engine, monkeypatch):
+    """Issue 16 §7: fut.result() had no timeout, so one stuck decoder stalled the whole run."""
+    import time
+
+    from desktop.discovery import discover
+
+    monkeypatch.setattr(pipeline, "prepare_image", _hanging_prepare)
+    disc = discover(src_with_bad)
+    t0 = time.time()
+    out = dict(pipeline.scored_studies(disc.studies, set(range(len(disc.studies))), engine, workers=2,
+                                       decode_timeout=5))
+    assert time.time() - t0 < 120
+    reasons = {Path(r.stamp.path).name: r.error for s in out.values() for r in s.images if r.error}
+    assert "took longer than 5 s" in reasons["truncated.dcm"]
+    scored = sum(len(s.predictions) for s in out.values())
+    assert scored == disc.n_images - 2  # everything else (no_pixels.dcm fails as before)
