@@ -1,0 +1,13 @@
+"""What every stage shares. Importing this package first also keeps the app off the network.
+
+``import openvino`` (through its model converter) and NNCF send usage telemetry to Google
+Analytics from a pip install unless the ``openvino_telemetry`` package cannot be imported (a DNS
+query for www.google-analytics.com was seen from a child of mura-screen). A medical app opens no
+connection the user did not configure, so that import now fails in every process that imports
+``models`` before OpenVINO, and both fall back to their own no-op stubs. The frozen app leaves
+the package out altogether (installers/mura.spec).
+"""
+
+import sys
+
+sys.modules.setdefault("openvino_telemetry", None)
