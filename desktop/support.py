@@ -206,6 +206,28 @@ def check_decode(app: str, files: Sequence[str]) -> int:
     return 1 if failed else 0
 
 
+def decode_probe(path: str, fast: bool = False) -> dict:
+    """Decode ``path`` through the screener's door and say how it went, never raising: ``status``
+    "ok", "typed" (a :class:`~models.errors.MuraError`, ``error`` its class) or "untyped" (any other
+    exception: a bug), plus this process's peak RSS. The fuzz campaign (bench/fuzz_dicom.py) runs
+    it in capped worker processes."""
+    import resource
+
+    from models.errors import MuraError
+    from models.imageio import decode_for_model
+
+    row: dict = {"path": path, "status": "ok", "error": ""}
+    try:
+        px, _colour = decode_for_model(path, min_side=512 if fast else None)
+        row["shape"] = list(px.shape)
+    except MuraError as e:
+        row.update(status="typed", error=type(e).__name__)
+    except Exception as e:  # noqa: BLE001 - exactly what the campaign counts
+        row.update(status="untyped", error=f"{type(e).__name__}: {e}"[:300])
+    row["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return row
+
+
 def silence_library_warnings(log_file: Path | None = None) -> None:
     """Library warnings (pydicom's remarks on odd files name their paths) go to ``log_file``, or
     nowhere: never to the terminal, where they read like a crash and can leak a patient's name
