@@ -161,9 +161,11 @@ def test_anonymize_keeps_identifiers_paths_and_descriptions_out_of_every_output(
     outputs = {"worklist": (out / "worklist.csv").read_text(), "failures": (out / "failures.csv").read_text(),
                "report": (out / "report.html").read_text(), "state": stored,
                "stdout": captured.out, "stderr": captured.err}
+    uids = {r.study.key for r in screen(mixed_folder, Engine(tiny_bundle)).results}
     for name, text in outputs.items():
         assert str(mixed_folder) not in text, name
         assert "PHANTOM" not in text and "SYN0" not in text and "XR FINGER" not in text, name
+        assert not any(uid in text for uid in uids), name  # Study Instance UIDs are hashed too
     # an anonymized state resumes only anonymized, and the rerun takes every study from it
     assert main([str(mixed_folder), "--model", str(tiny_bundle), "--out", str(out), "--anonymize",
                  "--no-progress"]) == 1
