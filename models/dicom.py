@@ -61,6 +61,7 @@ __all__ = [
     "photometric",
     "pixel_spacing",
     "read_dataset",
+    "check_frame_complete",
     "check_pixel_budget",
     "validate_pixel_header",
     "number_of_frames",
@@ -305,6 +306,39 @@ def _file_holds(path: str | Path | None, needle: bytes) -> bool:
         return False
 
 
+def check_frame_complete(ds: Dataset, src: object, index: int = 0) -> None:
+    """A JPEG-family frame (JPEG, JPEG-LS, JPEG 2000) must end with its end-of-image marker (FFD9;
+    JPEG 2000's EOC is the same bytes), after the fragment padding. A JPEG Lossless file cut to 17 %
+    of its data decoded with garbage rows and got a score; a cut JPEG-LS one too. Truncated is
+    reported as truncated: re-send the study."""
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if ts is None or not getattr(ts, "is_encapsulated", False) or str(ts) in _NOT_JPEG_ENCAPSULATED:
+        return
+    from pydicom.encaps import generate_frames
+
+    n = _number_of_frames(ds)
+    try:
+        frames = generate_frames(ds.PixelData, number_of_frames=n)
+        frame = next(f for k, f in enumerate(frames) if k == index)
+    except StopIteration:
+        raise TruncatedPixelDataError(src, f"frame {index + 1} of {n} is missing from the pixel data: "
+                                           "the file is truncated; re-send the study") from None
+    except Exception as e:  # noqa: BLE001 - fragments that do not parse are damaged data
+        raise TruncatedPixelDataError(src, f"the compressed pixel data does not parse ({e}); re-send the study") from e
+    if not frame.rstrip(b"\x00\xff").endswith(b"\xff\xd9"):
+        raise TruncatedPixelDataError(src, f"compressed frame {index + 1} ends without its end-of-image "
+                                           "marker: the file is truncated; re-send the study")
+
+
+#: Encapsulated syntaxes whose frames are not JPEG codestreams: RLE, deflate, MPEG/HEVC video.
+_NOT_JPEG_ENCAPSULATED = frozenset({
+    "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101",
+    "1.2.840.10008.1.2.4.102", "1.2.840.10008.1.2.4.103", "1.2.840.10008.1.2.4.104",
+    "1.2.840.10008.1.2.4.105", "1.2.840.10008.1.2.4.106", "1.2.840.10008.1.2.4.107",
+    "1.2.840.10008.1.2.4.108",
+})
+
+
 def check_pixel_budget(ds: Dataset, src: object) -> None:
     """Refuse, before decoding, a frame whose (0028,0010) Rows x (0028,0011) Columns x
     (0028,0002) Samples per Pixel x (0028,0100) Bits Allocated exceeds :data:`MAX_FRAME_BYTES`."""
@@ -341,6 +375,7 @@ def decode_pixels(ds: Dataset, path: str | Path | None = None, index: int | None
     n_frames = _number_of_frames(ds)
     if index is not None and not 0 <= index < n_frames:
         raise IndexError(f"frame {index} out of range: {src} has {n_frames} frame(s)")
+    check_frame_complete(ds, src, index or 0)
     try:
         arr = _pixel_array(ds, None if n_frames == 1 else index)
     except ValueError as e:
@@ -449,6 +484,7 @@ def decode_reduced(ds: Dataset, min_side: int) -> np.ndarray | None:
     if ts not in J2K_SYNTAXES and ts != JPEG_BASELINE:
         return None
     validate_pixel_header(ds, getattr(ds, "filename", None))  # the exact decode's checks, raised
+    check_frame_complete(ds, _source(ds, getattr(ds, "filename", None)))
     try:
         if (_number_of_frames(ds) != 1 or int(ds.get("SamplesPerPixel", 1) or 1) != 1
                 or not is_monochrome(ds) or int(ds.get("PixelRepresentation", 0) or 0) != 0

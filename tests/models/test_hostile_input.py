@@ -207,3 +207,28 @@ def test_fast_decode_makes_the_exact_decodes_header_checks(tmp_path):
         with pytest.raises(ImageDecodeError) as fast:
             load_pixels(path, min_side=256)
         assert type(fast.value) is type(exact.value), name
+
+
+@pytest.mark.parametrize("name,keep", [("RG2_JPLL.dcm", 0.17), ("RG2_JLSL.dcm", 0.55), ("RG3_J2KR.dcm", 0.6)])
+def test_truncated_compressed_data_is_reported_not_scored(tmp_path, name, keep):
+    """Issue 16 §2: a JPEG Lossless file cut to 17 % decoded with garbage rows from row 196 and
+    got a score; a JPEG-LS one cut to 55 % took 13 s and got one too."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from models.errors import TruncatedPixelDataError
+    from tests.conftest import shared_data
+
+    src = shared_data("dicom") / name
+    data = src.read_bytes()
+    cut_file = tmp_path / f"cut_{name}"
+    cut_file.write_bytes(data[: int(len(data) * keep)])  # the transfer stopped mid-file
+    ds = pydicom.dcmread(src)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[: int(len(frame) * keep)]])  # well-framed, short codestream
+    cut_stream = tmp_path / f"short_{name}"
+    ds.save_as(cut_stream)
+    for path in (cut_file, cut_stream):
+        for fast in (None, 256):
+            with pytest.raises(TruncatedPixelDataError, match="truncated"):
+                load_pixels(path, min_side=fast)
+    assert load_pixels(src).size > 0  # the complete file still decodes
