@@ -211,8 +211,6 @@ def decode_probe(path: str, fast: bool = False) -> dict:
     "ok", "typed" (a :class:`~models.errors.MuraError`, ``error`` its class) or "untyped" (any other
     exception: a bug), plus this process's peak RSS. The fuzz campaign (bench/fuzz_dicom.py) runs
     it in capped worker processes."""
-    import resource
-
     from models.errors import MuraError
     from models.imageio import decode_for_model
 
@@ -224,8 +222,23 @@ def decode_probe(path: str, fast: bool = False) -> dict:
         row.update(status="typed", error=type(e).__name__)
     except Exception as e:  # noqa: BLE001 - exactly what the campaign counts
         row.update(status="untyped", error=f"{type(e).__name__}: {e}"[:300])
-    row["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row["rss_mb"] = _peak_rss_mb()
     return row
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS. Linux's VmHWM belongs to the process's own memory map; ru_maxrss
+    survives exec, so a spawned worker would report its parent's peak (a 3.5 GB pytest run)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def silence_library_warnings(log_file: Path | None = None) -> None:
