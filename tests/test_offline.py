@@ -40,3 +40,13 @@ def test_the_viewer_opens_no_network_socket(tmp_path):
 def test_compress_and_its_libraries_open_no_network_socket(tmp_path):
     code = "import compress.pipeline, compress.quantize, nncf, openvino; from models import ovruntime; ovruntime.core()"
     assert _inet([sys.executable, "-c", code], tmp_path) == []
+
+
+def test_a_whole_compress_run_opens_no_network_socket(tmp_path, tiny_checkpoint, phantom):
+    """NNCF sends its telemetry when it quantizes, not when it is imported: run mura-compress."""
+    cmd = [sys.executable, "-m", "compress.cli", "--checkpoint", str(tiny_checkpoint), "--out",
+           str(tmp_path / "bundle"), "--calib-data", f"mura:{phantom / 'mura'}", "--val-data",
+           f"mura:{phantom / 'mura'}", "--budget", "1", "--min-agreement", "0", "--calib-size", "16",
+           "--max-eval-images", "16", "--no-accuracy-control"]
+    assert _inet(cmd, tmp_path) == []
+    assert (tmp_path / "bundle" / "card.json").is_file()
