@@ -131,7 +131,7 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
     for rank, r in enumerate(ranked, 1):
         thumb = state.best_thumbnail(alias(r.study.key, "study"))
         img = ("—" if thumb is None else
-               f'<img alt="study {rank}" src="data:image/png;base64,{base64.b64encode(thumb).decode()}">')
+               f'<img alt="study {rank}" src="{data_uri(thumb)}">')
         ids = identity(r.study)
         header_part = f" ({ids['body_part_header']})" if ids["body_part_header"] else ""
         out.append(
@@ -162,6 +162,12 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
     return "\n".join(out)
 
 
+def data_uri(picture: bytes) -> str:
+    """A data: URI for a stored thumbnail, JPEG (since 2026-12) or PNG (states written before)."""
+    mime = "image/jpeg" if picture[:3] == b"\xff\xd8\xff" else "image/png"
+    return f"data:{mime};base64,{base64.b64encode(picture).decode()}"
+
+
 def _legend_png(card: Mapping) -> str:
     buf = io.BytesIO()
     Image.fromarray(legend_rgb(card, width=360)).save(buf, format="PNG", optimize=True)
@@ -182,7 +188,7 @@ def _not_indicated_section(res: ScreenResult, state: ScreenState, alias, text) -
     for r in rows:
         ids = identity(r.study)
         thumb = state.best_thumbnail(alias(r.study.key, "study"))
-        img = "—" if thumb is None else f'<img alt="not indicated" src="data:image/png;base64,{base64.b64encode(thumb).decode()}">'
+        img = "—" if thumb is None else f'<img alt="not indicated" src="{data_uri(thumb)}">'
         key = alias(r.study.key, "study")
         out.append(f'<tr class="study not_indicated" data-study="{_e(key)}"><td>{img}</td>'
                    f'<td class="patient"><b>{_e(ids["patient_id"] or "—")}</b><br>{_e(ids["patient_name"])}</td>'

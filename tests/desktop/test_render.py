@@ -68,3 +68,24 @@ def test_the_model_card_dialog_says_what_the_model_is_for_and_how_good_it_is():
     text = card_html(json.loads((reference_dir() / "card.json").read_text()))
     assert "<h3>Indications</h3>" in text and "below 0.68 are refused" in text
     assert "AUC 0.88 (95 % CI 0.84–0.93)" in text and "NOT A CLINICALLY" not in text
+
+
+def test_report_thumbnails_are_jpeg_and_old_png_ones_still_show():
+    """Issue 18 §1: PNG with optimize=True took 47 % of a screening run's time."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from desktop.pipeline import gray_thumbnail
+    from desktop.report import data_uri
+
+    thumb = np.tile(np.arange(0, 160, dtype=np.uint8), (120, 1))
+    jpeg = gray_thumbnail(thumb)
+    assert jpeg[:3] == b"\xff\xd8\xff" and data_uri(jpeg).startswith("data:image/jpeg;base64,")
+    buf = io.BytesIO()
+    Image.fromarray(thumb).save(buf, format="PNG")
+    assert data_uri(buf.getvalue()).startswith("data:image/png;base64,")
+    back = np.asarray(Image.open(io.BytesIO(base64.b64decode(data_uri(jpeg).split(",", 1)[1]))))
+    assert back.shape == thumb.shape and np.abs(back.astype(int) - thumb).mean() < 3

@@ -81,7 +81,7 @@ class _ReportParser(HTMLParser):
             self.study_rows += 1
         if tag == "li" and a.get("class") == "failed-file":
             self.failed += 1
-        if (tag == "img" and (a.get("src") or "").startswith("data:image/png;base64,")
+        if (tag == "img" and (a.get("src") or "").startswith(("data:image/png;base64,", "data:image/jpeg;base64,"))
                 and a.get("alt") != "heatmap colour scale"):  # the legend is not a study's picture
             self.images += 1
 
