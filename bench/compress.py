@@ -94,9 +94,10 @@ def _calibration(spec: str | None, size: int, n: int, seed: int) -> np.ndarray:
     """Calibration inputs: decoded through the shared preprocessing from ``spec``, else random."""
     if not spec:
         return np.random.default_rng(seed).standard_normal((n, 1, size, size), dtype=np.float32)
+    from trainer.datasets import load_source
+
     from compress.evalset import build_evalset
     from models.preprocess import PreprocessConfig
-    from trainer.datasets import load_source
 
     es = build_evalset(load_source(spec, "train"), PreprocessConfig(input_size=size), limit=n, seed=seed)
     if len(es.inputs) == 0:
@@ -111,7 +112,7 @@ def bench_backbone(name: str, args: argparse.Namespace, calib: np.ndarray, work:
 
     from compress.export import convert_to_openvino, export_onnx
     from compress.quantize import QuantizeConfig, quantize_openvino
-    from models.networks import create_model
+    from models.nn.networks import create_model
 
     if args.checkpoint:
         from trainer.checkpoint import load_checkpoint, model_from_checkpoint
@@ -140,7 +141,7 @@ def bench_bundle(root: Path, args: argparse.Namespace) -> tuple[str, int, dict, 
     import torch
 
     from models.card import load_bundle
-    from models.networks import create_model
+    from models.nn.networks import create_model
 
     b = load_bundle(root)
     card = b.card

@@ -7,7 +7,7 @@ to inference cost on the clinic PC, so the table shows all of them, measured in 
 - raw engine: preprocessed inputs already in memory, the same AsyncRunner (THROUGHPUT hint, the
   plugin's optimal number of requests, batch 1) the screener uses;
 - decode only: the screener's worker pool decoding + preprocessing every file, no inference;
-- pipeline: ``desktop.screen.screen`` over the folder (discovery, decode, inference, thumbnails,
+- pipeline: ``desktop.screening.run.screen`` over the folder (discovery, decode, inference, thumbnails,
   SQLite commits), for each ``--workers`` value;
 - the same two with ``--fast-decode`` (JPEG 2000 / baseline JPEG decoded at a reduced resolution,
   long side >= 2x the input), and what that costs in scores: the largest |Δprobability| per
@@ -158,7 +158,7 @@ def make_bundle(work: Path, input_size: int) -> Path:
 
 def raw_engine_rate(engine, files: list[str], n: int) -> tuple[float, int]:
     """(images/s, requests) of the AsyncRunner alone, cycling through inputs preprocessed before."""
-    from desktop.pipeline import prepare_image
+    from desktop.screening.pipeline import prepare_image
 
     preps = [prepare_image(f, engine.cfg) for f in files[:32]]
     preps = [p for p in preps if p.x is not None]
@@ -178,7 +178,7 @@ def raw_engine_rate(engine, files: list[str], n: int) -> tuple[float, int]:
 
 def decode_rate(files: list[str], cfg, workers: int, fast: bool = False) -> float:
     """Images/s of decoding + preprocessing alone, with the screener's pool (0: this process)."""
-    from desktop.pipeline import THUMB_SIZE, Workers, prepare_image
+    from desktop.screening.pipeline import THUMB_SIZE, Workers, prepare_image
 
     pool = Workers(workers)
     try:
@@ -198,8 +198,8 @@ def decode_rate(files: list[str], cfg, workers: int, fast: bool = False) -> floa
 
 def pipeline_rate(src: Path, engine, workers: int, fast: bool = False):
     """(images/s of the whole screen() run, seconds of it spent in discovery, the ScreenResult)."""
-    from desktop.discovery import discover
-    from desktop.screen import screen
+    from desktop.screening.discovery import discover
+    from desktop.screening.run import screen
 
     t0 = time.perf_counter()
     discover(src)
@@ -239,7 +239,7 @@ def per_syntax_ms(files: list[str], cfg, per: int = 3) -> dict[str, tuple[float,
     import pydicom
     from pydicom.uid import UID
 
-    from desktop.pipeline import prepare_image
+    from desktop.screening.pipeline import prepare_image
 
     by: dict[str, list[str]] = {}
     for f in files:
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-fast", action="store_true", help="skip the --fast-decode rows")
     a = ap.parse_args(argv)
 
-    from desktop.pipeline import default_workers
+    from desktop.screening.pipeline import default_workers
     from models.engine import Engine
 
     lo, hi = (int(x) for x in a.size.split(","))

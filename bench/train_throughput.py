@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler
+from trainer.datasets import load_source
 
-from models.networks import create_model, list_models
+from models.nn.networks import create_model, list_models
 from models.preprocess import PreprocessConfig
 from trainer.data import Augment, DecodeCache, RecordDataset, collate_skip, loader_worker_init
-from trainer.datasets import load_source
 from trainer.train import resolve_amp
 
 TARGET = 0.80

@@ -17,10 +17,10 @@ of what the viewer computes before showing scores (aggregation, thumbnails, the 
 the first image); then, not counted in the target, the heatmaps (upsampled to image size by a
 background task after the scores are shown) and the blended picture when the overlay is on. "GUI end to end" is the window's own path
 (``open_paths`` -> ``first_image_shown`` and -> ``analysis_ready``), discovery included. Cold
-start runs ``desktop.viewer.main`` itself in a fresh offscreen process (window first, the model
+start runs ``desktop.viewer.app.main`` itself in a fresh offscreen process (window first, the model
 compiled on a worker while the study is decoded, as ``mura-viewer PATH --model B`` does) and
 reads when the window, the first image (a reduced-resolution preview of a large JPEG 2000
-image: ``desktop.studies.preview_image``), that image at full resolution and the scores reach
+image: ``desktop.viewer.studies.preview_image``), that image at full resolution and the scores reach
 the screen.
 """
 
@@ -50,7 +50,7 @@ _CHILD = r"""
 import sys
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
-import desktop.viewer as V
+import desktop.viewer.app as V
 
 def say(what):
     print(what, flush=True)
@@ -140,7 +140,7 @@ def build_bundle(work: Path, size: int = 224) -> Path:
 
     from compress.pipeline import CompressConfig, run
     from models.labels import MURA_BODY_PARTS
-    from models.networks import create_model
+    from models.nn.networks import create_model
     from models.preprocess import PreprocessConfig
     from trainer.checkpoint import save_checkpoint
     from trainer.synth import write_mura
@@ -219,8 +219,8 @@ def cold_start(study: Path, model: str, repeats: int) -> dict[str, float]:
 
 
 def study_phases(files: list[Path], bundle: str, repeats: int) -> list[tuple[str, float]]:
-    from desktop.render import render_rgb, thumbnail_u8
-    from desktop.studies import THUMB_SIZE
+    from desktop.screening.render import render_rgb, thumbnail_u8
+    from desktop.viewer.studies import THUMB_SIZE
     from models.engine import Engine, aggregate_study
     from models.imageio import load_image
 
@@ -265,8 +265,8 @@ def gui_end_to_end(folder: Path, bundle: str, repeats: int) -> tuple[float, floa
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from desktop.settings import ViewerSettings
-    from desktop.viewer import ViewerWindow
+    from desktop.viewer.app import ViewerWindow
+    from desktop.viewer.settings import ViewerSettings
     from models.engine import Engine
 
     app = QApplication.instance() or QApplication([sys.argv[0]])

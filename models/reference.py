@@ -13,7 +13,7 @@ Order (the first that applies wins):
 1. ``MURA_DEFAULT_MODEL``: a bundle folder, for any run (source or installed). Returned even if
    it does not exist, so loading fails naming it instead of quietly using another model.
 2. ``MURA_MODEL`` or, in a frozen (PyInstaller) app, ``<install>/model``: the bundle the
-   installed app has always used (:mod:`desktop.paths` re-exports this lookup).
+   installed app has always used (:mod:`desktop.screening.paths` re-exports this lookup).
 3. ``models/reference/fracatlas-lite0`` when it holds a ``card.json``.
 
 Stdlib only: the frozen runtime, the screener and the viewer all import this (no torch, no Qt).

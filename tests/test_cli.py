@@ -6,8 +6,8 @@ import pytest
 
 from compress.cli import build_parser as compress_parser
 from compress.cli import main as compress_main
-from desktop.screen import build_parser as screen_parser
-from desktop.viewer import build_parser as viewer_parser
+from desktop.screening.cli import build_parser as screen_parser
+from desktop.viewer.app import build_parser as viewer_parser
 from trainer.cli import build_parser as train_parser
 from trainer.cli import main as train_main
 from trainer.compare import build_parser as compare_parser

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from compress.pipeline import CompressConfig, run
-from desktop.screen import main as screen_main
+from desktop.screening.cli import main as screen_main
 from models.card import load_bundle
 from trainer.synth import write_dicom_studies, write_external, write_mura
 from trainer.train import TrainConfig, train

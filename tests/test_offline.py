@@ -28,12 +28,12 @@ def _inet(cmd: list[str], tmp_path, env_extra: dict | None = None) -> list[str]:
 
 
 def test_the_screener_opens_no_network_socket(tmp_path):
-    assert _inet([sys.executable, "-m", "desktop.screen", "samples", "--out", str(tmp_path / "o"),
+    assert _inet([sys.executable, "-m", "desktop.screening.cli", "samples", "--out", str(tmp_path / "o"),
                   "--no-progress", "--workers", "1"], tmp_path) == []
 
 
 def test_the_viewer_opens_no_network_socket(tmp_path):
-    assert _inet([sys.executable, "-m", "desktop.viewer", "samples/leg-IMG0002455", "--screenshot",
+    assert _inet([sys.executable, "-m", "desktop.viewer.app", "samples/leg-IMG0002455", "--screenshot",
                   str(tmp_path / "s.png")], tmp_path) == []
 
 

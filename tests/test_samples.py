@@ -51,7 +51,7 @@ def test_dicom_samples_are_monochrome2_8bit_with_a_synthetic_patient():
 
 def test_each_image_is_its_own_study():
     """Plain images are grouped by folder: one folder per image keeps them apart."""
-    from desktop.discovery import discover
+    from desktop.screening.discovery import discover
 
     disc = discover(SAMPLES)
     assert len(disc.studies) == len(_images())

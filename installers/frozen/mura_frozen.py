@@ -10,7 +10,7 @@ the viewer must let a model chosen in its Settings beat the installed default, w
 wrapper adds the frozen-only behaviour around them.
 
 The support flags (``--version``, ``--card``, ``--check-decode``) live in
-:mod:`desktop.support`, so the development install answers them exactly as the frozen app does.
+:mod:`desktop.screening.support`, so the development install answers them exactly as the frozen app does.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from desktop import paths
-from desktop.support import build_info, dispatch, project_version  # noqa: F401 - re-exported
+from desktop.screening import paths
+from desktop.screening.support import build_info, dispatch, project_version  # noqa: F401 - re-exported
 
 log = logging.getLogger("mura.frozen")
 _keep_open: list = []  # files faulthandler/stdio point at must outlive run()

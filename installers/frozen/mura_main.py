@@ -21,13 +21,13 @@ USAGE = ("usage: mura-fracture {viewer,screen} [ARGS...]\n"
 
 
 def _viewer(argv: list[str]) -> int:
-    from desktop.viewer import main
+    from desktop.viewer.app import main
 
     return main(argv)
 
 
 def _screen(argv: list[str]) -> int:
-    from desktop.screen import main
+    from desktop.screening.cli import main
 
     return main(argv)
 

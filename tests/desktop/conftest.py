@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import QSettings
 
-from desktop.viewer import ViewerWindow
+from desktop.viewer.app import ViewerWindow
 from models.engine import Engine
 
 

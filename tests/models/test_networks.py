@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from models.errors import ConfigError
-from models.networks import (
+from models.nn.networks import (
     ExportWrapper,
     create_model,
     list_models,
@@ -131,7 +131,7 @@ def test_pretrained_asks_timm_for_one_channel_imagenet_weights(monkeypatch):
     """Online (probe answered), timm is called with pretrained=True and in_chans=1."""
     import timm
 
-    import models.networks as networks
+    import models.nn.networks as networks
 
     monkeypatch.setattr(networks, "hub_unreachable_reason", lambda *a, **k: None)
     calls = []
@@ -155,7 +155,7 @@ def test_pretrained_flag_errors():
 
 
 def test_hub_probe_answers_quickly_when_blocked(no_network):
-    from models.networks import hub_unreachable_reason
+    from models.nn.networks import hub_unreachable_reason
 
     reason = hub_unreachable_reason(timeout=1.0)
     assert reason and "huggingface.co:443" in reason

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from models.errors import ConfigError
-from models.networks import create_model, model_defaults
-from models.pretrained import imagenet_weights_path, is_lukemelas_layout, lukemelas_to_timm
+from models.nn.networks import create_model, model_defaults
+from models.nn.pretrained import imagenet_weights_path, is_lukemelas_layout, lukemelas_to_timm
 from tests.conftest import shared_data
 
 timm = pytest.importorskip("timm")

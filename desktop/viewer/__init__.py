@@ -1,0 +1,1 @@
+"""The PySide6 viewer (mura-viewer). The only package that imports Qt."""

@@ -1,0 +1,182 @@
+"""The pipelined screener (decode processes + asynchronous inference) changes speed, not results."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from desktop.screening import pipeline
+from desktop.screening.discovery import discover
+from desktop.screening.run import screen
+from models.engine import Engine
+from models.imageio import load_image
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_bundle) -> Engine:
+    return Engine(tiny_bundle, performance_hint="THROUGHPUT")
+
+
+@pytest.fixture
+def src_with_bad(phantom, tmp_path) -> Path:
+    """The phantom DICOM studies plus a truncated DICOM and one without pixel data."""
+    src = tmp_path / "src"
+    shutil.copytree(phantom / "dicom", src)
+    first = sorted(src.rglob("*.dcm"))[0]
+    ds = pydicom.dcmread(first)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    data = buf.getvalue()
+    (src / "bad").mkdir()
+    (src / "bad" / "truncated.dcm").write_bytes(data[: len(data) // 3])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    del ds.PixelData  # a header-only object
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    (src / "bad" / "no_pixels.dcm").write_bytes(buf.getvalue())
+    return src
+
+
+@pytest.mark.parametrize("workers", [2, 0])
+def test_pipeline_equals_predict_image_by_image(phantom, engine, workers):
+    res = screen(phantom / "dicom", engine, workers=workers)
+    got = {p: prob for r in res.results for p, prob in r.image_probs}
+    assert len(got) == res.discovery.n_images == res.n_scored_images > 4
+    for path, prob in got.items():
+        want = engine.predict([load_image(path).pixels])[0].probability
+        assert prob == pytest.approx(want, abs=1e-6), path
+    for r in res.results:  # study = mean of its images, as the sequential screener had it
+        probs = [p for _, p in r.image_probs]
+        assert r.probability == pytest.approx(sum(probs) / len(probs), abs=1e-9)
+
+
+def test_decode_failures_in_workers_are_reported(src_with_bad, engine):
+    res = screen(src_with_bad, engine, workers=2)
+    reasons = {Path(p).name: r for p, r in res.failures}
+    assert set(reasons) == {"truncated.dcm", "no_pixels.dcm"}
+    assert all(reasons.values())
+    n_good = res.discovery.n_images - 2
+    assert res.n_scored_images == n_good and res.complete
+
+
+def _crashy_prepare(path, cfg, thumb_size=pipeline.THUMB_SIZE, fast_decode=False):
+    """Stands in for a decoder that segfaults on one file: the worker process dies."""
+    if Path(path).name == "truncated.dcm":
+        os._exit(3)
+    return pipeline.prepare_image(path, cfg, thumb_size, fast_decode)
+
+
+def test_a_worker_crash_fails_only_its_file(src_with_bad, engine, monkeypatch):
+    monkeypatch.setattr(pipeline, "prepare_image", _crashy_prepare)
+    res = screen(src_with_bad, engine, workers=2)
+    reasons = {Path(p).name: r for p, r in res.failures}
+    assert "crashed" in reasons["truncated.dcm"]
+    assert set(reasons) == {"truncated.dcm", "no_pixels.dcm"}
+    assert res.n_scored_images == res.discovery.n_images - 2
+
+
+def test_cancel_between_studies_stops_the_workers(phantom, engine):
+    import multiprocessing
+
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 1  # after the first study
+
+    res = screen(phantom / "dicom", engine, cancel=cancel, workers=2)
+    assert not res.complete and len(res.results) == 1
+    assert multiprocessing.active_children() == []
+
+
+def test_generator_yields_in_order_and_skips_resumed(phantom, engine):
+    disc = discover(phantom / "dicom")
+    todo = {0, len(disc.studies) - 1}
+    out = list(pipeline.scored_studies(disc.studies, todo, engine, workers=1))
+    assert [i for i, _ in out] == list(range(len(disc.studies)))
+    assert {i for i, s in out if s is not None} == todo
+    for i, s in out:
+        if s is not None:
+            assert s.row.key == disc.studies[i].key
+            assert len(s.images) == len(disc.studies[i].images) == s.n_worked
+            assert all(r.thumbnail and r.thumbnail.startswith(b"\xff\xd8\xff") for r in s.images)
+
+
+def _die(_x):
+    os._exit(3)
+
+
+def test_submitting_to_a_pool_that_just_broke_hands_the_crash_to_the_caller():
+    """A worker died while the feed loop was still submitting: submit() raised
+    BrokenProcessPool out of the screener (seen in CI); the crash must come back through the
+    future, where the pipeline's retry-alone logic handles it."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    w = pipeline.Workers(1)
+    try:
+        with pytest.raises(BrokenProcessPool):
+            w.submit(_die, 0).result(timeout=60)
+        fut = w.submit(abs, -1)  # the pool is broken now: no exception here ...
+        with pytest.raises(BrokenProcessPool):
+            fut.result(timeout=5)  # ... but from the future
+        w.restart()
+        assert w.submit(abs, -2).result(timeout=60) == 2
+    finally:
+        w.close()
+
+
+def _allocate(n_bytes: int) -> int:
+    import numpy as np
+
+    return int(np.ones(n_bytes, dtype=np.uint8).sum())
+
+
+def test_a_decode_worker_has_a_memory_ceiling():
+    """Issue 16 §1: each worker gets a memory ceiling; a runaway allocation fails that task
+    with a MemoryError instead of taking the machine's memory."""
+    import sys
+
+    if sys.platform == "win32":
+        pytest.skip("RLIMIT_AS is POSIX")
+    w = pipeline.Workers(1)
+    try:
+        assert w.submit(_allocate, 50 * 2**20).result(timeout=120) == 50 * 2**20
+        with pytest.raises(MemoryError):
+            w.submit(_allocate, pipeline.WORKER_MEMORY_BYTES + 2**30).result(timeout=120)
+        assert w.submit(_allocate, 10).result(timeout=60) == 10  # the worker lives on
+    finally:
+        w.close()
+
+
+def _hanging_prepare(path, cfg, thumb_size=pipeline.THUMB_SIZE, fast_decode=False):
+    """Stands in for a decoder that never returns on one file."""
+    import time
+
+    if Path(path).name == "truncated.dcm":
+        time.sleep(3600)
+    return pipeline.prepare_image(path, cfg, thumb_size, fast_decode)
+
+
+def test_a_decoder_that_never_returns_fails_its_file_not_the_run(src_with_bad, engine, monkeypatch):
+    """Issue 16 §7: fut.result() had no timeout, so one stuck decoder stalled the whole run."""
+    import time
+
+    from desktop.screening.discovery import discover
+
+    monkeypatch.setattr(pipeline, "prepare_image", _hanging_prepare)
+    disc = discover(src_with_bad)
+    t0 = time.time()
+    out = dict(pipeline.scored_studies(disc.studies, set(range(len(disc.studies))), engine, workers=2,
+                                       decode_timeout=5))
+    assert time.time() - t0 < 120
+    reasons = {Path(r.stamp.path).name: r.error for s in out.values() for r in s.images if r.error}
+    assert "took longer than 5 s" in reasons["truncated.dcm"]
+    scored = sum(len(s.predictions) for s in out.values())
+    assert scored == disc.n_images - 2  # everything else (no_pixels.dcm fails as before)
