@@ -27,6 +27,7 @@ import io
 import multiprocessing
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -167,18 +168,23 @@ def export_not_indicated(paths: Sequence[str], reason: str, card: dict, out_dir:
     return [str(p) for p in write_not_indicated_sr(paths, reason, card, Path(out_dir), word=word)]
 
 
-#: Address space one decode worker may use (POSIX ``RLIMIT_AS``). A worker idles at ~0.3 GB
-#: virtual; a frame is at most models.dicom.MAX_FRAME_BYTES (256 MB) and the rendering chain
-#: holds a few float32 copies of it. A decoder that runs away anyway gets a MemoryError (the
-#: file fails with its reason) instead of taking the clinic PC's memory, two workers at a time.
+#: Memory one decode worker may use. A worker idles at ~0.3 GB virtual; a frame is at most
+#: models.dicom.MAX_FRAME_BYTES (256 MB) and the rendering chain holds a few float32 copies of it.
+#: A decoder that runs away anyway fails its file instead of taking the clinic PC's memory, two
+#: workers at a time: on POSIX through ``RLIMIT_AS`` (exact: the allocation fails with a
+#: MemoryError and the worker lives on), on every platform (Windows included, which has no
+#: rlimit) through :func:`watch_memory`, which ends a worker whose resident memory passes it.
 WORKER_MEMORY_BYTES = 3 * 2**30
+#: The exit status of a worker that :func:`watch_memory` ended (tells the parent why it died).
+MEMORY_EXIT = 86
+MEMORY_POLL_S = 0.02
 
 
 def limit_worker_memory(limit: int = WORKER_MEMORY_BYTES) -> bool:
     """Cap this process's address space (POSIX); False where the platform has no such limit."""
     try:
         import resource
-    except ImportError:  # Windows: a Job Object would be needed; the per-frame budget still holds
+    except ImportError:  # Windows: watch_memory is the ceiling there
         return False
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     cap = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
@@ -186,9 +192,33 @@ def limit_worker_memory(limit: int = WORKER_MEMORY_BYTES) -> bool:
     return True
 
 
-def _exit_with_parent() -> None:
-    """Worker initializer: exit as soon as the screening process is gone (and cap the worker's
-    memory, :func:`limit_worker_memory`; library warnings go nowhere).
+def watch_memory(limit: int = WORKER_MEMORY_BYTES, interval: float = MEMORY_POLL_S) -> threading.Thread:
+    """End this process (status :data:`MEMORY_EXIT`) as soon as its resident memory passes
+    ``limit``: the memory ceiling that works on every platform.
+
+    A polling thread rather than an allocation hook: a runaway decoder is native code. Between
+    two polls an allocation can overshoot by what it touches in ``interval`` (~20 ms), which
+    bounds it well below the PC's memory; the parent fails the file with the reason.
+    """
+    import psutil
+
+    me = psutil.Process()
+
+    def watch() -> None:
+        while True:
+            if me.memory_info().rss > limit:
+                os._exit(MEMORY_EXIT)
+            time.sleep(interval)
+
+    t = threading.Thread(target=watch, name="memory-ceiling", daemon=True)
+    t.start()
+    return t
+
+
+def _worker_init(memory_limit: int = WORKER_MEMORY_BYTES, address_limit: bool = True) -> None:
+    """Worker initializer: cap the worker's memory (:func:`limit_worker_memory` where the
+    platform has it, :func:`watch_memory` everywhere), silence library warnings, and exit as
+    soon as the screening process is gone.
 
     Pool workers hold both ends of their task queue, so a SIGKILLed parent (or the
     ``MURA_SCREEN_DIE_AFTER`` hook) would leave them blocked forever, keeping the parent's
@@ -196,7 +226,9 @@ def _exit_with_parent() -> None:
     POSIX, the process handle on Windows), so this works on every platform.
     """
     silence_library_warnings()
-    limit_worker_memory()
+    if address_limit:
+        limit_worker_memory(memory_limit)
+    watch_memory(memory_limit)
     parent = multiprocessing.parent_process()
     if parent is None:
         return
@@ -211,9 +243,11 @@ def _exit_with_parent() -> None:
 class Workers:
     """A lazily started ``spawn`` process pool, or in-process calls when ``n`` is 0."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, memory_limit: int = WORKER_MEMORY_BYTES, address_limit: bool = True) -> None:
         self.n = max(0, int(n))
         self._pool: ProcessPoolExecutor | None = None
+        self._init_args = (memory_limit, address_limit)
+        self.memory_limit = memory_limit
 
     def submit(self, fn: Callable, *args) -> Future:
         if self.n == 0:
@@ -225,7 +259,7 @@ class Workers:
             return f
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_exit_with_parent)
+                                             initializer=_worker_init, initargs=self._init_args)
         try:
             return self._pool.submit(fn, *args)
         except BrokenProcessPool as e:
@@ -234,6 +268,14 @@ class Workers:
             f = Future()
             f.set_exception(e)
             return f
+
+    def death_reason(self) -> str:
+        """Why a worker of the broken pool died, in words for failures.csv."""
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())
+        if any(p.exitcode == MEMORY_EXIT for p in procs):
+            return (f"decoding this file needed more than {self.memory_limit / 2**30:.1f} GB of memory: "
+                    "stopped (its worker was replaced)")
+        return "the decoder crashed on this file (its worker process died)"
 
     def restart(self) -> None:
         """After a worker died: the pool is broken for good, so start a new one on next use."""
@@ -415,8 +457,9 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
                     accept(a, b, pool.submit(prepare_image, c, cfg, THUMB_SIZE, fast_decode).result(
                         timeout=decode_timeout))
                 except BrokenProcessPool:
+                    reason = pool.death_reason()
                     pool.restart()
-                    fail(a, b, c, "the decoder crashed on this file (its worker process died)")
+                    fail(a, b, c, reason)
                 except TimeoutError:
                     pool.kill()
                     fail(a, b, c, f"decoding took longer than {decode_timeout:g} s: stopped (its worker was replaced)")

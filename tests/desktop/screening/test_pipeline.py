@@ -155,6 +155,49 @@ def test_a_decode_worker_has_a_memory_ceiling():
         w.close()
 
 
+def _touch_until(n_bytes: int) -> int:
+    """A runaway native decoder: memory grows 32 MB at a time, each page touched."""
+    import numpy as np
+
+    held = []
+    while len(held) * 32 * 2**20 < n_bytes:
+        held.append(np.ones(32 * 2**20, dtype=np.uint8))
+    return len(held)
+
+
+def test_the_memory_ceiling_holds_where_there_is_no_rlimit():
+    """Issue 16 §1 on Windows (no RLIMIT_AS): the resident-memory watchdog ends a worker that
+    passes its ceiling, the parent says why, and a new pool works. Without the watchdog the
+    allocation below (3 GB) succeeds."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    w = pipeline.Workers(1, memory_limit=600 * 2**20, address_limit=False)
+    try:
+        assert w.submit(_touch_until, 64 * 2**20).result(timeout=120) == 2
+        with pytest.raises(BrokenProcessPool):
+            w.submit(_touch_until, 3 * 2**30).result(timeout=120)
+        assert "more than 0.6 GB of memory" in w.death_reason()
+        w.restart()
+        assert w.submit(abs, -3).result(timeout=60) == 3
+    finally:
+        w.close()
+
+
+def _memory_hog_prepare(path, cfg, thumb_size=pipeline.THUMB_SIZE, fast_decode=False):
+    """Stands in for a decoder the memory watchdog ends on one file."""
+    if Path(path).name == "truncated.dcm":
+        os._exit(pipeline.MEMORY_EXIT)
+    return pipeline.prepare_image(path, cfg, thumb_size, fast_decode)
+
+
+def test_a_file_over_the_memory_ceiling_is_reported_as_such(src_with_bad, engine, monkeypatch):
+    monkeypatch.setattr(pipeline, "prepare_image", _memory_hog_prepare)
+    res = screen(src_with_bad, engine, workers=2)
+    reasons = {Path(p).name: r for p, r in res.failures}
+    assert "GB of memory" in reasons["truncated.dcm"]
+    assert res.n_scored_images == res.discovery.n_images - 2
+
+
 def _hanging_prepare(path, cfg, thumb_size=pipeline.THUMB_SIZE, fast_decode=False):
     """Stands in for a decoder that never returns on one file."""
     import time
