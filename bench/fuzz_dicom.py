@@ -41,7 +41,7 @@ EDITS = (("Rows", 65535), ("Columns", 60000), ("BitsAllocated", 256), ("BitsAllo
 def seeds(data: Path, tmp: Path) -> list[bytes]:
     files = sorted((data / "dicom").glob("*.dcm")) + sorted((REPO / "samples" / "dicom").glob("*.dcm"))
     try:
-        from trainer.synth import write_dicom_studies
+        from models.synth import write_dicom_studies
 
         write_dicom_studies(tmp / "phantom", seed=5, n_studies=4)
         files += sorted(p for p in (tmp / "phantom").rglob("*") if p.is_file() and p.suffix != ".csv"

@@ -16,7 +16,7 @@ to inference cost on the clinic PC, so the table shows all of them, measured in 
 - per transfer syntax, the milliseconds one process spends on a file (decode + preprocess +
   thumbnail source, as a screening worker does), exact and fast.
 
-Data: ``--n`` phantom DICOMs (trainer/synth.py's generator) of 1–2k px in mixed transfer
+Data: ``--n`` phantom DICOMs (models/synth's generator) of 1–2k px in mixed transfer
 syntaxes (explicit/implicit little endian, deflate, RLE, JPEG-LS, JPEG 2000 lossless and lossy,
 8-bit baseline JPEG),
 grouped into studies of 1–4 images, written to ``--data DIR`` (reused when it already holds
@@ -106,7 +106,7 @@ def make_data(root: Path, n: int, bases: int, size: tuple[int, int], seed: int =
     """Write ``n`` DICOM files under ``root`` (see the module docstring); returns files per syntax."""
     from pydicom.uid import generate_uid
 
-    from trainer.synth import render_radiograph
+    from models.synth import render_radiograph
 
     rng = np.random.default_rng(seed)
     encoded: list[tuple[str, object]] = []
@@ -143,7 +143,7 @@ def make_data(root: Path, n: int, bases: int, size: tuple[int, int], seed: int =
 def make_bundle(work: Path, input_size: int) -> Path:
     """A one-epoch custom_cnn compressed to INT8 (timings only: its scores mean nothing)."""
     from compress.pipeline import CompressConfig, run
-    from trainer.synth import write_mura
+    from models.synth import write_mura
     from trainer.train import TrainConfig, train
 
     write_mura(work / "mura", seed=1, n_patients=24, size_range=(96, 128))  # both classes in val

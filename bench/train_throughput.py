@@ -180,7 +180,7 @@ def main() -> None:
     amp = resolve_amp(a.amp, device)
     tmp = tempfile.TemporaryDirectory()
     if not a.data:
-        from trainer.synth import write_mura
+        from models.synth import write_mura
 
         write_mura(Path(tmp.name) / "mura", seed=0, n_patients=60, size_range=(768, 1024))
         a.data = f"mura:{Path(tmp.name) / 'mura'}"

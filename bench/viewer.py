@@ -112,7 +112,7 @@ def write_study(folder: Path, seed: int = 0) -> list[Path]:
     import pydicom
     from pydicom.uid import generate_uid
 
-    from trainer.synth import render_radiograph
+    from models.synth import render_radiograph
 
     folder.mkdir(parents=True, exist_ok=True)
     existing = sorted(folder.glob("IM*.dcm"))
@@ -143,7 +143,7 @@ def build_bundle(work: Path, size: int = 224) -> Path:
     from models.nn.networks import create_model
     from models.preprocess import PreprocessConfig
     from trainer.checkpoint import save_checkpoint
-    from trainer.synth import write_mura
+    from models.synth import write_mura
 
     data = work / "calib"
     if not (data / "MURA-v1.1").exists():

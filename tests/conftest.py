@@ -37,7 +37,7 @@ def shared_data(sub: str = "") -> Path:
 @pytest.fixture(scope="session")
 def phantom(tmp_path_factory) -> Path:
     """A small phantom data set in every layout: OUT/mura, OUT/external, OUT/dicom."""
-    from trainer.synth import write_dicom_studies, write_external, write_mura
+    from models.synth import write_dicom_studies, write_external, write_mura
 
     out = tmp_path_factory.mktemp("phantom")
     write_mura(out / "mura", seed=1, n_patients=24, size_range=(96, 128))

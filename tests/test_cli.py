@@ -13,7 +13,7 @@ from trainer.cli import main as train_main
 from trainer.compare import build_parser as compare_parser
 from trainer.evaluate import build_parser as evaluate_parser
 from trainer.evaluate import main as evaluate_main
-from trainer.synth import _parser as synth_parser
+from models.synth.cli import _parser as synth_parser
 
 
 @pytest.mark.parametrize("parser", [train_parser, compress_parser, screen_parser, viewer_parser,

@@ -12,7 +12,7 @@ import pytest
 from compress.pipeline import CompressConfig, run
 from desktop.screening.cli import main as screen_main
 from models.card import load_bundle
-from trainer.synth import write_dicom_studies, write_external, write_mura
+from models.synth import write_dicom_studies, write_external, write_mura
 from trainer.train import TrainConfig, train
 
 

@@ -319,7 +319,7 @@ def load_source(spec: str, split: str = "train") -> DatasetSplit:
     return out
 
 
-#: What ``mura-synth`` leaves in every folder it writes (trainer/synth.py's marker).
+#: What ``mura-synth`` leaves in every folder it writes (models/synth's marker).
 PHANTOM_MARKER_GLOB = ".mura-synth-*.json"
 
 

@@ -110,7 +110,7 @@ def install_snapshot(frozen_dir) -> dict:
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory) -> Path:
     """Phantom DICOM studies made by the dev environment's generator (not shipped)."""
-    from trainer.synth import write_dicom_studies
+    from models.synth import write_dicom_studies
 
     out = tmp_path_factory.mktemp("frozen-phantom") / "dicom"
     write_dicom_studies(out, seed=11, n_studies=4)

@@ -85,7 +85,7 @@ def _wrapper_env(tmp_path: Path, **extra: str) -> dict:
 def test_wrapper_check_decode_matches_the_reader(tmp_path):
     """--check-decode from source: same pixels as models.imageio, failures reported per file."""
     from models.imageio import load_image
-    from trainer.synth import write_dicom_studies
+    from models.synth import write_dicom_studies
 
     write_dicom_studies(tmp_path / "dicom", seed=5, n_studies=2)
     files = sorted((tmp_path / "dicom").rglob("*.dcm"))

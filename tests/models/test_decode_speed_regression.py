@@ -245,7 +245,7 @@ def radiographs(tmp_path_factory) -> dict[str, Path]:
     from PIL import Image
     from pydicom.encaps import encapsulate
 
-    from trainer.synth import render_radiograph
+    from models.synth import render_radiograph
 
     root = tmp_path_factory.mktemp("fast")
     rng = np.random.default_rng(11)
@@ -321,7 +321,7 @@ def test_reduced_decode_falls_back_to_exact_when_the_codestream_refuses(radiogra
 
 def test_j2k_sides_pillow_cannot_reduce_fall_back_to_the_next_level(tmp_path: Path) -> None:
     """1001 rows at 1/4 leave a remainder of 1: Pillow 13 fails that decode, so 1/2 is used."""
-    from trainer.synth import render_radiograph
+    from models.synth import render_radiograph
 
     img = render_radiograph(np.random.default_rng(2), "hand", False, (1001, 902))
     u12 = np.rint(img * 4095).astype(np.uint16)

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.conftest import REPO
-from trainer.synth import write_dicom_studies
+from models.synth import write_dicom_studies
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     os.environ.get("MURA_CAMPAIGNS") != "1", reason="campaign: .ci/run runs it (MURA_CAMPAIGNS=1)")]

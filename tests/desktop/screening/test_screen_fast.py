@@ -24,7 +24,7 @@ def src(tmp_path_factory) -> Path:
     from pydicom.encaps import encapsulate
     from pydicom.uid import generate_uid
 
-    from trainer.synth import render_radiograph
+    from models.synth import render_radiograph
 
     root = tmp_path_factory.mktemp("fast") / "src"
     root.mkdir()

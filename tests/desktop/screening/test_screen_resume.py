@@ -17,7 +17,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from desktop.screening.cli import main
-from trainer.synth import write_dicom_studies
+from models.synth import write_dicom_studies
 
 REPO = Path(__file__).resolve().parents[3]
 N_STUDIES = 8

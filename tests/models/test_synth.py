@@ -20,7 +20,7 @@ from PIL import Image
 
 from models.errors import ConfigError
 from models.labels import MURA_BODY_PARTS
-from trainer import synth
+from models import synth
 
 PARTS_RE = "|".join(p.upper() for p in MURA_BODY_PARTS)
 IMAGE_RE = re.compile(
@@ -87,7 +87,7 @@ def test_render_rejects_bad_arguments_naming_the_value() -> None:
 
 def test_importable_without_torch() -> None:
     """The generator runs on clinic PCs and in CI steps that have no torch installed."""
-    code = "import sys; sys.modules['torch'] = None; import trainer.synth"
+    code = "import sys; sys.modules['torch'] = None; import models.synth"
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
