@@ -5,7 +5,7 @@ draws itself). Mutations, drawn from a fixed seed: byte flips, truncations, corr
 lengths, and edited header values (huge Rows/Columns, odd Bits Allocated, Samples per Pixel 0,
 bad photometric, thousands of frames). Each mutant is decoded by
 :func:`desktop.screening.support.decode_probe` in a worker process under the screener's memory ceiling
-(:data:`desktop.screening.pipeline.WORKER_MEMORY_BYTES`) with a per-file timeout. The table counts: ok,
+(:data:`desktop.screening.workers.WORKER_MEMORY_BYTES`) with a per-file timeout. The table counts: ok,
 typed error by class, untyped (a bug), timeout, crash (the worker died), and the workers' peak RSS.
 Target: 0 untyped, 0 crashes, 0 timeouts.
 
@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from desktop.screening.pipeline import WORKER_MEMORY_BYTES, Workers  # noqa: E402
 from desktop.screening.support import decode_probe, silence_library_warnings  # noqa: E402
+from desktop.screening.workers import WORKER_MEMORY_BYTES, Workers  # noqa: E402
 
 EDITS = (("Rows", 65535), ("Columns", 60000), ("BitsAllocated", 256), ("BitsAllocated", 12),
          ("SamplesPerPixel", 0), ("SamplesPerPixel", 3), ("PhotometricInterpretation", "HSV"),

@@ -158,7 +158,7 @@ def make_bundle(work: Path, input_size: int) -> Path:
 
 def raw_engine_rate(engine, files: list[str], n: int) -> tuple[float, int]:
     """(images/s, requests) of the AsyncRunner alone, cycling through inputs preprocessed before."""
-    from desktop.screening.pipeline import prepare_image
+    from desktop.screening.prepare import prepare_image
 
     preps = [prepare_image(f, engine.cfg) for f in files[:32]]
     preps = [p for p in preps if p.x is not None]
@@ -178,7 +178,9 @@ def raw_engine_rate(engine, files: list[str], n: int) -> tuple[float, int]:
 
 def decode_rate(files: list[str], cfg, workers: int, fast: bool = False) -> float:
     """Images/s of decoding + preprocessing alone, with the screener's pool (0: this process)."""
-    from desktop.screening.pipeline import THUMB_SIZE, Workers, prepare_image
+    from desktop.screening.prepare import REPORT_THUMB_SIZE as THUMB_SIZE
+    from desktop.screening.prepare import prepare_image
+    from desktop.screening.workers import Workers
 
     pool = Workers(workers)
     try:
@@ -239,7 +241,7 @@ def per_syntax_ms(files: list[str], cfg, per: int = 3) -> dict[str, tuple[float,
     import pydicom
     from pydicom.uid import UID
 
-    from desktop.screening.pipeline import prepare_image
+    from desktop.screening.prepare import prepare_image
 
     by: dict[str, list[str]] = {}
     for f in files:
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-fast", action="store_true", help="skip the --fast-decode rows")
     a = ap.parse_args(argv)
 
-    from desktop.screening.pipeline import default_workers
+    from desktop.screening.workers import default_workers
     from models.engine import Engine
 
     lo, hi = (int(x) for x in a.size.split(","))

@@ -1,12 +1,8 @@
 """The screening pipeline: decode in worker processes, infer asynchronously, hand studies back in order.
 
-Why processes, not threads: pydicom's decoders for JPEG-LS (CharLS), JPEG 2000 (OpenJPEG) and
-JPEG (libjpeg) hold the GIL for the whole decode (none of their Cython/C++ wrappers releases it),
-so decoding threads would take turns on one core while inference starves the other. Workers are
-started with ``spawn``: the parent already runs OpenVINO's thread pool, which ``fork`` would copy
-in a broken state (and ``spawn`` is what Windows clinic PCs get anyway). A worker returns only
-small arrays: the (1, S, S) model input, its placement and a gray thumbnail source of at most
-``THUMB_SIZE`` px, never the full decoded image.
+Decoding runs in worker processes (:mod:`desktop.screening.workers`: why processes, the memory
+ceiling, the timeout), each file through :func:`desktop.screening.prepare.prepare_image`, which
+returns only small arrays.
 
 Inference runs on :class:`models.engine.AsyncRunner` (OpenVINO ``AsyncInferQueue``, THROUGHPUT
 hint, the plugin's optimal number of requests). While those requests run, the workers decode the
@@ -23,279 +19,30 @@ with its reason; it never stops the run.
 
 from __future__ import annotations
 
-import io
-import multiprocessing
-import os
-import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from desktop.screening.discovery import Study
-from desktop.screening.render import blend_heatmap, to_uint8
+from desktop.screening.prepare import (
+    REPORT_THUMB_SIZE,
+    Prepared,
+    export_not_indicated,
+    export_study,
+    gray_thumbnail,
+    heat_thumbnail,
+    prepare_image,
+)
 from desktop.screening.state import NOT_INDICATED, FileStamp, ImageRow, StudyRow, stamp
-from desktop.screening.support import silence_library_warnings
-from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
-from models.errors import ImageDecodeError, MuraError
-from models.imageio import decode_for_model, load_image
-from models.preprocess import Placement, PreprocessConfig, standardize, to_unit
-from models.scope import Indications, header_refusal, image_refusal, prediction_refusal
-
-THUMB_SIZE = 160  # px, long side of the report's thumbnails
-#: A file whose decode takes longer than this (seconds) fails and its worker is replaced: a
-#: decoder that never returns must not stall a whole run. The slowest real file seen (a cut
-#: JPEG-LS) took 13 s; a 2k JPEG 2000 radiograph takes under 1 s.
-DECODE_TIMEOUT_S = 120.0
-
-
-def default_workers() -> int:
-    """One decode process per core: inference threads and decoders share the cores."""
-    return max(1, min(os.cpu_count() or 1, 8))
-
-
-@dataclass
-class Prepared:
-    """What a worker sends back for one file: small arrays only, or the reason it failed."""
-
-    stamp: FileStamp
-    x: np.ndarray | None = None  # (1, S, S) float32 model input
-    placement: Placement | None = None
-    thumb: np.ndarray | None = None  # uint8 gray, long side <= THUMB_SIZE
-    error: str | None = None
-    refused: str | None = None  # not a radiograph (models.scope.image_refusal): not scored
-
-
-def fast_decode_min_side(cfg: PreprocessConfig) -> int:
-    """The smallest long side ``--fast-decode`` may decode to: twice the model's input size, so
-    the model input is still made by the same antialiased downscale, from at least 2x oversampling.
-    """
-    return 2 * int(cfg.input_size)
-
-
-def prepare_image(path: str, cfg: PreprocessConfig, thumb_size: int = THUMB_SIZE,
-                  fast_decode: bool = False) -> Prepared:
-    """Stamp, decode and preprocess one file (runs in a worker process).
-
-    The file is stamped before it is read: if it changes meanwhile, the next run sees another
-    stamp and re-scores it rather than trusting a result of unknown content. Any exception a
-    decoder raises on a hostile file is turned into a reason here, in the worker.
-    ``fast_decode`` decodes JPEG 2000 and baseline JPEG at a reduced resolution
-    (:func:`models.imageio.load_pixels` with ``min_side``); only the screener's opt-in
-    ``--fast-decode`` sets it.
-    """
-    try:
-        fs = stamp(path)
-    except OSError as e:
-        return Prepared(FileStamp(path, -1, -1), error=f"cannot read file ({e})")
-    try:
-        pixels, colour = decode_for_model(path, min_side=fast_decode_min_side(cfg) if fast_decode else None)
-        refusal = image_refusal(pixels, colour)
-        if refusal is None:
-            unit, placement = to_unit(pixels, cfg)
-            x = standardize(unit, cfg)
-    except ImageDecodeError as e:
-        return Prepared(fs, error=e.reason)
-    except Exception as e:  # noqa: BLE001 - a decoder bug on one file must not end the batch
-        return Prepared(fs, error=f"cannot decode ({type(e).__name__}: {e})")
-    thumb = None
-    try:
-        im = Image.fromarray(to_uint8(pixels))
-        im.thumbnail((thumb_size, thumb_size), Image.Resampling.BILINEAR)
-        thumb = np.asarray(im)
-    except (ValueError, OSError):
-        pass  # the report shows no picture for this image; the score stands
-    if refusal is not None:
-        return Prepared(fs, thumb=thumb, refused=refusal.reason)
-    return Prepared(fs, x, placement, thumb)
-
-
-#: JPEG quality of the report's thumbnails. PNG with optimize=True took 47 % of a screening run
-#: of 100 FracAtlas images (1.8 of 3.9 s, ~6 encoder passes per picture); a 160 px JPEG costs
-#: ~0.15 ms and a quarter of the bytes, and a thumbnail is for finding the study, not reading it.
-THUMB_JPEG_QUALITY = 85
-
-
-def _jpeg(pixels: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=THUMB_JPEG_QUALITY)
-    return buf.getvalue()
-
-
-def gray_thumbnail(thumb: np.ndarray | None) -> bytes | None:
-    """The thumbnail of an image that was not scored: the picture without a heatmap (JPEG)."""
-    if thumb is None:
-        return None
-    try:
-        return _jpeg(thumb)
-    except (ValueError, OSError):
-        return None
-
-
-def heat_thumbnail(thumb: np.ndarray | None, pred: ImagePrediction) -> bytes | None:
-    """A small JPEG of the thumbnail source with its heatmap (None if it cannot be made)."""
-    if thumb is None:
-        return None
-    try:
-        return _jpeg(blend_heatmap(thumb, pred.heatmap(thumb.shape), opacity=0.45))
-    except (ValueError, OSError):
-        return None
-
-
-def export_study(sources: Sequence[tuple[str, ImagePrediction]], study: StudyPrediction,
-                 card: dict, out_dir: str, word: str) -> list[str]:
-    """Decode the study's DICOM sources again and write its SC + SR (runs in a worker process).
-
-    Decoding twice costs less than shipping full-size pixels between processes, and it is only
-    paid with ``--dicom-out``.
-    """
-    from desktop.screening.dicom_export import write_study_dicom
-
-    items = [(Path(p), load_image(p).pixels, pred) for p, pred in sources]
-    return [str(p) for p in write_study_dicom(items, study, card, Path(out_dir), word=word)]
-
-
-def export_not_indicated(paths: Sequence[str], reason: str, card: dict, out_dir: str, word: str) -> list[str]:
-    """The SR of a study that got no verdict, saying why (runs in a worker process)."""
-    from desktop.screening.dicom_export import write_not_indicated_sr
-
-    return [str(p) for p in write_not_indicated_sr(paths, reason, card, Path(out_dir), word=word)]
-
-
-#: Memory one decode worker may use. A worker idles at ~0.3 GB virtual; a frame is at most
-#: models.dicom.MAX_FRAME_BYTES (256 MB) and the rendering chain holds a few float32 copies of it.
-#: A decoder that runs away anyway fails its file instead of taking the clinic PC's memory, two
-#: workers at a time: on POSIX through ``RLIMIT_AS`` (exact: the allocation fails with a
-#: MemoryError and the worker lives on), on every platform (Windows included, which has no
-#: rlimit) through :func:`watch_memory`, which ends a worker whose resident memory passes it.
-WORKER_MEMORY_BYTES = 3 * 2**30
-#: The exit status of a worker that :func:`watch_memory` ended (tells the parent why it died).
-MEMORY_EXIT = 86
-MEMORY_POLL_S = 0.02
-
-
-def limit_worker_memory(limit: int = WORKER_MEMORY_BYTES) -> bool:
-    """Cap this process's address space (POSIX); False where the platform has no such limit."""
-    try:
-        import resource
-    except ImportError:  # Windows: watch_memory is the ceiling there
-        return False
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-    return True
-
-
-def watch_memory(limit: int = WORKER_MEMORY_BYTES, interval: float = MEMORY_POLL_S) -> threading.Thread:
-    """End this process (status :data:`MEMORY_EXIT`) as soon as its resident memory passes
-    ``limit``: the memory ceiling that works on every platform.
-
-    A polling thread rather than an allocation hook: a runaway decoder is native code. Between
-    two polls an allocation can overshoot by what it touches in ``interval`` (~20 ms), which
-    bounds it well below the PC's memory; the parent fails the file with the reason.
-    """
-    import psutil
-
-    me = psutil.Process()
-
-    def watch() -> None:
-        while True:
-            if me.memory_info().rss > limit:
-                os._exit(MEMORY_EXIT)
-            time.sleep(interval)
-
-    t = threading.Thread(target=watch, name="memory-ceiling", daemon=True)
-    t.start()
-    return t
-
-
-def _worker_init(memory_limit: int = WORKER_MEMORY_BYTES, address_limit: bool = True) -> None:
-    """Worker initializer: cap the worker's memory (:func:`limit_worker_memory` where the
-    platform has it, :func:`watch_memory` everywhere), silence library warnings, and exit as
-    soon as the screening process is gone.
-
-    Pool workers hold both ends of their task queue, so a SIGKILLed parent (or the
-    ``MURA_SCREEN_DIE_AFTER`` hook) would leave them blocked forever, keeping the parent's
-    stdout/stderr open. ``parent_process().join()`` waits on the parent's sentinel (a pipe on
-    POSIX, the process handle on Windows), so this works on every platform.
-    """
-    silence_library_warnings()
-    if address_limit:
-        limit_worker_memory(memory_limit)
-    watch_memory(memory_limit)
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        parent.join()
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-class Workers:
-    """A lazily started ``spawn`` process pool, or in-process calls when ``n`` is 0."""
-
-    def __init__(self, n: int, memory_limit: int = WORKER_MEMORY_BYTES, address_limit: bool = True) -> None:
-        self.n = max(0, int(n))
-        self._pool: ProcessPoolExecutor | None = None
-        self._init_args = (memory_limit, address_limit)
-        self.memory_limit = memory_limit
-
-    def submit(self, fn: Callable, *args) -> Future:
-        if self.n == 0:
-            f: Future = Future()
-            try:
-                f.set_result(fn(*args))
-            except Exception as e:  # noqa: BLE001 - delivered through the future, as a pool would
-                f.set_exception(e)
-            return f
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_worker_init, initargs=self._init_args)
-        try:
-            return self._pool.submit(fn, *args)
-        except BrokenProcessPool as e:
-            # A worker died since the last result was read: report it through the future, like
-            # the tasks that were in flight, so one retry-alone path handles every crash
-            f = Future()
-            f.set_exception(e)
-            return f
-
-    def death_reason(self) -> str:
-        """Why a worker of the broken pool died, in words for failures.csv."""
-        procs = list((getattr(self._pool, "_processes", None) or {}).values())
-        if any(p.exitcode == MEMORY_EXIT for p in procs):
-            return (f"decoding this file needed more than {self.memory_limit / 2**30:.1f} GB of memory: "
-                    "stopped (its worker was replaced)")
-        return "the decoder crashed on this file (its worker process died)"
-
-    def restart(self) -> None:
-        """After a worker died: the pool is broken for good, so start a new one on next use."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-
-    def kill(self) -> None:
-        """Stop every worker now (one is stuck in a decoder that never returns) and start a new
-        pool on next use. ProcessPoolExecutor cannot cancel a running task, so its processes are
-        terminated; the tasks they held fail with BrokenProcessPool."""
-        if self._pool is not None:
-            for proc in list(getattr(self._pool, "_processes", {}).values()):
-                proc.terminate()
-        self.restart()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+from desktop.screening.workers import DECODE_TIMEOUT_S, Workers, default_workers
+from models.engine import Engine, ImagePrediction, aggregate_study
+from models.errors import MuraError
+from models.scope import Indications, header_refusal, prediction_refusal
 
 
 @dataclass
@@ -374,37 +121,85 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
     :func:`prepare_image`). Closing the generator (the caller cancelled) drops work in flight
     and stops the workers; nothing of an unfinished study is yielded.
     """
-    pool = Workers(default_workers() if workers is None else workers)
-    runner = engine.async_runner()
-    cfg = engine.cfg
-    indications = Indications.from_card(engine.bundle.card)
-    jobs: dict[int, _Job] = {}
-    feed: deque[tuple[int, int, str]] = deque()
+    s = _Scheduler(engine, Workers(default_workers() if workers is None else workers),
+                   card or engine.bundle.card, word, fast_decode, decode_timeout)
     for i in sorted(todo):
         st = studies[i]
-        n = len(st.images)
-        job = jobs[i] = _Job(st, [None] * n, [None] * n, [None] * n, n,
-                             export_dir=export_dir(st) if export_dir is not None and st.is_dicom else None)
-        for k, ref in enumerate(st.images):
-            refusal = None if ref.header is None else header_refusal(ref.header, indications)
-            if refusal is None:
-                feed.append((i, k, ref.path))
+        s.add(i, st, export_dir(st) if export_dir is not None and st.is_dicom else None)
+    try:
+        for i in range(len(studies)):
+            if i not in s.jobs:
+                yield i, None
                 continue
-            try:  # refused by its header: never decoded
+            s.run_until_ready(i)
+            yield i, _finish(s.jobs.pop(i), engine)
+    finally:
+        s.close()
+
+
+class _Scheduler:
+    """The state of one :func:`scored_studies` run: the decode feed, the files in flight, the
+    asynchronous inference, each study's job. Files are decoded ahead of the study being
+    finished (a window of twice the workers plus the inference requests) so that decoding,
+    preprocessing and inference overlap."""
+
+    def __init__(self, engine: Engine, pool: Workers, card: dict, word: str, fast_decode: bool,
+                 decode_timeout: float) -> None:
+        self.engine, self.pool, self.card, self.word = engine, pool, card, word
+        self.fast_decode, self.decode_timeout = fast_decode, decode_timeout
+        self.runner = engine.async_runner()
+        self.indications = Indications.from_card(engine.bundle.card)
+        self.jobs: dict[int, _Job] = {}
+        self.feed: deque[tuple[int, int, str]] = deque()
+        self.inflight: deque[tuple[int, int, str, Future]] = deque()
+        self.window = max(2, 2 * pool.n) + self.runner.n_requests  # decoded inputs ahead of inference
+
+    def add(self, i: int, st: Study, export_dir: Path | None) -> None:
+        """Queue a study's files; those its header already refuses are never decoded."""
+        n = len(st.images)
+        job = self.jobs[i] = _Job(st, [None] * n, [None] * n, [None] * n, n, export_dir=export_dir)
+        for k, ref in enumerate(st.images):
+            refusal = None if ref.header is None else header_refusal(ref.header, self.indications)
+            if refusal is None:
+                self.feed.append((i, k, ref.path))
+                continue
+            try:
                 job.rows[k] = ImageRow(stamp(ref.path), refused=refusal.reason)
             except OSError as e:
                 job.rows[k] = ImageRow(FileStamp(ref.path, -1, -1), error=f"cannot read file ({e})")
             job.waiting -= 1
-    window = max(2, 2 * pool.n) + runner.n_requests  # decoded inputs queued ahead of inference
-    inflight: deque[tuple[int, int, str, Future]] = deque()
+        self.maybe_export(job)  # every image refused by its header: nothing to decode
 
-    def absorb(done: list) -> None:
+    def submit(self, path: str) -> Future:
+        return self.pool.submit(prepare_image, path, self.engine.cfg, REPORT_THUMB_SIZE, self.fast_decode)
+
+    def run_until_ready(self, i: int) -> None:
+        """Feed, decode and infer until study ``i`` is scored (and exported)."""
+        job = self.jobs[i]
+        while not job.ready():
+            while self.feed and len(self.inflight) < self.window:
+                a, b, path = self.feed.popleft()
+                self.inflight.append((a, b, path, self.submit(path)))
+            self.absorb(self.runner.completed())
+            if job.ready():
+                break
+            if self.inflight and (not job.scored() or self.inflight[0][3].done() or self.runner.pending == 0):
+                self.handle(*self.inflight.popleft())
+            elif self.runner.pending:
+                self.absorb(self.runner.wait())
+            elif job.export is not None:
+                job.export.exception()  # block until the export is written (or failed)
+            else:  # every image is accounted for, so this cannot happen: fail loudly
+                raise MuraError(f"screening pipeline stalled on study #{i + 1}")
+
+    def absorb(self, done: list) -> None:
+        """Inference results: a score, or a refusal when the body part is not one trained for."""
         for (i, k), pred in done:
-            job = jobs[i]
+            job = self.jobs[i]
             row = job.rows[k]
             assert row is not None
             row.body_part = pred.body_part
-            refusal = prediction_refusal(pred.body_part_probs, indications)
+            refusal = prediction_refusal(pred.body_part_probs, self.indications)
             if refusal is None:
                 job.preds[k] = pred
                 row.probability = float(pred.probability)
@@ -414,113 +209,90 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
                 row.thumbnail = gray_thumbnail(job.thumbs[k])
             job.thumbs[k] = None
             job.waiting -= 1
-            maybe_export(job)
+            self.maybe_export(job)
 
-    def maybe_export(job: _Job) -> None:
+    def maybe_export(self, job: _Job) -> None:
+        """Once a DICOM study is scored, write its SC + SR (or the SR of a study not indicated)
+        in a worker, so the next files keep decoding meanwhile."""
         if job.waiting or job.export_dir is None or job.export is not None:
             return
-        sources = [(ref.path, p) for ref, p in zip(job.study.images, job.preds, strict=True)
+        images = job.study.images
+        sources = [(ref.path, p) for ref, p in zip(images, job.preds, strict=True)
                    if p is not None and ref.kind == "dicom"]
-        refused = [(ref.path, row.refused) for ref, row in zip(job.study.images, job.rows, strict=True)
+        refused = [(ref.path, row.refused) for ref, row in zip(images, job.rows, strict=True)
                    if row is not None and row.refused and ref.kind == "dicom"]
         if not sources and refused:  # not indicated: the PACS still gets an SR saying why
-            job.export = pool.submit(export_not_indicated, [p for p, _ in refused], refused[0][1],
-                                     card or engine.bundle.card, str(job.export_dir), word)
+            job.export = self.pool.submit(export_not_indicated, [p for p, _ in refused], refused[0][1],
+                                          self.card, str(job.export_dir), self.word)
         if not sources:
             return
         preds = [p for p in job.preds if p is not None]
-        job.export = pool.submit(export_study, sources, aggregate_study(preds, engine.thresholds),
-                                 card or engine.bundle.card, str(job.export_dir), word)
+        job.export = self.pool.submit(export_study, sources, aggregate_study(preds, self.engine.thresholds),
+                                      self.card, str(job.export_dir), self.word)
 
-    def handle(i: int, k: int, path: str, fut: Future) -> None:
+    def handle(self, i: int, k: int, path: str, fut: Future) -> None:
+        """A decoded file, or its worker's timeout or death."""
         try:
-            pr: Prepared = fut.result(timeout=decode_timeout if pool.n else None)
+            pr: Prepared = fut.result(timeout=self.decode_timeout if self.pool.n else None)
         except TimeoutError:
             # A decoder that never returns would stall the whole run: fail this file, replace
             # the workers, and hand the other files in flight to the new ones
-            others = [(a, b, c) for a, b, c, _ in inflight]
-            inflight.clear()
-            pool.kill()
-            fail(i, k, path, f"decoding took longer than {decode_timeout:g} s: stopped (its worker was replaced)")
-            inflight.extend((a, b, c, pool.submit(prepare_image, c, cfg, THUMB_SIZE, fast_decode))
-                            for a, b, c in others)
+            others = [(a, b, c) for a, b, c, _ in self.inflight]
+            self.inflight.clear()
+            self.pool.kill()
+            self.fail(i, k, path, self._too_slow())
+            self.inflight.extend((a, b, c, self.submit(c)) for a, b, c in others)
             return
         except BrokenProcessPool:
-            # A decoder crashed its process (or the OS killed it), and every task in flight died
-            # with it. Retry those one at a time in a fresh pool: the file that crashes alone is
-            # the culprit and fails; the others are decoded as usual.
-            suspects = [(i, k, path)] + [(a, b, c) for a, b, c, _ in inflight]
-            inflight.clear()
-            pool.restart()
-            for a, b, c in suspects:
-                try:
-                    accept(a, b, pool.submit(prepare_image, c, cfg, THUMB_SIZE, fast_decode).result(
-                        timeout=decode_timeout))
-                except BrokenProcessPool:
-                    reason = pool.death_reason()
-                    pool.restart()
-                    fail(a, b, c, reason)
-                except TimeoutError:
-                    pool.kill()
-                    fail(a, b, c, f"decoding took longer than {decode_timeout:g} s: stopped (its worker was replaced)")
+            self.retry_alone([(i, k, path)] + [(a, b, c) for a, b, c, _ in self.inflight])
             return
-        accept(i, k, pr)
+        self.accept(i, k, pr)
 
-    def accept(i: int, k: int, pr: Prepared) -> None:
-        job = jobs[i]
-        if pr.refused is not None:
-            job.rows[k] = ImageRow(pr.stamp, refused=pr.refused, thumbnail=gray_thumbnail(pr.thumb))
+    def retry_alone(self, suspects: list[tuple[int, int, str]]) -> None:
+        """A decoder crashed its process (or the OS, or the memory ceiling, ended it) and every
+        task in flight died with it. Retry those one at a time in a fresh pool: the file that
+        crashes alone is the culprit and fails with the reason; the others decode as usual."""
+        self.inflight.clear()
+        self.pool.restart()
+        for a, b, c in suspects:
+            try:
+                self.accept(a, b, self.submit(c).result(timeout=self.decode_timeout))
+            except BrokenProcessPool:
+                reason = self.pool.death_reason()
+                self.pool.restart()
+                self.fail(a, b, c, reason)
+            except TimeoutError:
+                self.pool.kill()
+                self.fail(a, b, c, self._too_slow())
+
+    def _too_slow(self) -> str:
+        return f"decoding took longer than {self.decode_timeout:g} s: stopped (its worker was replaced)"
+
+    def accept(self, i: int, k: int, pr: Prepared) -> None:
+        """A worker's result: refused, failed, or a model input sent to inference."""
+        job = self.jobs[i]
+        if pr.refused is not None or pr.error is not None or pr.x is None or pr.placement is None:
+            job.rows[k] = (ImageRow(pr.stamp, refused=pr.refused, thumbnail=gray_thumbnail(pr.thumb))
+                           if pr.refused is not None else ImageRow(pr.stamp, error=pr.error or "cannot decode"))
             job.waiting -= 1
-            maybe_export(job)
-            return
-        if pr.error is not None or pr.x is None or pr.placement is None:
-            job.rows[k] = ImageRow(pr.stamp, error=pr.error or "cannot decode")
-            job.waiting -= 1
-            maybe_export(job)
+            self.maybe_export(job)
             return
         job.rows[k] = ImageRow(pr.stamp)
         job.thumbs[k] = pr.thumb
-        runner.submit(pr.x, pr.placement, (i, k))
+        self.runner.submit(pr.x, pr.placement, (i, k))
 
-    def fail(i: int, k: int, path: str, reason: str) -> None:
+    def fail(self, i: int, k: int, path: str, reason: str) -> None:
         try:
             fs = stamp(path)
         except OSError:
             fs = FileStamp(path, -1, -1)
-        jobs[i].rows[k] = ImageRow(fs, error=reason)
-        jobs[i].waiting -= 1
-        maybe_export(jobs[i])
+        self.jobs[i].rows[k] = ImageRow(fs, error=reason)
+        self.jobs[i].waiting -= 1
+        self.maybe_export(self.jobs[i])
 
-    for job in jobs.values():
-        if job.waiting == 0:  # every image refused by its header: nothing to decode
-            maybe_export(job)
-
-    try:
-        for i in range(len(studies)):
-            if i not in jobs:
-                yield i, None
-                continue
-            job = jobs[i]
-            while not job.ready():
-                while feed and len(inflight) < window:
-                    a, b, path = feed.popleft()
-                    inflight.append((a, b, path, pool.submit(prepare_image, path, cfg, THUMB_SIZE, fast_decode)))
-                absorb(runner.completed())
-                if job.ready():
-                    break
-                if inflight and (not job.scored() or inflight[0][3].done() or runner.pending == 0):
-                    a, b, path, fut = inflight.popleft()
-                    handle(a, b, path, fut)
-                elif runner.pending:
-                    absorb(runner.wait())
-                elif job.export is not None:
-                    job.export.exception()  # block until the export is written (or failed)
-                else:  # every image is accounted for, so this cannot happen: fail loudly
-                    raise MuraError(f"screening pipeline stalled on study #{i + 1}")
-            del jobs[i]
-            yield i, _finish(job, engine)
-    finally:
-        for *_, fut in inflight:
+    def close(self) -> None:
+        """Drop the work in flight; no inference callback may run after the caller moved on."""
+        for *_, fut in self.inflight:
             fut.cancel()
-        runner.wait()  # no callback may run after the caller moved on
-        pool.close()
+        self.runner.wait()
+        self.pool.close()

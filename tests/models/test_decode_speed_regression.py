@@ -18,7 +18,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from desktop.pipeline import prepare_image
+from desktop.screening.prepare import prepare_image
 from models import dicom
 from models.imageio import load_image, load_pixels
 from models.preprocess import PreprocessConfig, standardize, to_unit
@@ -284,7 +284,7 @@ def test_reduced_decode_agrees_with_exact_within_tolerance(radiographs, case: st
     assert 2 * cfg.input_size <= max(fast.shape) < max(exact.shape), (fast.shape, exact.shape)
     assert abs(fast.shape[0] / fast.shape[1] - exact.shape[0] / exact.shape[1]) < 0.01
     assert fast.dtype == np.float32 and 0.0 <= fast.min() and fast.max() <= 1.0
-    from desktop.pipeline import prepare_image
+    from desktop.screening.prepare import prepare_image
 
     pe, pf = prepare_image(str(path), cfg), prepare_image(str(path), cfg, fast_decode=True)
     assert pe.error is None and pf.error is None

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from desktop.screening import pipeline
+from desktop.screening import pipeline, prepare, workers
 from desktop.screening.discovery import discover
 from desktop.screening.run import screen
 from models.engine import Engine
@@ -66,7 +66,7 @@ def test_decode_failures_in_workers_are_reported(src_with_bad, engine):
     assert res.n_scored_images == n_good and res.complete
 
 
-def _crashy_prepare(path, cfg, thumb_size=pipeline.THUMB_SIZE, fast_decode=False):
+def _crashy_prepare(path, cfg, thumb_size=prepare.REPORT_THUMB_SIZE, fast_decode=False):
     """Stands in for a decoder that segfaults on one file: the worker process dies."""
     if Path(path).name == "truncated.dcm":
         os._exit(3)
@@ -119,7 +119,7 @@ def test_submitting_to_a_pool_that_just_broke_hands_the_crash_to_the_caller():
     future, where the pipeline's retry-alone logic handles it."""
     from concurrent.futures.process import BrokenProcessPool
 
-    w = pipeline.Workers(1)
+    w = workers.Workers(1)
     try:
         with pytest.raises(BrokenProcessPool):
             w.submit(_die, 0).result(timeout=60)
@@ -145,11 +145,11 @@ def test_a_decode_worker_has_a_memory_ceiling():
 
     if sys.platform == "win32":
         pytest.skip("RLIMIT_AS is POSIX")
-    w = pipeline.Workers(1)
+    w = workers.Workers(1)
     try:
         assert w.submit(_allocate, 50 * 2**20).result(timeout=120) == 50 * 2**20
         with pytest.raises(MemoryError):
-            w.submit(_allocate, pipeline.WORKER_MEMORY_BYTES + 2**30).result(timeout=120)
+            w.submit(_allocate, workers.WORKER_MEMORY_BYTES + 2**30).result(timeout=120)
         assert w.submit(_allocate, 10).result(timeout=60) == 10  # the worker lives on
     finally:
         w.close()
@@ -171,7 +171,7 @@ def test_the_memory_ceiling_holds_where_there_is_no_rlimit():
     allocation below (3 GB) succeeds."""
     from concurrent.futures.process import BrokenProcessPool
 
-    w = pipeline.Workers(1, memory_limit=600 * 2**20, address_limit=False)
+    w = workers.Workers(1, memory_limit=600 * 2**20, address_limit=False)
     try:
         assert w.submit(_touch_until, 64 * 2**20).result(timeout=120) == 2
         with pytest.raises(BrokenProcessPool):
@@ -183,10 +183,10 @@ def test_the_memory_ceiling_holds_where_there_is_no_rlimit():
         w.close()
 
 
-def _memory_hog_prepare(path, cfg, thumb_size=pipeline.THUMB_SIZE, fast_decode=False):
+def _memory_hog_prepare(path, cfg, thumb_size=prepare.REPORT_THUMB_SIZE, fast_decode=False):
     """Stands in for a decoder the memory watchdog ends on one file."""
     if Path(path).name == "truncated.dcm":
-        os._exit(pipeline.MEMORY_EXIT)
+        os._exit(workers.MEMORY_EXIT)
     return pipeline.prepare_image(path, cfg, thumb_size, fast_decode)
 
 
@@ -198,7 +198,7 @@ def test_a_file_over_the_memory_ceiling_is_reported_as_such(src_with_bad, engine
     assert res.n_scored_images == res.discovery.n_images - 2
 
 
-def _hanging_prepare(path, cfg, thumb_size=pipeline.THUMB_SIZE, fast_decode=False):
+def _hanging_prepare(path, cfg, thumb_size=prepare.REPORT_THUMB_SIZE, fast_decode=False):
     """Stands in for a decoder that never returns on one file."""
     import time
 

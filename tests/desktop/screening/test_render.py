@@ -78,7 +78,7 @@ def test_report_thumbnails_are_jpeg_and_old_png_ones_still_show():
     import numpy as np
     from PIL import Image
 
-    from desktop.screening.pipeline import gray_thumbnail
+    from desktop.screening.prepare import gray_thumbnail
     from desktop.screening.report import data_uri
 
     thumb = np.tile(np.arange(0, 160, dtype=np.uint8), (120, 1))
