@@ -60,43 +60,46 @@ def _count_table(title: str, attr: str, counts: Mapping[str, int]) -> list[str]:
 
 def render_report(res: ScreenResult, card: Mapping, model_id: str, state: ScreenState,
                   alias: Aliases | Callable[[str, str], str]) -> str:
-    """The report's HTML text; :func:`write_report` writes it atomically."""
-    word = task_word(card)
-    thr = {k: float(v) for k, v in card["thresholds"].items()}
-    validation = card.get("validation", {})
-    ranked = res.ranked
-    n_images = sum(len(r.study.images) for r in res.results)
-    n_scored = sum(len(r.image_probs) for r in ranked)
-    counts = {
-        "studies": len(res.results),
-        "images": n_images,
-        "scored_images": n_scored,
-        "not_indicated_studies": len(res.not_indicated),
-        "not_indicated_images": len(getattr(res, "refusals", [])),
-        "failed_files": len(res.failures),
-        "skipped_files": len(res.discovery.skipped),
-        "duplicates": len(res.discovery.duplicates),
-    }
+    """The report's HTML text; :func:`write_report` writes it atomically. Sections in the order
+    a reader needs them: what model (and how good), how much was screened, the worklist, then
+    what got no verdict and why."""
     text = getattr(alias, "text", lambda s: s)
     if isinstance(alias, Aliases):
         export_errors = export_error_rows(res, alias)
     else:  # a bare callable: it aliases the study keys
         export_errors = [(alias(k, "study"), r) for k, r in res.export_errors]
-    counts["export_errors"] = len(export_errors)
+    out = _head(res, card)
+    out += _model_section(res, card, model_id)
+    out += _counts_section(res, len(export_errors))
+    out += _worklist_section(res, card, state, alias)
+    out += _not_indicated_section(res, state, alias, text)
+    out += _problems_section(res, alias, export_errors)
+    out += ["</body></html>", ""]
+    return "\n".join(out)
+
+
+def _head(res: ScreenResult, card: Mapping) -> list[str]:
+    return [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>mura-screen report — {_e(card['name'])}</title>", f"<style>{_CSS}</style></head><body>",
+        f"<h1>Screening report: {_e(task_word(card))}</h1>",
+        f'<p class="banner">{_e(_banner(card["intended_use"]))}</p>',
+        *[f'<p class="weak" data-warning="{_e(w)}">{_e(BANNER)}: {_e(w)}</p>' for w in model_warnings(card)],
+        f"<p>Generated {_e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))}"
+        f"{'' if res.complete else ' — <b>incomplete run</b>: only part of the source was screened'}.</p>",
+    ]
+
+
+def _model_section(res: ScreenResult, card: Mapping, model_id: str) -> list[str]:
+    """Which model, where it was validated and what it scored, and how the images were decoded."""
+    thr = {k: float(v) for k, v in card["thresholds"].items()}
     fast = getattr(res, "decode", "exact") == "fast"
     size = card.get("input", {}).get("preprocessing", {}).get("input_size")
     decode_text = (f"reduced resolution (--fast-decode): JPEG 2000 and baseline JPEG decoded with "
                    f"a long side of at least {2 * int(size) if size else 'twice the input'} px; "
                    "scores differ slightly from an exact decode" if fast
                    else "exact (every file decoded at full resolution)")
-    out = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>mura-screen report — {_e(card['name'])}</title>", f"<style>{_CSS}</style></head><body>",
-        f"<h1>Screening report: {_e(word)}</h1>",
-        f'<p class="banner">{_e(_banner(card["intended_use"]))}</p>',
-        *[f'<p class="weak" data-warning="{_e(w)}">{_e(BANNER)}: {_e(w)}</p>' for w in model_warnings(card)],
-        f"<p>Generated {_e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))}"
-        f"{'' if res.complete else ' — <b>incomplete run</b>: only part of the source was screened'}.</p>",
+    return [
         "<h2>Model</h2>", "<table>",
         f"<tr><th>name</th><td>{_e(card['name'])}</td></tr>",
         f"<tr><th>version</th><td>{_e(card['version'])}</td></tr>",
@@ -105,21 +108,43 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
         + "<br>".join(f'<span class="performance">{_e(line)}</span>' for line in performance_lines(card))
         + "</td></tr>",
         f"<tr><th>indicated for</th><td>{_e(Indications.from_card(card).summary())}</td></tr>",
-        f"<tr><th>inference precision</th><td>{_e(validation.get('precision', '—'))}</td></tr>",
+        f"<tr><th>inference precision</th><td>{_e(card.get('validation', {}).get('precision', '—'))}</td></tr>",
         f"<tr><th>intended use</th><td>{_e(card['intended_use'])}</td></tr>",
         f"<tr><th>operating points</th><td>{_e(operating_points_text(thr))}</td></tr>",
         f'<tr><th>decoding</th><td data-decode="{"fast" if fast else "exact"}">{_e(decode_text)}</td></tr>',
         "</table>",
-        "<h2>Counts</h2>", "<table>",
     ]
-    for k, n in counts.items():
-        out.append(f'<tr><th>{_e(k.replace("_", " "))}</th><td data-count="{k}">{n}</td></tr>')
+
+
+def _counts_section(res: ScreenResult, n_export_errors: int) -> list[str]:
+    ranked = res.ranked
+    counts = {
+        "studies": len(res.results),
+        "images": sum(len(r.study.images) for r in res.results),
+        "scored_images": sum(len(r.image_probs) for r in ranked),
+        "not_indicated_studies": len(res.not_indicated),
+        "not_indicated_images": len(getattr(res, "refusals", [])),
+        "failed_files": len(res.failures),
+        "skipped_files": len(res.discovery.skipped),
+        "duplicates": len(res.discovery.duplicates),
+        "export_errors": n_export_errors,
+    }
+    out = ["<h2>Counts</h2>", "<table>"]
+    out += [f'<tr><th>{_e(k.replace("_", " "))}</th><td data-count="{k}">{n}</td></tr>' for k, n in counts.items()]
     out.append("</table>")
     out += _count_table("Studies per verdict", "data-verdict", Counter(r.verdict for r in ranked))
     out += _count_table("Studies per body part", "data-body-part",
                         Counter(r.body_part or "unknown" for r in ranked))
+    return out
+
+
+def _worklist_section(res: ScreenResult, card: Mapping, state: ScreenState,
+                      alias: Aliases | Callable[[str, str], str]) -> list[str]:
+    """The ranked studies, most suspicious first, each with its heatmap thumbnail."""
+    word = task_word(card)
+    thr = {k: float(v) for k, v in card["thresholds"].items()}
     identity = getattr(alias, "identity", None) or Aliases("", False).identity
-    out += [
+    out = [
         "<h2>Worklist (most suspicious first)</h2>",
         f'<p class="legend"><img alt="heatmap colour scale" src="data:image/png;base64,{_legend_png(card)}">'
         f"{_e(legend_text(card))}</p>",
@@ -129,24 +154,29 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
         f"<th>verdict (suspicious ≥ {format_probability(thr['suspicious'])}, likely ≥ "
         f"{format_probability(thr['likely'])})</th><th>images (failed)</th><th>study</th></tr>",
     ]
-    for rank, r in enumerate(ranked, 1):
-        thumb = state.best_thumbnail(alias(r.study.key, "study"))
-        img = ("—" if thumb is None else
-               f'<img alt="study {rank}" src="{data_uri(thumb)}">')
+    for rank, r in enumerate(res.ranked, 1):
+        key = alias(r.study.key, "study")
+        thumb = state.best_thumbnail(key)
+        img = "—" if thumb is None else f'<img alt="study {rank}" src="{data_uri(thumb)}">'
         ids = identity(r.study)
         header_part = f" ({ids['body_part_header']})" if ids["body_part_header"] else ""
         out.append(
-            f'<tr class="study {_e(r.verdict)}" data-study="{_e(alias(r.study.key, "study"))}">'
+            f'<tr class="study {_e(r.verdict)}" data-study="{_e(key)}">'
             f"<td>{rank}</td><td>{img}</td>"
             f'<td class="patient"><b>{_e(ids["patient_id"] or "—")}</b><br>{_e(ids["patient_name"])}</td>'
             f'<td>{_e(ids["accession"] or "—")}<br>{_e(ids["study_date"])}</td>'
             f"<td>{_e(ids['modality'] or '—')}<br>{_e(r.body_part or '—')}{_e(header_part)}</td>"
             f"<td>{_e(ids['description'])}</td>"
             f"<td>{_e(format_probability(r.probability))}</td><td>{_e(verdict_text(r.verdict, word))}</td>"
-            f'<td>{len(r.study.images)} ({r.n_failed})</td><td class="key">{_e(alias(r.study.key, "study"))}</td></tr>')
+            f'<td>{len(r.study.images)} ({r.n_failed})</td><td class="key">{_e(key)}</td></tr>')
     out.append("</table>")
-    out += _not_indicated_section(res, state, alias, text)
-    out.append(f"<h2>DICOM exports that failed ({len(export_errors)})</h2><ul>")
+    return out
+
+
+def _problems_section(res: ScreenResult, alias: Aliases | Callable[[str, str], str],
+                      export_errors: list[tuple[str, str]]) -> list[str]:
+    """Failed DICOM exports, files that could not be scored, skipped files and duplicates."""
+    out = [f"<h2>DICOM exports that failed ({len(export_errors)})</h2><ul>"]
     out += [f'<li class="export-error" data-study="{_e(k)}">study {_e(k)}: {_e(reason)}</li>'
             for k, reason in export_errors]
     out.append("</ul>")
@@ -159,8 +189,8 @@ def render_report(res: ScreenResult, card: Mapping, model_id: str, state: Screen
             for p, reason in res.discovery.skipped]
     out += [f'<li class="duplicate-file">{_e(alias(p, "file"))}: same SOP Instance UID as '
             f'{_e(alias(q, "file"))}</li>' for p, q in res.discovery.duplicates]
-    out += ["</ul>", "</body></html>", ""]
-    return "\n".join(out)
+    out.append("</ul>")
+    return out
 
 
 def data_uri(picture: bytes) -> str:
