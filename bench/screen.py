@@ -263,6 +263,46 @@ def per_syntax_ms(files: list[str], cfg, per: int = 3) -> dict[str, tuple[float,
     return out
 
 
+def _inputs(a: argparse.Namespace, work: Path, lo: int, hi: int) -> tuple[Path, list[str], Path]:
+    """The DICOM files (made if the folder lacks them) and the bundle (made if absent)."""
+    src = Path(a.data) if a.data else work / "data"
+    files = sorted(str(p) for p in src.rglob("*.dcm")) if src.exists() else []
+    if len(files) < a.n:
+        print(f"writing {a.n} phantom DICOMs to {src} …", file=sys.stderr)
+        counts = make_data(src, a.n, a.bases, (lo, hi))
+        print("  per syntax: " + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)
+        files = sorted(str(p) for p in src.rglob("*.dcm"))
+    if a.model is None or not Path(a.model).exists():
+        print(f"making a {a.input_size} px INT8 custom_cnn bundle …", file=sys.stderr)
+        model = make_bundle(work / "model", a.input_size)
+        if a.model is not None:  # kept for the next run
+            shutil.copytree(model, a.model)
+            model = Path(a.model)
+    else:
+        model = Path(a.model)
+    return src, files, model
+
+
+def _fast_rows(src: Path, files: list[str], engine, workers: list[int], raw: float, exact: dict) -> None:
+    """The --fast-decode rows and its agreement with the exact decode."""
+    fast_dec, fast_res = {}, {}
+    for w in workers:
+        fast_dec[w] = decode_rate(files, engine.cfg, w, fast=True)
+        print(f"| decode + preprocess only, --fast-decode | {w} | {fast_dec[w]:.1f} | "
+              f"{100 * fast_dec[w] / raw:.0f} % |", flush=True)
+    for w in workers:
+        r, _, fast_res[w] = pipeline_rate(src, engine, w, fast=True)
+        bound = min(raw, fast_dec[w])
+        print(f"| pipeline (whole run), --fast-decode | {w} | {r:.1f} | {100 * r / raw:.0f} % "
+              f"(= {100 * r / bound:.0f} % of min(raw, decode)) |", flush=True)
+    w = workers[-1]
+    dmax, img, study, n_cmp, spread = agreement(exact[w], fast_res[w], engine.thresholds)
+    print(f"\n--fast-decode vs exact decode on these {n_cmp} images ({w} workers): max "
+          f"|Δprobability| {dmax:.4f}; same verdict at the card's operating points for "
+          f"{100 * img:.1f} % of images and {100 * study:.1f} % of studies "
+          f"(thresholds {engine.thresholds}; exact image verdicts: {spread})")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=500, help="DICOM files (default 500)")
@@ -286,21 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                else sorted({0, default_workers()}))
     with tempfile.TemporaryDirectory(prefix="bench-screen-") as tmp:
         work = Path(tmp)
-        src = Path(a.data) if a.data else work / "data"
-        files = sorted(str(p) for p in src.rglob("*.dcm")) if src.exists() else []
-        if len(files) < a.n:
-            print(f"writing {a.n} phantom DICOMs to {src} …", file=sys.stderr)
-            counts = make_data(src, a.n, a.bases, (lo, hi))
-            print("  per syntax: " + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)
-            files = sorted(str(p) for p in src.rglob("*.dcm"))
-        if a.model is None or not Path(a.model).exists():
-            print(f"making a {a.input_size} px INT8 custom_cnn bundle …", file=sys.stderr)
-            model = make_bundle(work / "model", a.input_size)
-            if a.model is not None:  # kept for the next run
-                shutil.copytree(model, a.model)
-                model = Path(a.model)
-        else:
-            model = Path(a.model)
+        src, files, model = _inputs(a, work, lo, hi)
         engine = Engine(model, performance_hint="THROUGHPUT")
         n = len(files)
         print(f"measuring on {n} files, {os.cpu_count()} CPUs …", file=sys.stderr)
@@ -326,22 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         if a.no_fast:
             return 0
-        fast_dec, fast_res = {}, {}
-        for w in workers:
-            fast_dec[w] = decode_rate(files, engine.cfg, w, fast=True)
-            print(f"| decode + preprocess only, --fast-decode | {w} | {fast_dec[w]:.1f} | "
-                  f"{100 * fast_dec[w] / raw:.0f} % |", flush=True)
-        for w in workers:
-            r, _, fast_res[w] = pipeline_rate(src, engine, w, fast=True)
-            bound = min(raw, fast_dec[w])
-            print(f"| pipeline (whole run), --fast-decode | {w} | {r:.1f} | {100 * r / raw:.0f} % "
-                  f"(= {100 * r / bound:.0f} % of min(raw, decode)) |", flush=True)
-        w = workers[-1]
-        dmax, img, study, n_cmp, spread = agreement(exact[w], fast_res[w], engine.thresholds)
-        print(f"\n--fast-decode vs exact decode on these {n_cmp} images ({w} workers): max "
-              f"|Δprobability| {dmax:.4f}; same verdict at the card's operating points for "
-              f"{100 * img:.1f} % of images and {100 * study:.1f} % of studies "
-              f"(thresholds {engine.thresholds}; exact image verdicts: {spread})")
+        _fast_rows(src, files, engine, workers, raw, exact)
         print("\n| transfer syntax | ms per file, exact | ms per file, --fast-decode |")
         print("| --- | --- | --- |")
         for name, (ms_e, ms_f) in per_syntax_ms(files, engine.cfg).items():
