@@ -141,7 +141,7 @@ def write_study_dicom(sources: Sequence[tuple[Path, np.ndarray, ImagePrediction]
                 transfer_syntax_uid=ExplicitVRLittleEndian)
         except (ValueError, TypeError, AttributeError) as e:
             raise ExportError(f"{path}: cannot build a Secondary Capture from it ({e})") from e
-        sc.PatientOrientation = ref.get("PatientOrientation", "") or ""
+        sc.PatientOrientation = ref.get("PatientOrientation", "") or ""  # type: ignore[assignment]  # pydicom takes a str
         sc.BurnedInAnnotation = "YES"
         sc.SeriesDescription = f"{word} heatmaps (research use only)"
         sc.ImageComments = f"{DISCLAIMER}. P({word}) = {pred.probability:.6f}"
@@ -195,7 +195,7 @@ def write_not_indicated_sr(paths: Sequence[str | Path], reason: str, card: Mappi
                                relationship_type=RelationshipTypeValues.CONTAINS)
 
     root = ContainerContentItem(name=CodedConcept("126000", "DCM", "Imaging Measurement Report"))
-    root.ContentSequence = [
+    root.ContentSequence = [  # type: ignore[assignment]  # pydicom makes a Sequence of a list
         text(("111001", "DCM", "Algorithm Name"), str(card.get("name", ""))),
         text(("111003", "DCM", "Algorithm Version"), str(card.get("version", ""))),
         text(("121106", "DCM", "Comment"), DISCLAIMER),
@@ -236,7 +236,7 @@ def _sr_content(hd, study: StudyPrediction, sources, headers: Sequence[Dataset],
     def num(value: float, refs: Sequence[Dataset]) -> NumContentItem:
         item = NumContentItem(name=prob_name, value=float(value), unit=unit,
                               relationship_type=contains)
-        item.ContentSequence = [image_item(r) for r in refs]
+        item.ContentSequence = [image_item(r) for r in refs]  # type: ignore[assignment]
         return item
 
     def text(code: tuple[str, str, str], value: str) -> TextContentItem:
@@ -258,5 +258,5 @@ def _sr_content(hd, study: StudyPrediction, sources, headers: Sequence[Dataset],
     for (_, _, pred), ref in zip(sources, headers, strict=True):
         items.append(num(pred.probability, [ref]))
     root = ContainerContentItem(name=CodedConcept("126000", "DCM", "Imaging Measurement Report"))
-    root.ContentSequence = items
+    root.ContentSequence = items  # type: ignore[assignment]
     return root

@@ -20,7 +20,7 @@ with its reason; it never stops the run.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -111,7 +111,7 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
                    export_dir: Callable[[Study], Path | None] | None = None,
                    card: dict | None = None, word: str = "fracture",
                    fast_decode: bool = False, decode_timeout: float = DECODE_TIMEOUT_S,
-                   ) -> Iterator[tuple[int, ScoredStudy | None]]:
+                   ) -> Generator[tuple[int, ScoredStudy | None], None, None]:
     """Yield ``(index, ScoredStudy)`` for the studies in ``todo`` and ``(index, None)`` for the
     others (the caller takes those from its state), strictly in the order of ``studies``.
 

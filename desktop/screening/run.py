@@ -65,7 +65,7 @@ class ScreenResult:
         studies the model is not indicated for (:attr:`not_indicated`)."""
         scored = [r for r in self.results if r.probability is not None]
         failed = [r for r in self.results if r.probability is None and r.verdict != NOT_INDICATED]
-        return sorted(scored, key=lambda r: -r.probability) + failed
+        return sorted(scored, key=lambda r: -(r.probability or 0.0)) + failed
 
     @property
     def not_indicated(self) -> list[StudyResult]:
