@@ -230,10 +230,9 @@ def decode_for_model(path: str | Path, *, frame: int = 0, min_side: int | None =
 def _decode_dicom_for_model(p: Path, frame: int, min_side: int | None) -> tuple[np.ndarray, float]:
     if min_side is not None and frame == 0:
         ds = dicom.read_dataset(p)
-        stored = dicom.decode_reduced(ds, int(min_side))
-        if stored is not None:
-            fds = dicom.frame_dataset(ds, 0)
-            return _finite(p, dicom.render_frame(stored, fds, need_modality=False)[1]), 0.0
+        reduced = dicom.render_reduced(ds, int(min_side), need_modality=False)
+        if reduced is not None:
+            return _finite(p, reduced.pixels), 0.0
         stored = dicom.decode_pixels(ds, p, index=0)[0]
         fds = dicom.frame_dataset(ds, 0)
     else:
@@ -327,7 +326,7 @@ def _load_plain(path: Path, kind: str, frame: int, min_side: int | None = None) 
                 im.seek(frame)
             _check_plain_budget(path, im)
             if min_side is not None and kind == "jpeg":
-                _draft(im, int(min_side))
+                dicom.draft_jpeg(im, int(min_side))
             im.load()  # full decode now, so a truncated file fails here and not later
             im = ImageOps.exif_transpose(im) or im
             gray, colour = _to_gray01(im)
@@ -364,14 +363,6 @@ def _check_plain_budget(path: Path, im: Image.Image) -> None:
     if size > dicom.MAX_FRAME_BYTES:
         raise ImageTooLargeError(path, f"image too large to decode safely: {w} x {h} pixels ({im.mode}) = "
                                        f"{size / 2**20:,.0f} MB (limit {dicom.MAX_FRAME_BYTES // 2**20} MB)")
-
-
-def _draft(im: Image.Image, min_side: int) -> None:
-    """Ask libjpeg for a 1/2, 1/4 or 1/8 scale decode that keeps the long side >= ``min_side``."""
-    w, h = im.size
-    factor = max([f for f in (1, 2, 4, 8) if -(-max(w, h) // f) >= min_side] or [1])
-    if factor > 1:
-        im.draft(im.mode, (-(-w // factor), -(-h // factor)))
 
 
 def _full_range01(arr: np.ndarray) -> np.ndarray:

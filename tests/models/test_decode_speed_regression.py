@@ -93,7 +93,7 @@ def test_render_frame_equals_the_element_wise_chain(name: str, stored: np.ndarra
     ref_mod, ref_px = _chain(stored, fds)
     sizes: list[int] = []
     real = dicom.apply_modality_lut
-    monkeypatch.setattr(dicom, "apply_modality_lut", lambda a, d: sizes.append(a.size) or real(a, d))
+    monkeypatch.setattr(dicom.lut, "apply_modality_lut", lambda a, d: sizes.append(a.size) or real(a, d))
     mod, px = dicom.render_frame(stored, fds)
     monkeypatch.undo()
     # every case but the tiny image runs the chain on a table, not on the image
@@ -309,7 +309,7 @@ def test_fast_decode_leaves_other_files_and_small_images_exact(radiographs) -> N
 
 def test_reduced_decode_falls_back_to_exact_when_the_codestream_refuses(radiographs, monkeypatch) -> None:
     path = radiographs["wrist JPEG 2000 lossless"]
-    monkeypatch.setattr(dicom, "_j2k_header", lambda code: (12, False, 9))  # claims 9 levels
+    monkeypatch.setattr(dicom.codecs, "_j2k_header", lambda code: (12, False, 9))  # claims 9 levels
     from PIL import Jpeg2KImagePlugin
 
     def broken(self):
@@ -338,7 +338,7 @@ def test_j2k_sides_pillow_cannot_reduce_fall_back_to_the_next_level(tmp_path: Pa
 
     import unittest.mock
 
-    with unittest.mock.patch.object(dicom, "_j2k_reduced", spy):
+    with unittest.mock.patch.object(dicom.codecs, "_j2k_reduced", spy):
         stored = dicom.decode_reduced(dicom_ds, 200)
     assert calls == [(501, 451)] and stored is not None and stored.shape == (501, 451)
     fast = load_pixels(path, min_side=200)

@@ -70,7 +70,7 @@ def test_only_the_used_frame_is_decoded(tmp_path, monkeypatch):
         seen.append(out.shape)
         return out
 
-    monkeypatch.setattr(dicom, "_pixel_array", spy)
+    monkeypatch.setattr(dicom.codecs, "_pixel_array", spy)
     im = load_image(path, frame=2)
     assert im.frames == 3 and im.frame == 2 and seen == [(8, 6)]  # one frame, not (3, 8, 6)
     np.testing.assert_array_equal(im.stored, frames[2])
