@@ -220,7 +220,7 @@ def cold_start(study: Path, model: str, repeats: int) -> dict[str, float]:
 
 def study_phases(files: list[Path], bundle: str, repeats: int) -> list[tuple[str, float]]:
     from desktop.screening.render import render_rgb, thumbnail_u8
-    from desktop.viewer.studies import THUMB_SIZE
+    from desktop.viewer.studies import STRIP_THUMB_SIZE
     from models.engine import Engine, aggregate_study
     from models.imageio import load_image
 
@@ -235,7 +235,7 @@ def study_phases(files: list[Path], bundle: str, repeats: int) -> list[tuple[str
 
     def rest():
         aggregate_study(preds, eng.thresholds)
-        [thumbnail_u8(px, THUMB_SIZE) for px in pixels]
+        [thumbnail_u8(px, STRIP_THUMB_SIZE) for px in pixels]
         return render_rgb(pixels[0])
 
     post, _ = _ms(rest, repeats)

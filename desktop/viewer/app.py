@@ -35,7 +35,6 @@ from desktop.viewer.main_window import ViewerWindow
 from desktop.viewer.settings import ViewerSettings
 from desktop.viewer.studies import (
     Cancelled,
-    DiscoveryResult,
     StudyOutcome,
     ViewImage,
     analyse_study,
@@ -47,7 +46,6 @@ from models.reference import find_default_bundle
 
 __all__ = [
     "Cancelled",
-    "DiscoveryResult",
     "ImageView",
     "ModelCardDialog",
     "StudyOutcome",

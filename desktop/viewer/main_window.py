@@ -20,6 +20,7 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QWidget
 
+from desktop.screening.discovery import Discovery
 from desktop.screening.render import Orientation, plural, task_word
 from desktop.screening.support import project_version
 from desktop.viewer import panels, window_files
@@ -31,7 +32,6 @@ from desktop.viewer.settings import ViewerSettings
 from desktop.viewer.studies import (
     PREVIEW_SIDE,
     DicomExport,
-    DiscoveryResult,
     StudyOutcome,
     ViewImage,
     export_dicom_job,
@@ -301,7 +301,7 @@ class ViewerWindow(QMainWindow):
                                      f"{res.out_dir}")
         self.dicom_exported.emit(res)
 
-    def _on_discovered(self, res: DiscoveryResult) -> None:
+    def _on_discovered(self, res: Discovery) -> None:
         panels.add_study_items(self.study_list, res.studies, self.word)
         msg = panels.discovery_message(res)
         self.statusBar().showMessage(msg)

@@ -16,7 +16,7 @@ from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QComboBox, QLabel, QListWidget, QListWidgetItem
 
-from desktop.screening.discovery import Study, split_key
+from desktop.screening.discovery import Discovery, Study, split_key
 from desktop.screening.heat_legend import legend_rgb, legend_text
 from desktop.screening.render import (
     VERDICT_STYLES,
@@ -27,7 +27,7 @@ from desktop.screening.render import (
     verdict_text,
 )
 from desktop.viewer.image_view import SeriesBar
-from desktop.viewer.studies import THUMB_SIZE, DiscoveryResult, StudyOutcome, ViewImage
+from desktop.viewer.studies import STRIP_THUMB_SIZE, StudyOutcome, ViewImage
 from desktop.viewer.window_ui import ViewerUi, thumb_icon, verdict_icon
 from models.engine import Engine, StudyPrediction
 from models.scope import Indications
@@ -189,7 +189,7 @@ def show_position(ui: ViewerUi, outcome: StudyOutcome, index: int) -> None:
 
 
 # -- status bar ---------------------------------------------------------------------------------
-def discovery_message(res: DiscoveryResult) -> str:
+def discovery_message(res: Discovery) -> str:
     """What was found: studies and images, and what was skipped or ignored."""
     msg = f"{len(res.studies)} studies, {res.n_images} images"
     if res.skipped:
@@ -288,7 +288,7 @@ def fill_thumbnails(strip: QListWidget, bar: SeriesBar, outcome: StudyOutcome,
             item = QListWidgetItem(thumb_icon(v), f"{k + 1}")
             item.setData(Qt.ItemDataRole.UserRole, v.ref.path)
             item.setToolTip(thumb_tooltip(v))
-            item.setSizeHint(QSize(THUMB_SIZE + 10, THUMB_SIZE + 30))
+            item.setSizeHint(QSize(STRIP_THUMB_SIZE + 10, STRIP_THUMB_SIZE + 30))
             item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
             strip.addItem(item)
     strip.setCurrentRow(min(current, len(outcome.images) - 1))

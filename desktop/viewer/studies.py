@@ -1,12 +1,14 @@
 """Qt-free work of the viewer: find studies under paths, decode them and run the model.
 
 Plain functions that a worker (:class:`desktop.viewer.tasks.Task`) runs off the UI thread; kept free of
-Qt so they can be tested, benchmarked and reused by other front ends as they are.
+Qt so they can be tested, benchmarked and reused by other front ends as they are. How a study's
+images are grouped into series is :mod:`desktop.viewer.series`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,13 +22,12 @@ from desktop.screening.discovery import (
     MEDIA_STORAGE_DIRECTORY,
     Discovery,
     ImageRef,
-    SeriesFields,
     Study,
     discover,
-    series_fields,
     split_key,
 )
 from desktop.screening.render import plural, thumbnail_u8
+from desktop.viewer.series import SeriesInfo, study_series
 from models import dicom
 from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
 from models.errors import ExportError, ImageDecodeError
@@ -36,30 +37,6 @@ from models.scope import Indications, header_refusal, image_refusal, prediction_
 
 class Cancelled(Exception):
     """Raised inside a task when its cancel flag is set; the task then ends without a result."""
-
-
-@dataclass(frozen=True)
-class SeriesInfo:
-    """One series of a study as the thumbnail strip groups it.
-
-    ``uid`` is the SeriesInstanceUID ("" for plain images, which a folder holds as one series,
-    or for DICOM files whose header cannot be read).
-    """
-
-    uid: str
-    number: int | None = None
-    description: str = ""
-    modality: str = ""
-    count: int = 0
-
-    @property
-    def label(self) -> str:
-        """What the strip writes over the series: number, description, modality, image count."""
-        head = f"Series {self.number}" if self.number is not None else (
-            "Series" if self.uid else "Images")
-        parts = [head] + [x for x in (self.description, self.modality) if x]
-        parts.append(f"{self.count} image{'s' * (self.count != 1)}")
-        return " · ".join(parts)
 
 
 @dataclass
@@ -131,19 +108,6 @@ class DecodedImage:
     view: ViewImage
 
 
-@dataclass
-class DiscoveryResult:
-    """Studies of several command-line paths merged, plus what could not be used."""
-
-    studies: list[Study]
-    skipped: list[tuple[str, str]]
-    duplicates: list[tuple[str, str]]
-
-    @property
-    def n_images(self) -> int:
-        return sum(len(s.images) for s in self.studies)
-
-
 ProgressFn = Callable[[int, int, str], None]
 CancelledFn = Callable[[], bool]
 PartialFn = Callable[[object], None]
@@ -159,8 +123,9 @@ NON_IMAGE_RECORDS = frozenset({"SR DOCUMENT", "KEY OBJECT DOC", "PRESENTATION", 
                                "ENCAP DOC", "REGISTRATION", "FIDUCIAL", "SPECTROSCOPY",
                                "RAW DATA", "PRIVATE", "HL7 STRUC DOC"})
 
-#: Thumbnails are at most this many pixels on their long side.
-THUMB_SIZE = 96
+#: The thumbnail strip's pictures are at most this many pixels on their long side (the
+#: screener's report has its own, larger, thumbnails).
+STRIP_THUMB_SIZE = 96
 
 #: The first image of a study is first shown from a reduced-resolution decode whose long side is
 #: at least this (JPEG 2000 and baseline JPEG DICOM only; see :func:`preview_image`).
@@ -220,16 +185,28 @@ def _expand(p: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     return [p], []
 
 
+def common_root(paths: Sequence[str | Path]) -> str:
+    """The :attr:`Discovery.root` of several opened paths: the one path opened, else the folder
+    that holds them all, or "" when they share none (nothing opened, or two drives)."""
+    if len(paths) == 1:
+        return str(Path(paths[0]))
+    try:
+        return os.path.commonpath([os.path.abspath(p) for p in paths])
+    except ValueError:
+        return ""
+
+
 def discover_paths(
     paths: Sequence[str | Path],
     *,
     progress: ProgressFn | None = None,
     cancelled: CancelledFn | None = None,
-) -> DiscoveryResult:
+) -> Discovery:
     """Discover every path (folder or file) and merge studies that share a StudyInstanceUID.
 
     A study split over two exported folders is still one study: MURA's rule averages over all of
-    its images, so splitting it would change the verdict.
+    its images, so splitting it would change the verdict. The result is the screener's
+    :class:`Discovery`, rooted at what the paths share (:func:`common_root`).
     """
     merged: OrderedDict[str, Study] = OrderedDict()
     skipped: list[tuple[str, str]] = []
@@ -264,55 +241,7 @@ def discover_paths(
             else:
                 st.key = key
                 merged[key] = st
-    return DiscoveryResult(list(merged.values()), skipped, duplicates)
-
-
-#: Header elements :func:`study_series` reads (never the pixel data).
-_SERIES_TAGS = ["SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modality"]
-
-
-def _series_header(ref: ImageRef) -> SeriesFields:
-    if ref.series is not None:
-        return ref.series
-    if ref.kind != "dicom":
-        return SeriesFields()
-    try:
-        ds = pydicom.dcmread(ref.path, stop_before_pixels=True, force=True,
-                             specific_tags=_SERIES_TAGS)
-        return series_fields(ds)
-    except Exception:  # noqa: BLE001 - an unreadable header fails at decode time, with a reason
-        return SeriesFields()
-
-
-def study_series(study: Study) -> tuple[list[ImageRef], list[SeriesInfo], list[int]]:
-    """The study's images grouped by series: (refs in display order, series, series index of
-    each ref).
-
-    Series are ordered by SeriesNumber (then by first appearance), images within a series keep
-    the study's order (InstanceNumber, path), so paging through the study walks one series after
-    the other, as the strip shows them. The series fields come from discovery
-    (:attr:`ImageRef.series`); only refs without them have their header read here. Plain
-    images, and files whose header cannot be read, form a series of their own. Never raises.
-    """
-    groups: OrderedDict[str, list[ImageRef]] = OrderedDict()
-    meta: dict[str, tuple[int | None, str, str]] = {}
-    for ref in study.images:
-        uid, number, desc, modality = dataclasses.astuple(_series_header(ref))
-        if uid not in groups:
-            groups[uid] = []
-            meta[uid] = (number, desc, modality)
-        groups[uid].append(ref)
-    first = list(groups)  # order of first appearance
-    uids = sorted(first, key=lambda u: (meta[u][0] is None, meta[u][0] or 0, first.index(u)))
-    refs: list[ImageRef] = []
-    series: list[SeriesInfo] = []
-    index: list[int] = []
-    for s, uid in enumerate(uids):
-        number, desc, modality = meta[uid]
-        series.append(SeriesInfo(uid, number, desc, modality, len(groups[uid])))
-        refs += groups[uid]
-        index += [s] * len(groups[uid])
-    return refs, series, index
+    return Discovery(common_root(paths), list(merged.values()), skipped, duplicates)
 
 
 def preview_image(path: str | Path, min_side: int = PREVIEW_SIDE) -> LoadedImage | None:
@@ -381,12 +310,12 @@ def decode_study(
             quick = preview_image(ref.path, preview_side)
             if quick is not None:
                 partial(DecodedImage(study.key, 0, ViewImage(
-                    ref, image=quick, thumb=thumbnail_u8(quick.pixels, THUMB_SIZE),
+                    ref, image=quick, thumb=thumbnail_u8(quick.pixels, STRIP_THUMB_SIZE),
                     series=idx[0], preview=True)))
                 check_cancelled(cancelled)
         try:
             img = load_image(ref.path)
-            view = ViewImage(ref, image=img, thumb=thumbnail_u8(img.pixels, THUMB_SIZE),
+            view = ViewImage(ref, image=img, thumb=thumbnail_u8(img.pixels, STRIP_THUMB_SIZE),
                              series=idx[k])
         except ImageDecodeError as e:
             view = ViewImage(ref, error=e.reason, series=idx[k])

@@ -18,11 +18,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QThreadPool, Signal
 
-from desktop.screening.discovery import Study
+from desktop.screening.discovery import Discovery, Study
 from desktop.viewer.studies import (
     DecodedImage,
     DicomExport,
-    DiscoveryResult,
     StudyOutcome,
     analyse_study,
     compute_heatmaps,
@@ -51,7 +50,7 @@ class StudyLoader(QObject):
 
     task_started = Signal(str)  # tag
     progress = Signal(int, int, str)  # done, total, message
-    discovered = Signal(object)  # DiscoveryResult (``studies`` is already set)
+    discovered = Signal(object)  # Discovery (``studies`` is already set)
     layout_ready = Signal(str, object)  # key, StudyOutcome of pending images (decoding began)
     image_decoded = Signal(str, int, object, object)  # key, index, ViewImage, the one replaced
     outcome_ready = Signal(object, str, bool)  # StudyOutcome, task tag, was it being decoded
@@ -241,7 +240,7 @@ class StudyLoader(QObject):
                 self.engine_loaded.emit(res, "")
         elif isinstance(res, DicomExport):
             self.dicom_exported.emit(res)
-        elif isinstance(res, DiscoveryResult):
+        elif isinstance(res, Discovery):
             self.studies = res.studies
             self.discovered.emit(res)
         elif isinstance(res, StudyOutcome):

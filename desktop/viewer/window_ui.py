@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 
 from desktop.screening.render import DISCLAIMER, VERDICT_STYLES
 from desktop.viewer.image_view import ImageView, SeriesBar
-from desktop.viewer.studies import THUMB_SIZE, ViewImage
+from desktop.viewer.studies import STRIP_THUMB_SIZE, ViewImage
 
 
 def thumb_icon(v: ViewImage) -> QIcon:
@@ -44,7 +44,7 @@ def thumb_icon(v: ViewImage) -> QIcon:
         h, w = g.shape
         img = QImage(g.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
         return QIcon(QPixmap.fromImage(img))
-    pm = QPixmap(THUMB_SIZE, THUMB_SIZE)
+    pm = QPixmap(STRIP_THUMB_SIZE, STRIP_THUMB_SIZE)
     pm.fill(QColor("#4a4a4a"))
     if v.pending:
         p = QPainter(pm)
@@ -54,8 +54,8 @@ def thumb_icon(v: ViewImage) -> QIcon:
         return QIcon(pm)
     p = QPainter(pm)
     p.setPen(QColor("#e06060"))
-    p.drawLine(8, 8, THUMB_SIZE - 8, THUMB_SIZE - 8)
-    p.drawLine(THUMB_SIZE - 8, 8, 8, THUMB_SIZE - 8)
+    p.drawLine(8, 8, STRIP_THUMB_SIZE - 8, STRIP_THUMB_SIZE - 8)
+    p.drawLine(STRIP_THUMB_SIZE - 8, 8, 8, STRIP_THUMB_SIZE - 8)
     p.end()
     return QIcon(pm)
 
@@ -169,9 +169,9 @@ class ViewerUi:
         self.thumb_strip.setFlow(QListView.Flow.LeftToRight)
         self.thumb_strip.setWrapping(False)
         self.thumb_strip.setMovement(QListView.Movement.Static)
-        self.thumb_strip.setIconSize(QSize(THUMB_SIZE, THUMB_SIZE))
+        self.thumb_strip.setIconSize(QSize(STRIP_THUMB_SIZE, STRIP_THUMB_SIZE))
         self.thumb_strip.setSpacing(4)
-        self.thumb_strip.setFixedHeight(THUMB_SIZE + 42)
+        self.thumb_strip.setFixedHeight(STRIP_THUMB_SIZE + 42)
         self.thumb_strip.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.thumb_strip.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.thumb_strip.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # arrows stay with the window

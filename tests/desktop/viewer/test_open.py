@@ -14,8 +14,8 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
 from desktop.screening import render
-from desktop.screening.discovery import discover
-from desktop.viewer.studies import THUMB_SIZE, dicomdir_files, discover_paths, is_dicomdir
+from desktop.screening.discovery import Discovery, discover
+from desktop.viewer.studies import STRIP_THUMB_SIZE, dicomdir_files, discover_paths, is_dicomdir
 
 WAIT_MS = 60_000
 
@@ -73,6 +73,7 @@ def test_dicomdir_opens_its_referenced_images_grouped_by_study(phantom, tmp_path
     assert is_dicomdir(dd) and not is_dicomdir(stray) and not is_dicomdir(tmp_path)
 
     res = discover_paths([dd])
+    assert isinstance(res, Discovery) and res.root == str(dd)
     want = {uid: len(_files(phantom / "dicom" / name))
             for name in ("study_0002", "study_0004") for uid in _uids(phantom / "dicom" / name)}
     assert {st.key: len(st.images) for st in res.studies} == want
@@ -87,6 +88,17 @@ def test_dicomdir_opens_its_referenced_images_grouped_by_study(phantom, tmp_path
     assert sum(len(st.images) for st in res.studies) == sum(want.values()) - 1
     assert len(res.skipped) == 1 and "missing" in res.skipped[0][1]
     assert missing == []
+
+
+def test_several_paths_make_one_discovery_rooted_where_they_meet(phantom):
+    """The viewer's discovery is the screener's :class:`Discovery`, whatever was opened."""
+    a, b = phantom / "dicom" / "study_0001", phantom / "dicom" / "study_0002"
+    res = discover_paths([a, b])
+    assert isinstance(res, Discovery) and res.root == str(phantom / "dicom")
+    assert {st.key for st in res.studies} == _uids(a) | _uids(b)
+    assert res.n_images == len(_files(a)) + len(_files(b))
+    assert res.skipped == [] and res.duplicates == []
+    assert discover_paths([]).root == ""
 
 
 def test_unreadable_dicomdir_is_reported(tmp_path, phantom):
@@ -139,9 +151,9 @@ def test_thumbnail_strip_shows_the_study_and_selects_images(qtbot, win, phantom)
     assert strip.currentRow() == 0
     for v in out.images:
         assert v.thumb is not None and v.thumb.dtype == np.uint8
-        assert max(v.thumb.shape) <= THUMB_SIZE and v.thumb.std() > 0
+        assert max(v.thumb.shape) <= STRIP_THUMB_SIZE and v.thumb.std() > 0
         # the thumbnail is the image itself, reduced
-        small = render.thumbnail_u8(v.image.pixels, THUMB_SIZE)
+        small = render.thumbnail_u8(v.image.pixels, STRIP_THUMB_SIZE)
         np.testing.assert_array_equal(v.thumb, small)
     assert not strip.item(1).icon().isNull()
 
