@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from models.dicom import read_header  # noqa: E402
 from models.engine import Engine  # noqa: E402
 from models.errors import ImageDecodeError  # noqa: E402
 from models.imageio import decode_for_model, sniff_kind  # noqa: E402
@@ -52,9 +53,7 @@ class Outcome:
 def assess(path: str | Path, engine: Engine, ind: Indications) -> Outcome:
     """The screener's scope chain for one file."""
     if sniff_kind(path) == "dicom":
-        import pydicom
-
-        r = header_refusal(HeaderFields.from_dataset(pydicom.dcmread(path, stop_before_pixels=True, force=True)), ind)
+        r = header_refusal(HeaderFields.from_dataset(read_header(path)), ind)
         if r is not None:
             return Outcome("refused", r.check, r.reason)
     try:

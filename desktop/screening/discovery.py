@@ -19,8 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pydicom
-
+from models.dicom import read_header
 from models.errors import MuraError
 from models.imageio import is_ignored_file, load_image, sniff_kind
 from models.scope import OWN_MANUFACTURER, HeaderFields
@@ -119,7 +118,7 @@ def _content_hash(path: Path) -> str:
 
 def _dicom_header(path: Path):
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        return read_header(path)
     except Exception:  # noqa: BLE001 - unreadable headers are decided at decode time
         return None
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pydicom
 from pydicom.datadict import dictionary_description, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
-from models.errors import DicomError
+from models.dicom import read_dataset
 
 __all__ = ["TagRow", "dataset_rows", "filter_rows", "read_tags"]
 
@@ -137,12 +136,13 @@ def dataset_rows(ds: Dataset) -> list[TagRow]:
 def read_tags(path: str | Path) -> list[TagRow]:
     """The file meta group and the dataset of ``path``, read without loading bulk data.
 
-    The file is only read; it is never written (nothing here can alter an original).
+    The file is only read; it is never written (nothing here can alter an original). It is read
+    through :func:`models.dicom.read_dataset`, the one door with its force policy, so what cannot
+    be shown raises that door's typed :class:`~models.errors.DicomError`. ``as_stored``: the
+    File Meta as the file holds it, and a truncated file's File Meta even when pydicom had to
+    drop its dataset (the image failed to decode; its tags say what it is).
     """
-    try:
-        ds = pydicom.dcmread(path, force=True, defer_size=DEFER_SIZE)
-    except Exception as e:  # noqa: BLE001 - pydicom raises many kinds
-        raise DicomError(path, f"cannot read the DICOM header ({type(e).__name__}: {e})") from e
+    ds = read_dataset(path, defer_size=DEFER_SIZE, as_stored=True)
     rows: list[TagRow] = []
     meta = getattr(ds, "file_meta", None)
     if meta is not None and len(meta):

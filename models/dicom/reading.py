@@ -101,7 +101,7 @@ def read_dataset(
     stop_before_pixels: bool = False,
     specific_tags: Sequence[str] | None = None,
     defer_size: int | str | None = None,
-    fill_transfer_syntax: bool = True,
+    as_stored: bool = False,
 ) -> Dataset:
     """Read a DICOM file, including ACR-NEMA files that have no preamble or File Meta.
 
@@ -116,9 +116,11 @@ def read_dataset(
     to pydicom (a series header read, the tag viewer); with ``specific_tags`` an empty result is
     not an error, since the file may simply lack those tags.
 
-    Reads (0002,0010) Transfer Syntax UID and, unless ``fill_transfer_syntax`` is False (the tag
-    viewer shows what the file holds), sets it from the encoding pydicom detected when it is
-    missing: without it pydicom cannot decode the pixels of e.g. ``CR-MONO1-10-chest``.
+    Reads (0002,0010) Transfer Syntax UID and sets it from the encoding pydicom detected when it
+    is missing: without it pydicom cannot decode the pixels of e.g. ``CR-MONO1-10-chest``. A
+    dataset pydicom had to drop entirely is a truncated file. ``as_stored`` (the tag viewer, which
+    shows what the file holds, damaged or not) does neither: no Transfer Syntax is filled in and
+    an empty dataset is returned with whatever File Meta was read.
     """
     p = Path(path)
     try:
@@ -130,21 +132,16 @@ def read_dataset(
     options = {"stop_before_pixels": stop_before_pixels, "specific_tags": tags,
                "defer_size": defer_size}
     ds = _dcmread(p, head, options)
-    if len(ds) == 0 and specific_tags is None:
+    if len(ds) == 0 and specific_tags is None and not as_stored:
         # pydicom drops the whole dataset when it runs off the end of an undefined-length item
         # (e.g. encapsulated pixel data cut short): that is a truncated transfer.
         raise TruncatedPixelDataError(p, "no data elements could be read: the file is truncated")
-    if fill_transfer_syntax:
+    if not as_stored:
         _ensure_transfer_syntax(ds)
     return ds
 
 
-def read_header(
-    path: str | Path,
-    *,
-    specific_tags: Sequence[str] | None = None,
-    fill_transfer_syntax: bool = True,
-) -> Dataset:
+def read_header(path: str | Path, *, specific_tags: Sequence[str] | None = None) -> Dataset:
     """The header of a DICOM file, without its pixel data: :func:`read_dataset` with
     ``stop_before_pixels``, so the same force policy and typed errors apply.
 
@@ -152,8 +149,7 @@ def read_header(
     only need the header, and they used to call ``pydicom.dcmread(..., force=True)`` directly,
     which reads any file at all as an empty dataset instead of saying it is not DICOM.
     """
-    return read_dataset(path, stop_before_pixels=True, specific_tags=specific_tags,
-                        fill_transfer_syntax=fill_transfer_syntax)
+    return read_dataset(path, stop_before_pixels=True, specific_tags=specific_tags)
 
 
 def _dcmread(p: Path, head: bytes, options: dict[str, object]) -> Dataset:

@@ -77,7 +77,7 @@ def test_read_header_forces_a_plausible_raw_dataset_and_fills_its_transfer_synta
     assert ds.Rows == RAMP.shape[0] and "PixelData" not in ds
     assert ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
     # the tag viewer shows what the file holds: no File Meta element it does not have
-    raw = dicom.read_header(p, fill_transfer_syntax=False)
+    raw = dicom.read_dataset(p, stop_before_pixels=True, as_stored=True)
     assert "TransferSyntaxUID" not in getattr(raw, "file_meta", {})
     np.testing.assert_array_equal(dicom.decode_pixels(dicom.read_dataset(p))[0], RAMP)
 
@@ -101,6 +101,22 @@ def test_read_dataset_defer_size_leaves_large_values_on_disk(tmp_path: Path) -> 
     ds = dicom.read_dataset(_part10(tmp_path), defer_size=64)
     assert ds.get_item(0x7FE00010, keep_deferred=True).value is None  # deferred: read when touched
     np.testing.assert_array_equal(dicom.decode_pixels(ds)[0], RAMP)
+
+
+def test_a_dataset_pydicom_dropped_is_truncated_unless_read_as_stored(tmp_path: Path) -> None:
+    """Encapsulated pixel data cut short: pydicom drops the whole dataset, keeps the File Meta."""
+    from pydicom.uid import RLELossless
+
+    ds = make_ds(RAMP)
+    ds.compress(RLELossless, generate_instance_uid=False)
+    p = tmp_path / "rle.dcm"
+    ds.save_as(p, enforce_file_format=True)
+    p.write_bytes(p.read_bytes()[:-30])
+    with pytest.warns(UserWarning), pytest.raises(TruncatedPixelDataError, match="rle.dcm"):
+        dicom.read_dataset(p)
+    with pytest.warns(UserWarning):
+        raw = dicom.read_dataset(p, as_stored=True)  # the tag viewer: what the file holds
+    assert len(raw) == 0 and raw.file_meta.TransferSyntaxUID == RLELossless
 
 
 def test_read_header_missing_file(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ def test_study_series_reads_no_header_again(phantom, tmp_path, monkeypatch):
     def no_read(*_a, **_k):
         raise AssertionError("study_series read a header discovery had already read")
 
-    monkeypatch.setattr(studies.pydicom, "dcmread", no_read)
+    monkeypatch.setattr(pydicom, "dcmread", no_read)
     refs, series, idx = studies.study_series(study)
     assert [Path(r.path).name for r in refs] == ["im2", "im1", "im3"]
     assert [(s.number, s.description, s.count) for s in series] == [(1, "PA", 1),
