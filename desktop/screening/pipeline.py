@@ -47,14 +47,51 @@ from models.scope import Indications, header_refusal, prediction_refusal
 
 @dataclass
 class ScoredStudy:
-    """One study's outcome, ready to commit: the state rows and the predictions behind them."""
+    """A study after screening: the screening core's one type for it (a :class:`Study` is the
+    study before). Outputs, the report and the viewer's screen dialog read it.
 
+    ``row`` holds the verdict as the state keeps it (:class:`StudyRow`); ``image_probs`` the
+    score of each scored image by its real path. A study scored by this process also carries
+    its image rows, predictions and DICOM export outcome; one ``resumed`` from the state only
+    the row (whose key and reasons are aliased with --anonymize: outputs alias them again, which
+    changes nothing).
+    """
+
+    study: Study
     row: StudyRow
-    images: list[ImageRow]
-    predictions: list[ImagePrediction]
-    n_worked: int  # images this process decoded (for an honest images/s)
+    image_probs: list[tuple[str, float]] = field(default_factory=list)
+    resumed: bool = False
+    images: list[ImageRow] = field(default_factory=list)
+    predictions: list[ImagePrediction] = field(default_factory=list)
+    n_worked: int = 0  # images this process decoded (for an honest images/s)
     exported: list[str] = field(default_factory=list)
     export_error: str | None = None
+
+    @property
+    def probability(self) -> float | None:
+        return self.row.probability
+
+    @property
+    def verdict(self) -> str:
+        return self.row.verdict
+
+    @property
+    def body_part(self) -> str:
+        return self.row.body_part
+
+    @property
+    def n_failed(self) -> int:
+        return self.row.n_failed
+
+    @property
+    def n_refused(self) -> int:
+        """Images the model is not indicated for (:mod:`models.scope`)."""
+        return self.row.n_refused
+
+    @property
+    def scope(self) -> str:
+        """Why the study is NOT_INDICATED ("" otherwise)."""
+        return self.row.scope
 
 
 @dataclass
@@ -91,7 +128,8 @@ def _finish(job: _Job, engine: Engine) -> ScoredStudy:
         srow = StudyRow(st.key, None, "", NOT_INDICATED if refused else "failed", len(st.images),
                         n_failed, st.modality, st.description, first, n_refused=len(refused),
                         scope=refused[0] if refused else "")
-    out = ScoredStudy(srow, rows, preds, len(st.images))
+    probs = [(r.stamp.path, r.probability) for r in rows if r.probability is not None]
+    out = ScoredStudy(st, srow, probs, images=rows, predictions=preds, n_worked=len(st.images))
     if job.export is not None:
         try:
             out.exported = job.export.result()

@@ -11,6 +11,7 @@ What is written from the result lives in :mod:`desktop.screening.outputs`, the c
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -33,22 +34,9 @@ from models.errors import ConfigError
 
 
 @dataclass
-class StudyResult:
-    study: Study
-    probability: float | None
-    verdict: str
-    body_part: str
-    n_failed: int
-    image_probs: list[tuple[str, float]] = field(default_factory=list)
-    resumed: bool = False  # taken from the state database, not scored by this process
-    n_refused: int = 0  # images the model is not indicated for (models.scope)
-    scope: str = ""  # why the study is NOT_INDICATED
-
-
-@dataclass
 class ScreenResult:
     discovery: Discovery
-    results: list[StudyResult]
+    results: list[ScoredStudy]
     failures: list[tuple[str, str]]
     seconds: float
     n_scored_images: int
@@ -60,7 +48,7 @@ class ScreenResult:
     refusals: list[tuple[str, str]] = field(default_factory=list)  # (path, why not indicated)
 
     @property
-    def ranked(self) -> list[StudyResult]:
+    def ranked(self) -> list[ScoredStudy]:
         """The worklist: scored studies most suspicious first, then failed ones; never the
         studies the model is not indicated for (:attr:`not_indicated`)."""
         scored = [r for r in self.results if r.probability is not None]
@@ -68,7 +56,7 @@ class ScreenResult:
         return sorted(scored, key=lambda r: -(r.probability or 0.0)) + failed
 
     @property
-    def not_indicated(self) -> list[StudyResult]:
+    def not_indicated(self) -> list[ScoredStudy]:
         return [r for r in self.results if r.verdict == NOT_INDICATED]
 
 
@@ -82,16 +70,14 @@ def _die_after() -> int | None:
     return int(v) if v.isdigit() else None
 
 
-def _result_from_state(st: Study, state: ScreenState, alias: Aliases) -> StudyResult:
+def _result_from_state(st: Study, state: ScreenState, alias: Aliases) -> ScoredStudy:
     key = alias(st.key, "study")
     real = {alias(ref.path, "file"): ref.path for ref in st.images}
     rows = state.images(key)
     srow = state.study(key)
     assert srow is not None  # finished() said it is there
-    return StudyResult(st, srow.probability, srow.verdict, srow.body_part, srow.n_failed,
-                       [(real.get(r["path"], r["path"]), r["probability"]) for r in rows
-                        if r["probability"] is not None],
-                       resumed=True, n_refused=srow.n_refused, scope=srow.scope)
+    return ScoredStudy(st, srow, [(real.get(r["path"], r["path"]), r["probability"]) for r in rows
+                                  if r["probability"] is not None], resumed=True)
 
 
 def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
@@ -155,7 +141,7 @@ class _Tally:
     """What one :func:`screen` run has done so far."""
 
     images_total: int
-    results: list[StudyResult] = field(default_factory=list)
+    results: list[ScoredStudy] = field(default_factory=list)
     export_errors: list[tuple[str, str]] = field(default_factory=list)
     n_scored: int = 0
     n_committed: int = 0
@@ -202,7 +188,7 @@ def _plan(disc: Discovery, state: ScreenState, alias: Aliases,
 
 
 def _commit(st: Study, scored: ScoredStudy, fp: str, state: ScreenState, alias: Aliases,
-            tally: _Tally) -> StudyResult:
+            tally: _Tally) -> ScoredStudy:
     """Commit one freshly scored study to the state (as --anonymize stores it)."""
     srow, rows = scored.row, scored.images
     stored, stored_images = stored_rows(srow, rows, st, alias)
@@ -214,9 +200,8 @@ def _commit(st: Study, scored: ScoredStudy, fp: str, state: ScreenState, alias: 
         tally.export_errors.append((st.key, scored.export_error))
     if tally.die_after is not None and tally.n_committed >= tally.die_after:
         os._exit(137)
-    return StudyResult(st, srow.probability, srow.verdict, srow.body_part, srow.n_failed,
-                       [(r.stamp.path, r.probability) for r in rows if r.probability is not None],
-                       n_refused=srow.n_refused, scope=stored.scope)
+    scored.row = dataclasses.replace(srow, scope=stored.scope)  # reasons as outputs show them
+    return scored
 
 
 def _result(disc: Discovery, state: ScreenState, alias: Aliases, tally: _Tally, decode: str,

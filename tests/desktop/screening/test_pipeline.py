@@ -156,12 +156,16 @@ def test_a_decode_worker_has_a_memory_ceiling():
 
 
 def _touch_until(n_bytes: int) -> int:
-    """A runaway native decoder: memory grows 32 MB at a time, each page touched."""
+    """A runaway decoder: memory grows 32 MB at a time, each page touched, at ~3 GB/s (paced so
+    that a loaded CI machine still gives the watchdog thread its turns)."""
+    import time
+
     import numpy as np
 
     held = []
     while len(held) * 32 * 2**20 < n_bytes:
         held.append(np.ones(32 * 2**20, dtype=np.uint8))
+        time.sleep(0.01)
     return len(held)
 
 
