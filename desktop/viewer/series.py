@@ -11,9 +11,8 @@ import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import pydicom
-
 from desktop.screening.discovery import ImageRef, SeriesFields, Study, series_fields
+from models.dicom import read_header
 
 
 @dataclass(frozen=True)
@@ -50,8 +49,7 @@ def _series_header(ref: ImageRef) -> SeriesFields:
     if ref.kind != "dicom":
         return SeriesFields()
     try:
-        ds = pydicom.dcmread(ref.path, stop_before_pixels=True, force=True,
-                             specific_tags=_SERIES_TAGS)
+        ds = read_header(ref.path, specific_tags=_SERIES_TAGS)
         return series_fields(ds)
     except Exception:  # noqa: BLE001 - an unreadable header fails at decode time, with a reason
         return SeriesFields()

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.multival import MultiValue
 
 from desktop.screening.discovery import (
@@ -137,7 +136,7 @@ def is_dicomdir(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        meta = pydicom.dcmread(path, stop_before_pixels=True, force=True).file_meta
+        meta = dicom.read_header(path).file_meta
     except Exception:  # noqa: BLE001 - not readable as DICOM: not a DICOMDIR
         return False
     return str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY
@@ -153,7 +152,7 @@ def dicomdir_files(path: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     is missing: a reader must be told that a CD is incomplete. Never fatal.
     """
     try:
-        ds = pydicom.dcmread(path, force=True)
+        ds = dicom.read_dataset(path)
         records = list(ds.DirectoryRecordSequence)
     except Exception as e:  # noqa: BLE001 - any pydicom failure: the DICOMDIR is unusable
         return [], [(str(path), f"unreadable DICOMDIR ({type(e).__name__}: {e})")]
@@ -249,7 +248,7 @@ def preview_image(path: str | Path, min_side: int = PREVIEW_SIDE) -> LoadedImage
     none (not JPEG 2000 / baseline JPEG, too small to reduce, or any problem).
 
     Why: a 2k x 2k JPEG 2000 radiograph takes about a second to decode in full, but a few tens
-    of milliseconds at a quarter of its size (:func:`models.dicom.decode_reduced`, the wavelet
+    of milliseconds at a quarter of its size (:func:`models.dicom.render_reduced`, the wavelet
     levels the file already holds). The viewer shows that at once and replaces it with the full
     decode, which alone is scored: the preview never reaches the model, the report or an export.
     It carries the header and modality values, so window/level works on it too.
@@ -259,11 +258,10 @@ def preview_image(path: str | Path, min_side: int = PREVIEW_SIDE) -> LoadedImage
         if sniff_kind(p) != "dicom":
             return None
         ds = dicom.read_dataset(p)
-        stored = dicom.decode_reduced(ds, int(min_side))
-        if stored is None or stored.shape[-2:] == (int(ds.Rows), int(ds.Columns)):
+        reduced = dicom.render_reduced(ds, int(min_side))
+        if reduced is None:
             return None
-        fds = dicom.frame_dataset(ds, 0)
-        modality, pixels = dicom.render_frame(stored, fds)
+        stored, modality, pixels = reduced
         if modality is None or not np.isfinite(pixels).all():
             return None
         return LoadedImage(pixels=np.ascontiguousarray(pixels, dtype=np.float32), kind="dicom",

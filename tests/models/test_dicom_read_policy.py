@@ -122,3 +122,24 @@ def test_a_dataset_pydicom_dropped_is_truncated_unless_read_as_stored(tmp_path: 
 def test_read_header_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DicomError, match="gone.dcm"):
         dicom.read_header(tmp_path / "gone.dcm")
+
+
+def test_product_code_reads_dicom_files_only_through_the_door() -> None:
+    """No ``dcmread`` call outside models/dicom/reading.py in what ships or trains: each direct
+    call had its own (forced) policy and untyped errors. The benches may read their own files."""
+    import ast
+
+    repo = Path(__file__).resolve().parents[2]
+    door = repo / "models" / "dicom" / "reading.py"
+    offenders = []
+    for top in ("models", "desktop", "compress", "trainer", "installers/frozen"):
+        for f in sorted((repo / top).rglob("*.py")):
+            if f == door:
+                continue
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call):
+                    fn = node.func
+                    name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
+                    if name == "dcmread":
+                        offenders.append(f"{f.relative_to(repo)}:{node.lineno}")
+    assert offenders == []
