@@ -118,19 +118,17 @@ def report_file_name(study, fmt: str) -> str:
     return "_".join(["mura-report", *[p for p in safe if p]]) + f".{fmt}"
 
 
-def report_content(outcome: StudyOutcome, card: Mapping, model_id: str,
-                   *, now: _dt.datetime | None = None) -> ReportContent:
-    """The report of one analysed study by one model (Qt-free)."""
-    word = task_word(card)
-    pred = outcome.prediction
-    th = card.get("thresholds", {})
+def _study_lines(outcome: StudyOutcome, word: str) -> list[str]:
+    """Which study this is (description, date, modality, the header's body part; no patient
+    name or ID), how many of its images were decoded and scored, and, with a result, the study
+    probability first."""
     st = outcome.study
     first = next((v.image for v in outcome.images if v.image is not None), None)
     info = first.info if first is not None else None
     date = getattr(info, "study_date", "") or ""
     if len(date) == 8 and date.isdigit():
         date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
-    study_lines = [
+    lines = [
         f"Study: {st.description or (split_key(st.key)[1] if not st.is_dicom else '—')}",
         " · ".join(x for x in (f"date {date}" if date else "", st.modality,
                                f"body part (header) {st.body_part_tag}" if st.body_part_tag
@@ -138,23 +136,37 @@ def report_content(outcome: StudyOutcome, card: Mapping, model_id: str,
         f"Images: {len(outcome.images)} ({len(outcome.images) - len(outcome.failures)} decoded, "
         f"{sum(1 for v in outcome.images if v.prediction is not None)} scored)",
     ]
+    pred = outcome.prediction
     if pred is not None:
-        verdict = verdict_text(pred.verdict, word)
-        study_lines.insert(0, f"Study P({word}) = {format_probability(pred.probability)} · "
-                              f"body part (model) {pred.body_part}")
+        lines.insert(0, f"Study P({word}) = {format_probability(pred.probability)} · "
+                        f"body part (model) {pred.body_part}")
+    return lines
+
+
+def _verdict(outcome: StudyOutcome, card: Mapping, word: str) -> tuple[str, list[str]]:
+    """The verdict's words and what it means at *each* operating point of the card; or why
+    there is none (not indicated, nothing scored, the model failed)."""
+    pred = outcome.prediction
+    if pred is not None:
+        th = card.get("thresholds", {})
         op = []
         for key, label in (("suspicious", "Suspicious"), ("likely", "Likely")):
             if key in th:
                 hit = pred.probability >= float(th[key])
                 op.append(f"{label} operating point (P ≥ {format_probability(th[key])}): "
                           f"{'POSITIVE' if hit else 'negative'} for {word}")
-    elif outcome.scope:
-        verdict = "Not indicated"
-        op = [f"No verdict: not indicated — {outcome.scope}.",
-              f"The model is indicated for {Indications.from_card(card).summary()}."]
-    else:
-        verdict = "No result" + (f" — {outcome.model_error}" if outcome.model_error else "")
-        op = ["No verdict: no image could be scored."]
+        return verdict_text(pred.verdict, word), op
+    if outcome.scope:
+        return "Not indicated", [f"No verdict: not indicated — {outcome.scope}.",
+                                 f"The model is indicated for {Indications.from_card(card).summary()}."]
+    return ("No result" + (f" — {outcome.model_error}" if outcome.model_error else ""),
+            ["No verdict: no image could be scored."])
+
+
+def _images(outcome: StudyOutcome, word: str) -> tuple[list[tuple[str, str, str, str]],
+                                                        list[ReportImage]]:
+    """One table row and one picture (with its heatmap, when there is one) per image; an image
+    that did not decode keeps its row, with the reason."""
     rows = []
     images = []
     for k, v in enumerate(outcome.images, 1):
@@ -170,9 +182,15 @@ def report_content(outcome: StudyOutcome, card: Mapping, model_id: str,
         cap = f"{k}. {v.name}" + (f" · P({word}) {format_probability(p.probability)}" if p
                                   else "") + (" · heatmap" if v.heat is not None else "")
         images.append(ReportImage(v.name, rgb, cap))
+    return rows, images
+
+
+def _model_lines(card: Mapping, model_id: str, word: str) -> list[str]:
+    """The model's identity, what it was trained and validated on and how well it did there,
+    and its intended use: a report must never be attributable to the wrong model."""
     prov = card.get("provenance", {})
     val = card.get("validation", {})
-    model_lines = [
+    lines = [
         f"Model: {card.get('name', '?')} v{card.get('version', '?')} ({model_id})",
         f"Architecture: {card.get('architecture', '?')} · validation {val.get('verdict', '?')}"
         f" · precision {val.get('precision', '?')}",
@@ -183,19 +201,29 @@ def report_content(outcome: StudyOutcome, card: Mapping, model_id: str,
     for key, label in (("training_data", "Training data"), ("validation_data", "Validation data"),
                        ("test_data", "Test data")):
         if key in prov:
-            model_lines.append(_data_line(label, prov[key]))
-    model_lines = [f"{BANNER}: {w}" for w in model_warnings(card)] + model_lines
-    model_lines += performance_lines(card)
-    model_lines += _metric_lines(card.get("metrics", {}))
-    model_lines.append(f"Intended use: {card.get('intended_use', '')}")
+            lines.append(_data_line(label, prov[key]))
+    lines = [f"{BANNER}: {w}" for w in model_warnings(card)] + lines
+    lines += performance_lines(card)
+    lines += _metric_lines(card.get("metrics", {}))
+    lines.append(f"Intended use: {card.get('intended_use', '')}")
+    return lines
+
+
+def report_content(outcome: StudyOutcome, card: Mapping, model_id: str,
+                   *, now: _dt.datetime | None = None) -> ReportContent:
+    """The report of one analysed study by one model (Qt-free)."""
+    word = task_word(card)
+    pred = outcome.prediction
+    verdict, op = _verdict(outcome, card, word)
+    rows, images = _images(outcome, word)
     now = now or _dt.datetime.now(_dt.timezone.utc)
     return ReportContent(
         title=f"Study report — model second opinion ({word})",
         disclaimer=f"{DISCLAIMER}. The model output is not a diagnosis.",
         verdict=verdict, verdict_style=pred.verdict if pred is not None else
         "not_indicated" if outcome.scope else "failed",
-        study_lines=study_lines, operating_lines=op, image_rows=rows, images=images,
-        model_lines=model_lines, word=word,
+        study_lines=_study_lines(outcome, word), operating_lines=op, image_rows=rows,
+        images=images, model_lines=_model_lines(card, model_id, word), word=word,
         legend=legend_rgb(card, width=640, scale=1.6) if any(v.heat is not None for v in outcome.images) else None,
         legend_line=legend_text(card),
         warnings=[f"{BANNER}: {w}" for w in model_warnings(card)],
@@ -234,43 +262,72 @@ class _Pen:
         self.y += bound.height() + gap
 
 
+def _banner(pen: _Pen, text: str, size: float, bg: str, fg: str, pad: float,
+            gap: float) -> None:
+    """A full-width coloured band with ``text`` centred in it, bold (the disclaimer, the
+    warning about the model, the verdict): what must not be missed is not a line of text."""
+    painter, w = pen.p, PAGE_W - 2 * MARGIN
+    f = QFont("DejaVu Sans")
+    f.setPixelSize(int(size * DPI / 72))
+    f.setBold(True)
+    painter.setFont(f)
+    h = painter.boundingRect(QRectF(0, 0, w - 20, 1000), int(Qt.TextFlag.TextWordWrap),
+                             text).height() + 2 * pad
+    painter.fillRect(QRectF(MARGIN, pen.y, w, h), QColor(bg))
+    painter.setPen(QColor(fg))
+    painter.drawText(QRectF(MARGIN + 10, pen.y + pad, w - 20, h - 2 * pad),
+                     int(Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignCenter), text)
+    pen.y += h + gap
+
+
+def _paint_legend(pen: _Pen, legend: np.ndarray, line: str) -> None:
+    """The colour scale the heatmaps below are read on, with its explanation."""
+    lg = np.ascontiguousarray(legend)
+    lh, lw = lg.shape[:2]
+    pen.need(lh + 60)
+    pen.p.drawImage(QRectF(MARGIN, pen.y, lw, lh),
+                    QImage(lg.data, lw, lh, 3 * lw, QImage.Format.Format_RGB888))
+    pen.y += lh + 4
+    pen.text(line, 9, color="#333333", gap=8)
+
+
+def _paint_image(painter: QPainter, im: ReportImage, x: float, y: float, side: float) -> None:
+    """One picture fitted in a dark ``side`` x ``side`` square at (x, y), its caption below."""
+    painter.fillRect(QRectF(x, y, side, side), QColor("#111111"))
+    if im.rgb is not None:
+        rgb = np.ascontiguousarray(im.rgb)
+        ih, iw = rgb.shape[:2]
+        q = QImage(rgb.data, iw, ih, 3 * iw, QImage.Format.Format_RGB888)
+        s = min(side / iw, side / ih)
+        dw, dh = iw * s, ih * s
+        painter.drawImage(QRectF(x + (side - dw) / 2, y + (side - dh) / 2, dw, dh), q)
+    f = QFont("DejaVu Sans")
+    f.setPixelSize(int(9 * DPI / 72))
+    painter.setFont(f)
+    painter.setPen(QColor("#1b1b1b"))
+    painter.drawText(QRectF(x, y + side + 4, side, 30), int(Qt.AlignmentFlag.AlignLeft), im.caption)
+
+
+def _paint_images(pen: _Pen, images: list[ReportImage]) -> None:
+    """The study's images, two per row, a row never split over two pages."""
+    col_w = (PAGE_W - 2 * MARGIN - 20) / 2
+    for i in range(0, len(images), 2):
+        pen.need(col_w + 40)
+        for j, im in enumerate(images[i:i + 2]):
+            _paint_image(pen.p, im, MARGIN + j * (col_w + 20), pen.y, col_w)
+        pen.y += col_w + 40
+
+
 def paint_report(painter: QPainter, c: ReportContent,
                  new_page: Callable[[], None] | None = None, page_h: int = PAGE_H) -> float:
     """Lay the report out from the top; returns the y where it ended (for sizing a PNG)."""
     pen = _Pen(painter, new_page, page_h)
-    w = PAGE_W - 2 * MARGIN
-    # disclaimer banner
     pen.text(c.title, 16, bold=True, gap=10)
-    f = QFont("DejaVu Sans")
-    f.setPixelSize(int(10 * DPI / 72))
-    f.setBold(True)
-    painter.setFont(f)
-    h = painter.boundingRect(QRectF(0, 0, w - 20, 1000), int(Qt.TextFlag.TextWordWrap),
-                             c.disclaimer).height() + 20
-    painter.fillRect(QRectF(MARGIN, pen.y, w, h), QColor("#fff3cd"))
-    painter.setPen(QColor("#5c4400"))
-    painter.drawText(QRectF(MARGIN + 10, pen.y + 10, w - 20, h - 20),
-                     int(Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignCenter), c.disclaimer)
-    pen.y += h + 14
+    _banner(pen, c.disclaimer, 10, "#fff3cd", "#5c4400", pad=10, gap=14)
     if c.warnings:  # a model that is not clinically meaningful: said before its verdict
-        text = " · ".join(c.warnings)
-        h = painter.boundingRect(QRectF(0, 0, w - 20, 1000), int(Qt.TextFlag.TextWordWrap), text).height() + 20
-        painter.fillRect(QRectF(MARGIN, pen.y, w, h), QColor("#b3261e"))
-        painter.setPen(QColor("#ffffff"))
-        painter.drawText(QRectF(MARGIN + 10, pen.y + 10, w - 20, h - 20),
-                         int(Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignCenter), text)
-        pen.y += h + 14
-    # verdict badge
+        _banner(pen, " · ".join(c.warnings), 10, "#b3261e", "#ffffff", pad=10, gap=14)
     bg, fg = VERDICT_STYLES.get(c.verdict_style, VERDICT_STYLES["failed"])
-    f.setPixelSize(int(15 * DPI / 72))
-    painter.setFont(f)
-    h = painter.boundingRect(QRectF(0, 0, w - 20, 1000), int(Qt.TextFlag.TextWordWrap),
-                             c.verdict).height() + 24
-    painter.fillRect(QRectF(MARGIN, pen.y, w, h), QColor(bg))
-    painter.setPen(QColor(fg))
-    painter.drawText(QRectF(MARGIN + 10, pen.y + 12, w - 20, h - 24),
-                     int(Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignCenter), c.verdict)
-    pen.y += h + 12
+    _banner(pen, c.verdict, 15, bg, fg, pad=12, gap=12)
     for line in c.operating_lines:
         pen.text(line, 11, bold=True, gap=3)
     pen.y += 6
@@ -281,36 +338,9 @@ def paint_report(painter: QPainter, c: ReportContent,
     for row in c.image_rows:
         pen.text(f"{row[0]}.  {row[1]}   P({c.word}) {row[2]}   {row[3]}", 10, gap=2)
     pen.y += 10
-    if c.legend is not None:  # the scale the heatmaps below are read on
-        lg = np.ascontiguousarray(c.legend)
-        lh, lw = lg.shape[:2]
-        pen.need(lh + 60)
-        painter.drawImage(QRectF(MARGIN, pen.y, lw, lh), QImage(lg.data, lw, lh, 3 * lw, QImage.Format.Format_RGB888))
-        pen.y += lh + 4
-        pen.text(c.legend_line, 9, color="#333333", gap=8)
-    # images, two per row
-    col_w = (w - 20) / 2
-    img_h = col_w
-    for i in range(0, len(c.images), 2):
-        pen.need(img_h + 40)
-        for j, im in enumerate(c.images[i:i + 2]):
-            x = MARGIN + j * (col_w + 20)
-            painter.fillRect(QRectF(x, pen.y, col_w, img_h), QColor("#111111"))
-            if im.rgb is not None:
-                rgb = np.ascontiguousarray(im.rgb)
-                ih, iw = rgb.shape[:2]
-                q = QImage(rgb.data, iw, ih, 3 * iw, QImage.Format.Format_RGB888)
-                s = min(col_w / iw, img_h / ih)
-                dw, dh = iw * s, ih * s
-                painter.drawImage(QRectF(x + (col_w - dw) / 2, pen.y + (img_h - dh) / 2, dw, dh),
-                                  q)
-            f2 = QFont("DejaVu Sans")
-            f2.setPixelSize(int(9 * DPI / 72))
-            painter.setFont(f2)
-            painter.setPen(QColor("#1b1b1b"))
-            painter.drawText(QRectF(x, pen.y + img_h + 4, col_w, 30),
-                             int(Qt.AlignmentFlag.AlignLeft), im.caption)
-        pen.y += img_h + 40
+    if c.legend is not None:
+        _paint_legend(pen, c.legend, c.legend_line)
+    _paint_images(pen, c.images)
     pen.y += 6
     pen.text("Model", 12, bold=True)
     for line in c.model_lines:

@@ -219,7 +219,15 @@ class ViewerUi:
         side = QWidget()
         sl = QVBoxLayout(side)
         sl.setContentsMargins(8, 8, 8, 8)
+        sl.addWidget(self._build_result_box(side, font, word))
+        sl.addWidget(self._build_display_box(side))
+        sl.addWidget(self._build_model_box(side))
+        sl.addStretch(1)
+        self.side_scroll.setWidget(side)
 
+    def _build_result_box(self, side: QWidget, font: QFont, word: str) -> QGroupBox:
+        """The verdict badge over the study's and the image's probability, the body part, how
+        many images were scored, the operating points, and what failed."""
         self.result_panel = QGroupBox("Model result", side)
         self.result_panel.setObjectName("resultPanel")
         rl = QVBoxLayout(self.result_panel)
@@ -266,8 +274,11 @@ class ViewerUi:
         self.errors_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.errors_label.hide()
         rl.addWidget(self.errors_label)
-        sl.addWidget(self.result_panel)
+        return self.result_panel
 
+    def _build_display_box(self, side: QWidget) -> QGroupBox:
+        """The heatmap overlay with its opacity and colour scale, invert, the window presets,
+        and a reminder of the mouse and keyboard."""
         disp = QGroupBox("Display", side)
         dl = QFormLayout(disp)
         self.heatmap_check = QCheckBox("Heatmap overlay (A)", disp)
@@ -294,8 +305,10 @@ class ViewerUi:
         hint.setWordWrap(True)
         hint.setStyleSheet("QLabel { color: #666; }")
         dl.addRow(hint)
-        sl.addWidget(disp)
+        return disp
 
+    def _build_model_box(self, side: QWidget) -> QGroupBox:
+        """Which model is loaded and how good it is; its card one click away."""
         model = QGroupBox("Model", side)
         ml = QVBoxLayout(model)
         self.model_label = QLabel("", model)
@@ -305,9 +318,7 @@ class ViewerUi:
         self.card_button = QPushButton("Model card…", model)
         self.card_button.setObjectName("modelCardButton")
         ml.addWidget(self.card_button)
-        sl.addWidget(model)
-        sl.addStretch(1)
-        self.side_scroll.setWidget(side)
+        return model
 
     def _build_actions(self, window: QMainWindow) -> None:
         """Every command of the window, with its shortcut; the window connects them."""
