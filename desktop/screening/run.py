@@ -199,6 +199,7 @@ def _commit(st: Study, scored: ScoredStudy, fp: str, state: ScreenState, alias: 
     if scored.export_error:
         tally.export_errors.append((st.key, scored.export_error))
     if tally.die_after is not None and tally.n_committed >= tally.die_after:
+        state.flush()  # "after N committed studies"
         os._exit(137)
     scored.row = dataclasses.replace(srow, scope=stored.scope)  # reasons as outputs show them
     return scored

@@ -135,6 +135,11 @@ class Workers:
     def death_reason(self) -> str:
         """Why a worker of the broken pool died, in words for failures.csv."""
         procs = list((getattr(self._pool, "_processes", None) or {}).values())
+        # The pool fails the futures before it reaps its processes, and the reaping thread and
+        # this one race for each exit status: wait (briefly) until every status is known.
+        deadline = time.monotonic() + 5.0
+        while any(p.exitcode is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.01)
         if any(p.exitcode == MEMORY_EXIT for p in procs):
             return (f"decoding this file needed more than {self.memory_limit / 2**30:.1f} GB of memory: "
                     "stopped (its worker was replaced)")
