@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from models import synth
 from models.errors import ConfigError
 from models.labels import MURA_BODY_PARTS
-from models import synth
 
 PARTS_RE = "|".join(p.upper() for p in MURA_BODY_PARTS)
 IMAGE_RE = re.compile(
