@@ -1,0 +1,201 @@
+"""Screening at the CPU's limit: a real folder's images/s beside what the CPU allows, as a Markdown table.
+
+Why (issue 18 §1): the clinic waits for a worklist, and the screener should spend the cores on the
+work itself (decode, preprocess, inference), not on its own bookkeeping. For each folder, in the
+same run:
+
+- **CPU per image**, each stage timed alone in this process with ``time.process_time`` (all
+  threads): decoding (``models.imageio.decode_for_model``), preprocessing (scope check,
+  ``to_unit``, ``standardize``) and inference (the screener's AsyncRunner, THROUGHPUT hint, CPU
+  seconds over a stream of inputs);
+- **the CPU-bound limit**: cores ÷ (decode + preprocess + inference CPU seconds per image);
+- **the screener**: ``desktop.screening.outputs.screen_to_folder`` over the folder with an output
+  folder (state database, worklist, failures, report: everything a clinic run does) and the
+  default decode workers: wall images/s, its ratio to the limit (target ≥ 80 %), and the share of
+  its CPU time (parent + workers) spent beyond the per-image work (overhead: state, pictures,
+  report, IPC; target ≤ 15 %).
+
+Rounds are interleaved (each round measures every folder's stages and run once); the table shows
+medians. Folders: ``--fracatlas`` (real JPEG radiographs, ../shared/data/fracatlas/images, the
+first ``--n`` by name), ``--dicom`` (a folder of DICOM files, e.g. the phantom syntax mix that
+``bench/screen.py --data DIR`` writes), or any ``--folder``. Model: ``--model`` (default: the
+default bundle, the shipped reference model).
+
+    .venv/bin/python bench/screen_limit.py --n 200 --rounds 3
+    .venv/bin/python bench/screen.py --n 200 --data /tmp/mix --no-fast   # writes the DICOM mix
+    .venv/bin/python bench/screen_limit.py --dicom /tmp/mix --n 200
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "bench"]
+sys.path.insert(0, str(_REPO))
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16")
+
+
+def isa() -> str:
+    """The CPU model and the ISA extensions INT8/BF16 speed depends on."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    return f"{model}; {os.cpu_count()} cores; " + (" ".join(f for f in ISA_FLAGS if f in flags) or "no AVX2")
+
+
+@dataclass
+class Round:
+    decode: float  # CPU s per image
+    preprocess: float
+    inference: float
+    run_wall: float  # s, the whole screen_to_folder
+    run_cpu: float  # CPU s, parent + workers
+    n: int
+
+    @property
+    def per_image(self) -> float:
+        return self.decode + self.preprocess + self.inference
+
+    @property
+    def limit(self) -> float:
+        return (os.cpu_count() or 1) / self.per_image
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.run_wall
+
+    @property
+    def overhead(self) -> float:
+        return max(0.0, 1 - self.n * self.per_image / self.run_cpu)
+
+
+def stage_cpu(files: list[str], engine) -> tuple[float, float, float, int]:
+    """(decode, preprocess, inference) CPU seconds per image, each stage alone, and the number
+    of images that reached the model."""
+    from models.imageio import decode_for_model
+    from models.preprocess import standardize, to_unit
+    from models.scope import image_refusal
+
+    cfg, dec, pre, inputs = engine.cfg, 0.0, 0.0, []
+    for f in files:
+        t0 = time.process_time()
+        pixels, colour = decode_for_model(f)
+        t1 = time.process_time()
+        if image_refusal(pixels, colour) is None:
+            unit, placement = to_unit(pixels, cfg)
+            inputs.append((standardize(unit, cfg), placement))
+        t2 = time.process_time()
+        dec, pre = dec + t1 - t0, pre + t2 - t1
+    runner = engine.async_runner()
+    for x, pl in inputs[: 2 * runner.n_requests]:  # warm-up: compiled kernels, thread pool
+        runner.submit(x, pl, 0)
+    runner.wait()
+    t0 = time.process_time()
+    for i, (x, pl) in enumerate(inputs):
+        runner.submit(x, pl, i)
+        if i % 32 == 0:
+            runner.completed()
+    runner.wait()
+    inf = (time.process_time() - t0) / max(1, len(inputs))
+    return dec / len(files), pre / len(files), inf, len(inputs)
+
+
+def _cpu_now() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_once(folder: Path, engine, out: Path) -> tuple[float, float, int]:
+    """(wall s, CPU s of parent + decode workers, images scored) of one whole screening run."""
+    from desktop.screening.outputs import screen_to_folder
+
+    c0, t0 = _cpu_now(), time.perf_counter()
+    run = screen_to_folder(folder, engine, out, restart=True)
+    wall = time.perf_counter() - t0
+    return wall, _cpu_now() - c0, run.result.n_scored_images  # workers are joined: counted
+
+
+def folder_files(folder: Path, n: int, tmp: Path, name: str) -> Path:
+    """The first ``n`` images (by name) of ``folder``, linked into a folder of their own."""
+    from desktop.screening.discovery import discover
+
+    files = sorted(ref.path for st in discover(folder).studies for ref in st.images)[:n]
+    sub = tmp / name
+    sub.mkdir()
+    for i, f in enumerate(files):
+        (sub / f"{i:05d}_{Path(f).name}").symlink_to(Path(f).resolve())
+    return sub
+
+
+def measure(folders: dict[str, Path], engine, rounds: int, tmp: Path) -> dict[str, list[Round]]:
+    out: dict[str, list[Round]] = {k: [] for k in folders}
+    run_once(next(iter(folders.values())), engine, tmp / "warm")  # start-up costs out of the rows
+    for r in range(rounds):
+        for name, folder in folders.items():
+            files = sorted(str(p) for p in folder.iterdir())
+            dec, pre, inf, _ = stage_cpu(files, engine)
+            wall, cpu, n = run_once(folder, engine, tmp / f"out-{name}")
+            out[name].append(Round(dec, pre, inf, wall, cpu, n))
+            print(f"[round {r + 1}/{rounds}] {name}: {n / wall:.1f} images/s", file=sys.stderr, flush=True)
+    return out
+
+
+def table(results: dict[str, list[Round]]) -> str:
+    def med(rs: list[Round], attr: str) -> float:
+        return statistics.median(getattr(x, attr) for x in rs)
+
+    lines = ["| folder | images | decode ms CPU | preprocess ms CPU | inference ms CPU | CPU-bound limit "
+             "(images/s) | screener images/s | % of limit | overhead (% of CPU) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, rs in results.items():
+        lines.append(f"| {name} | {rs[0].n} | {1000 * med(rs, 'decode'):.1f} | {1000 * med(rs, 'preprocess'):.1f} | "
+                     f"{1000 * med(rs, 'inference'):.1f} | {med(rs, 'limit'):.0f} | {med(rs, 'rate'):.0f} | "
+                     f"{100 * med(rs, 'rate') / med(rs, 'limit'):.0f} % | {100 * med(rs, 'overhead'):.0f} % |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fracatlas", default=str(_REPO.parent / "shared" / "data" / "fracatlas" / "images"),
+                    help="FracAtlas images folder ('' to skip)")
+    ap.add_argument("--dicom", default="", help="a folder of DICOM files (e.g. bench/screen.py --data DIR)")
+    ap.add_argument("--folder", action="append", default=[], help="any other folder (repeatable)")
+    ap.add_argument("--n", type=int, default=200, help="images per folder (default 200)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    ap.add_argument("--model", default=None, help="bundle (default: the default bundle)")
+    a = ap.parse_args(argv)
+
+    from models.engine import Engine
+    from models.reference import require_default_bundle
+
+    engine = Engine(a.model or require_default_bundle().path, performance_hint="THROUGHPUT")
+    named = {"FracAtlas JPEG": a.fracatlas, "DICOM": a.dicom} | {Path(f).name: f for f in a.folder}
+    with tempfile.TemporaryDirectory(prefix="screen-limit-") as t:
+        tmp = Path(t)
+        folders = {k: folder_files(Path(v), a.n, tmp, f"src{i}") for i, (k, v) in enumerate(named.items())
+                   if v and Path(v).is_dir()}
+        if not folders:
+            raise SystemExit("no folder to measure (is ../shared/data there? else give --folder)")
+        results = measure(folders, engine, a.rounds, tmp)
+    print(f"\n{isa()}\nmodel {engine.bundle.model_id} ({engine.cfg.input_size} px, {engine.artifact}); "
+          f"medians of {a.rounds} interleaved rounds; limit = cores ÷ CPU s per image\n")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
