@@ -3,11 +3,13 @@ overlay, rendered into the canvas with its corner overlay.
 
 :class:`ImageDisplay` holds that state for the one image shown and re-renders it from the
 decoded pixels (never decoding again). The window says which image to show and when a new
-image starts again from the file's own window; the reader's changes come through the window's
-actions and the canvas's drags.
+image starts again from the file's own window; the reader's changes come through the controls
+:class:`ImageDisplay` connects (the display box, the View menu's actions, the canvas's drags).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,15 +29,34 @@ class ImageDisplay:
     when nothing decoded is shown). Invert, heatmap and its opacity are the checkboxes' state.
     """
 
-    def __init__(self, ui: ViewerUi, word: str) -> None:
+    def __init__(self, ui: ViewerUi, word: str, has_model: Callable[[], bool]) -> None:
         self.ui = ui
         self.word = word  # the model's task word, for the score in the overlay
+        self._has_model = has_model  # a heatmap needs one
         self.image: ViewImage | None = None
         self.index, self.count = 0, 1  # of the image in its study, for the overlay
         self.window: tuple[float, float] | None = None
         self.orientation = Orientation()
         self.rgb: np.ndarray | None = None
         self._display01: np.ndarray | None = None
+        self._connect()
+
+    def _connect(self) -> None:
+        """The controls that change how the image is shown."""
+        ui = self.ui
+        ui.heatmap_check.toggled.connect(self.set_heatmap)
+        ui.heatmap_action.toggled.connect(self.set_heatmap)
+        ui.view.window_dragged.connect(self.drag_window)
+        ui.view.zoom_changed.connect(lambda _z: self.update_overlay())
+        ui.opacity_slider.valueChanged.connect(lambda _v: self.render())
+        ui.invert_check.toggled.connect(self.set_invert)
+        ui.invert_action.toggled.connect(self.set_invert)
+        ui.preset_combo.activated.connect(self.choose_preset)
+        ui.rotate_cw_action.triggered.connect(lambda: self.rotate(1))
+        ui.rotate_ccw_action.triggered.connect(lambda: self.rotate(-1))
+        ui.flip_h_action.triggered.connect(self.flip_horizontally)
+        ui.flip_v_action.triggered.connect(self.flip_vertically)
+        ui.reset_action.triggered.connect(self.reset)
 
     def clear(self) -> None:
         """Nothing decoded to show (the canvas itself is cleared by the caller, with a reason)."""
@@ -113,7 +134,9 @@ class ImageDisplay:
 
     # -- the reader's changes ---------------------------------------------------------------
     def set_heatmap(self, on: bool) -> None:
-        """Heatmap overlay on/off; the checkbox and the ``A`` action stay in step."""
+        """Heatmap overlay on/off (only with a model); the checkbox and the ``A`` action stay
+        in step."""
+        on = bool(on) and self._has_model()
         for w in (self.ui.heatmap_check, self.ui.heatmap_action):
             if w.isChecked() != on:
                 w.blockSignals(True)
@@ -123,6 +146,8 @@ class ImageDisplay:
         self.render()
 
     def set_invert(self, on: bool) -> None:
+        """Invert on/off; the checkbox and the ``I`` action stay in step."""
+        on = bool(on)
         for w in (self.ui.invert_check, self.ui.invert_action):
             if w.isChecked() != on:
                 w.blockSignals(True)
@@ -133,6 +158,16 @@ class ImageDisplay:
     def set_orientation(self, orientation: Orientation) -> None:
         self.orientation = orientation
         self.render()
+
+    def rotate(self, quarter_turns_cw: int) -> None:
+        """Turn the shown picture (``R`` clockwise, ``L`` counter-clockwise)."""
+        self.set_orientation(self.orientation.rotated(quarter_turns_cw))
+
+    def flip_horizontally(self) -> None:
+        self.set_orientation(self.orientation.flipped_horizontally())
+
+    def flip_vertically(self) -> None:
+        self.set_orientation(self.orientation.flipped_vertically())
 
     def reset(self) -> None:
         """The image as first shown - file window, no invert, no turn, fitted."""

@@ -1,51 +1,43 @@
 """The viewer's main window: study list | image | model result.
 
-The window decides what the reader sees and when; the rest lives in modules with one reason to
-change each: the widgets, their layout and the menus in :mod:`desktop.viewer.window_ui`; what the
-panels and the status bar say in :mod:`desktop.viewer.panels`; opening, decoding and scoring studies
-and loading the model on the workers in :mod:`desktop.viewer.study_loader`; window/level, turn,
-invert and the rendering of the shown image in :mod:`desktop.viewer.image_display`; file dialogs,
-drops and the report export in :mod:`desktop.viewer.window_files`; screening a folder from the window
-in :mod:`desktop.viewer.window_screening`. Pixels and words come from
-:mod:`desktop.screening.render`. Patient names and IDs are shown in the image overlay only; nothing here
-logs or prints them.
+The window decides what the reader sees and when: it reacts to what the workers report (studies
+found, a study's layout, each image decoded, the scores, a new model) in the order it arrives. The
+rest lives in modules with one reason to change each: the widgets, their layout and the menus in
+:mod:`desktop.viewer.window_ui`; what the panels and the status bar say in
+:mod:`desktop.viewer.panels`; opening, decoding and scoring studies and loading the model on the
+workers in :mod:`desktop.viewer.study_loader`; window/level, turn, invert and the rendering of the
+shown image in :mod:`desktop.viewer.image_display`; moving between images and studies, zoom and
+full screen in :mod:`desktop.viewer.window_navigation`; the settings and the model they choose in
+:mod:`desktop.viewer.window_model`; the model card, About, shortcuts, tags and settings dialogs in
+:mod:`desktop.viewer.window_dialogs`; file dialogs and drops in :mod:`desktop.viewer.window_files`;
+File → Export in :mod:`desktop.viewer.window_export`; screening a folder from the window in
+:mod:`desktop.viewer.window_screening`. Those helpers connect the controls they serve; the rest
+are connected here. Pixels and words come from :mod:`desktop.screening.render`. Patient names and
+IDs are shown in the image overlay only; nothing here logs or prints them.
 """
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QMainWindow, QWidget
 
 from desktop.screening.discovery import Discovery
-from desktop.screening.render import Orientation, plural, task_word
-from desktop.screening.support import project_version
+from desktop.screening.render import plural, task_word
 from desktop.viewer import panels, window_files
-from desktop.viewer.dialogs import HtmlDialog, ModelCardDialog, SettingsDialog, TagBrowserDialog
-from desktop.viewer.help_text import about_html, shortcuts_html
 from desktop.viewer.image_display import ImageDisplay
-from desktop.viewer.screen_dialog import ScreenController
 from desktop.viewer.settings import ViewerSettings
-from desktop.viewer.studies import (
-    PREVIEW_SIDE,
-    DicomExport,
-    StudyOutcome,
-    ViewImage,
-    export_dicom_job,
-)
+from desktop.viewer.studies import PREVIEW_SIDE, StudyOutcome, ViewImage
 from desktop.viewer.study_loader import StudyLoader
-from desktop.viewer.tasks import Task
+from desktop.viewer.window_dialogs import WindowDialogs
+from desktop.viewer.window_export import WindowExport
+from desktop.viewer.window_model import ModelSettings
+from desktop.viewer.window_navigation import Navigation
 from desktop.viewer.window_screening import WindowScreening
 from desktop.viewer.window_ui import ViewerUi
 from models.engine import Engine
-from models.errors import MuraError
 from models.reference import samples_dir
-
-#: Longest wait, at start-up, before the model load starts even if no image is shown yet.
-MODEL_DEFER_MAX_MS = 3000
 
 
 def _forwarded(helper: str, name: str, doc: str) -> property:
@@ -53,6 +45,13 @@ def _forwarded(helper: str, name: str, doc: str) -> property:
     a helper keeps the name the window's users (tests, scripts) have always used."""
     return property(lambda self: getattr(getattr(self, helper), name),
                     lambda self, value: setattr(getattr(self, helper), name, value), doc=doc)
+
+
+def _delegated(helper: str, name: str) -> property:
+    """``window.<command>(...)`` runs ``window.<helper>.<name>(...)``: a command that moved into
+    a helper keeps the name the window's users (tests, scripts, the menus) call it by."""
+    return property(lambda self: getattr(getattr(self, helper), name),
+                    doc=f"The window's ``{helper}.{name}``.")
 
 
 class ViewerWindow(QMainWindow):
@@ -82,29 +81,53 @@ class ViewerWindow(QMainWindow):
                           "Analysed studies, least recently shown first (a bounded cache).")
     summaries = _forwarded("loader", "summaries", "Each analysed study's prediction.")
     current_key = _forwarded("loader", "current_key", "The study shown (None: none).")
+    current_index = _forwarded("nav", "index", "The image of the shown study on screen.")
     current_window = _forwarded("display", "window",
                                 "The shown image's window (center, width); None: the file's VOI.")
     orientation = _forwarded("display", "orientation", "The reader's turn and flip.")
     current_rgb = _forwarded("display", "rgb", "The picture as shown (oriented), or None.")
     screen_controller = _forwarded("screening", "controller", "The latest screening, or None.")
+    settings = _forwarded("model_settings", "settings", "The viewer's settings, as applied.")
+    tag_dialog = _forwarded("dialogs", "tags", "The DICOM tag browser, once opened.")
+    settings_dialog = _forwarded("model_settings", "dialog", "The latest Settings dialog.")
+
+    # -- the helpers' commands, under the window's names ------------------------------------
+    next_image = _delegated("nav", "next_image")
+    prev_image = _delegated("nav", "prev_image")
+    toggle_full_screen = _delegated("nav", "toggle_full_screen")
+    set_heatmap = _delegated("display", "set_heatmap")
+    set_invert = _delegated("display", "set_invert")
+    rotate = _delegated("display", "rotate")
+    flip_horizontally = _delegated("display", "flip_horizontally")
+    flip_vertically = _delegated("display", "flip_vertically")
+    set_orientation = _delegated("display", "set_orientation")
+    reset_view = _delegated("display", "reset")  # Space: file window, no invert or turn, fitted
+    set_window = _delegated("display", "set_window")
+    window_span = _delegated("display", "window_span")
+    start_window = _delegated("display", "start_window")
+    export_report_dialog = _delegated("exports", "report_dialog")
+    export_report = _delegated("exports", "report")
+    export_dicom_dialog = _delegated("exports", "dicom_dialog")
+    export_dicom = _delegated("exports", "dicom")
+    show_settings = _delegated("model_settings", "show_dialog")
+    apply_settings = _delegated("model_settings", "apply")
+    load_model = _delegated("model_settings", "load")
+    show_model_card = _delegated("dialogs", "show_model_card")
+    show_about = _delegated("dialogs", "show_about")
+    show_shortcuts = _delegated("dialogs", "show_shortcuts")
+    show_tags = _delegated("dialogs", "show_tags")
+    screen_folder_dialog = _delegated("screening", "dialog")
+    screen_folder = _delegated("screening", "screen")
 
     def __init__(self, engine: Engine | None = None, *, model_error: str = "",
                  settings: ViewerSettings | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.loader = StudyLoader(engine, model_error, self)
-        self.settings = settings if settings is not None else ViewerSettings.load()
-        if engine is not None:  # what is in use (e.g. from --model) is what Settings shows
-            self.settings = dataclasses.replace(self.settings, device=engine.device,
-                                                model_path=str(engine.bundle.root))
         self.word = task_word(engine.bundle.card) if engine is not None else "abnormality"
-        self.current_index = 0
         self._first_pending: str | None = None  # study whose first image is awaited on screen
         #: a study's first image is shown from a quick reduced decode first (None: never)
         self.preview_side: int | None = PREVIEW_SIDE
-        self._card_dialog: ModelCardDialog | None = None
-        self.settings_dialog: SettingsDialog | None = None
-        self.tag_dialog: TagBrowserDialog | None = None
         self._pending_key: str | None = None  # study to show once the opened folder is discovered
         self.setWindowTitle("MURA viewer — research use only")
         self.setAcceptDrops(True)
@@ -123,59 +146,27 @@ class ViewerWindow(QMainWindow):
         self.invert_check, self.preset_combo = ui.invert_check, ui.preset_combo
         self.card_button, self.heatmap_action = ui.card_button, ui.heatmap_action
         self.screen_action, self.weak_banner = ui.screen_action, ui.weak_banner
-        self.display = ImageDisplay(ui, self.word)
-        self.screening = WindowScreening(self, self.loader, self.open_study)
+        self.model_settings = ModelSettings(
+            self, ui, self.loader, settings, reshow=lambda: self._show_image(new=True),
+            unload=lambda: self._set_engine(None, ""), show_state=self._show_model_state)
+        self.display = ImageDisplay(ui, self.word, lambda: self.engine is not None)
+        self.nav = Navigation(self, ui, self.loader, lambda: self._show_image(new=True))
+        self.dialogs = WindowDialogs(self, ui, self.loader, self.nav)
+        self.exports = WindowExport(self, ui, self.loader, self.dicom_exported.emit)
+        self.screening = WindowScreening(self, ui, self.loader, self.open_study)
         self._connect_ui()
         self._connect_loader()
         self._show_model_state()
         ui.offer_samples(samples_dir() is not None)
 
     def _connect_ui(self) -> None:
-        """What each widget and action does."""
+        """What the controls no helper serves do (each helper connects its own)."""
         ui = self.ui
         ui.study_list.currentRowChanged.connect(self._on_study_row)
-        ui.view.window_dragged.connect(self.display.drag_window)
-        ui.view.zoom_changed.connect(lambda _z: self.display.update_overlay())
-        ui.thumb_strip.currentRowChanged.connect(self._on_thumb_row)
-        ui.prev_button.clicked.connect(self.prev_image)
-        ui.next_button.clicked.connect(self.next_image)
-        ui.heatmap_check.toggled.connect(self.set_heatmap)
-        ui.opacity_slider.valueChanged.connect(lambda _v: self.display.render())
-        ui.invert_check.toggled.connect(self.set_invert)
-        ui.preset_combo.activated.connect(self.display.choose_preset)
-        ui.card_button.clicked.connect(self.show_model_card)
-        triggered: list[tuple[QAction, Callable[[], object]]] = [
-            (ui.open_action, self.open_folder_dialog),
-            (ui.open_files_action, self.open_files_dialog),
-            (ui.open_samples_action, self.open_samples),
-            (ui.screen_action, self.screen_folder_dialog),
-            (ui.export_pdf_action, lambda: self.export_report_dialog("pdf")),
-            (ui.export_png_action, lambda: self.export_report_dialog("png")),
-            (ui.export_dicom_action, self.export_dicom_dialog),
-            (ui.settings_action, self.show_settings),
-            (ui.quit_action, self.close),
-            (ui.prev_action, self.prev_image),
-            (ui.next_action, self.next_image),
-            (ui.prev_study_action, lambda: self._step_study(-1)),
-            (ui.next_study_action, lambda: self._step_study(1)),
-            (ui.rotate_cw_action, lambda: self.rotate(1)),
-            (ui.rotate_ccw_action, lambda: self.rotate(-1)),
-            (ui.flip_h_action, self.flip_horizontally),
-            (ui.flip_v_action, self.flip_vertically),
-            (ui.reset_action, self.reset_view),
-            (ui.fit_action, ui.view.reset_zoom),
-            (ui.zoom_in_action, lambda: ui.view.zoom_by(1.25)),
-            (ui.zoom_out_action, lambda: ui.view.zoom_by(0.8)),
-            (ui.full_screen_action, self.toggle_full_screen),
-            (ui.card_action, self.show_model_card),
-            (ui.about_action, self.show_about),
-            (ui.shortcuts_action, self.show_shortcuts),
-            (ui.tags_action, self.show_tags),
-        ]
-        for action, slot in triggered:
-            action.triggered.connect(slot)
-        ui.heatmap_action.toggled.connect(self.set_heatmap)
-        ui.invert_action.toggled.connect(self.set_invert)
+        ui.open_action.triggered.connect(self.open_folder_dialog)
+        ui.open_files_action.triggered.connect(self.open_files_dialog)
+        ui.open_samples_action.triggered.connect(self.open_samples)
+        ui.quit_action.triggered.connect(self.close)
 
     def _connect_loader(self) -> None:
         """What the window shows as the loader's work comes in (all on the GUI thread)."""
@@ -187,7 +178,6 @@ class ViewerWindow(QMainWindow):
         ld.image_decoded.connect(self._on_image_decoded)
         ld.outcome_ready.connect(self._on_outcome)
         ld.engine_loaded.connect(self._set_engine)
-        ld.dicom_exported.connect(self._on_dicom_exported)
         ld.failed.connect(self._on_failed)
         ld.idle.connect(self._on_idle)
         self.first_image_shown.connect(lambda _key: self.loader.start_deferred_model())
@@ -241,24 +231,6 @@ class ViewerWindow(QMainWindow):
         self.statusBar().showMessage("Looking for images…")
         self.loader.open_paths(paths)
 
-    def screen_folder_dialog(self) -> None:
-        folders = window_files.ask_screen_folders(self)
-        if folders is not None:
-            self.screen_folder(*folders)
-
-    def screen_folder(self, src: str | Path, out: str | Path, *,
-                      restart: bool = False) -> ScreenController | None:
-        """Screen ``src`` like ``mura-screen SRC --out OUT`` on the worker; results in a table.
-
-        Returns the controller (its ``finished`` signal ends the run); None without a model.
-        If ``out`` holds results of another model or folder, the controller offers to restart
-        (``restart=True``, like ``--restart``) instead of only failing.
-        """
-        ctl = self.screening.start(src, out, self.engine, self.word, restart=restart)
-        if ctl is not None:
-            ctl.restart_requested.connect(lambda: self.screen_folder(src, out, restart=True))
-        return ctl
-
     def open_study(self, key: str, folder: str | Path) -> None:
         """Show study ``key``, opening ``folder`` first unless the study is already listed."""
         if self.loader.study(key) is not None:
@@ -293,13 +265,7 @@ class ViewerWindow(QMainWindow):
             self.view.clear(f"Could not open: {message}")
             self.discovery_ready.emit(0)
         elif kind == "dicom":
-            self.statusBar().showMessage(f"DICOM export failed: {message}")
-            self.dicom_exported.emit(None)
-
-    def _on_dicom_exported(self, res: DicomExport) -> None:
-        self.statusBar().showMessage(f"DICOM export: {len(res.paths)} file(s) written to "
-                                     f"{res.out_dir}")
-        self.dicom_exported.emit(res)
+            self.exports.failed(message)
 
     def _on_discovered(self, res: Discovery) -> None:
         panels.add_study_items(self.study_list, res.studies, self.word)
@@ -370,11 +336,6 @@ class ViewerWindow(QMainWindow):
             self.analysis_ready.emit(key)
 
     # -- study selection --------------------------------------------------------------------
-    def _step_study(self, step: int) -> None:
-        n = self.study_list.count()
-        if n:
-            self.study_list.setCurrentRow(min(max(self.study_list.currentRow() + step, 0), n - 1))
-
     def _on_study_row(self, row: int) -> None:
         if 0 <= row < len(self.studies):
             self.select_study(self.studies[row].key)
@@ -410,24 +371,16 @@ class ViewerWindow(QMainWindow):
     @property
     def current_outcome(self) -> StudyOutcome | None:
         """The shown study: analysed, or still being decoded (then some images are pending)."""
-        if not self.current_key:
-            return None
-        out = self.outcomes.get(self.current_key)
-        return out if out is not None else self.loader.live_outcome(self.current_key)
+        return self.loader.shown_outcome()
 
     @property
     def decoding(self) -> bool:
         """The shown study is still being decoded (its outcome is partial, without scores)."""
-        key = self.current_key
-        return key is not None and key not in self.outcomes \
-            and self.loader.live_outcome(key) is not None
+        return self.loader.shown_decoding
 
     @property
     def current_image(self) -> ViewImage | None:
-        out = self.current_outcome
-        if out is None or not out.images:
-            return None
-        return out.images[min(self.current_index, len(out.images) - 1)]
+        return self.nav.image
 
     def _clear_result(self) -> None:
         panels.clear_result(self.ui, "Analysing…" if self.engine else
@@ -453,20 +406,12 @@ class ViewerWindow(QMainWindow):
         if out is None or v is None:
             return
         panels.show_position(self.ui, out, self.current_index)
-        if self.tag_dialog is not None and self.tag_dialog.isVisible() \
-                and v.ref.kind == "dicom":
-            self.tag_dialog.set_path(v.ref.path)
+        self.dialogs.follow(v)
         if self.display.show(v, index=self.current_index, count=len(out.images), new=new,
                              preset=self.settings.wl_preset) \
                 and self._first_pending == self.current_key:
             self._first_pending = None
             self.first_image_shown.emit(self.current_key)
-
-    def _on_thumb_row(self, row: int) -> None:
-        out = self.current_outcome
-        if out is not None and 0 <= row < len(out.images) and row != self.current_index:
-            self.current_index = row
-            self._show_image(new=True)
 
     # -- drag and drop ----------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
@@ -482,203 +427,12 @@ class ViewerWindow(QMainWindow):
         if paths:
             self.open_paths(paths)
 
-    # -- navigation and display settings ----------------------------------------------------
-    def next_image(self) -> None:
-        out = self.current_outcome
-        if out is not None and self.current_index < len(out.images) - 1:
-            self.current_index += 1
-            self._show_image(new=True)
-
-    def prev_image(self) -> None:
-        if self.current_outcome is not None and self.current_index > 0:
-            self.current_index -= 1
-            self._show_image(new=True)
-
-    def set_heatmap(self, on: bool) -> None:
-        """Heatmap overlay on/off (only with a model); the checkbox and ``A`` stay in step."""
-        self.display.set_heatmap(bool(on) and self.engine is not None)
-
-    def set_invert(self, on: bool) -> None:
-        self.display.set_invert(bool(on))
-
-    def rotate(self, quarter_turns_cw: int) -> None:
-        """Turn the shown picture (``R`` clockwise, ``L`` counter-clockwise)."""
-        self.set_orientation(self.orientation.rotated(quarter_turns_cw))
-
-    def flip_horizontally(self) -> None:
-        self.set_orientation(self.orientation.flipped_horizontally())
-
-    def flip_vertically(self) -> None:
-        self.set_orientation(self.orientation.flipped_vertically())
-
-    def set_orientation(self, orientation: Orientation) -> None:
-        self.display.set_orientation(orientation)
-
-    def reset_view(self) -> None:
-        """Space: the image as first shown - file window, no invert, no turn, fitted."""
-        self.display.reset()
-
-    def toggle_full_screen(self) -> None:
-        """F11 / F: full screen and back (the window's previous geometry is restored)."""
-        if self.isFullScreen():
-            self.showNormal()
-        else:
-            self.showFullScreen()
-
-    def set_window(self, window: tuple[float, float] | None) -> None:
-        """Re-window the current image through :meth:`LoadedImage.display` (no re-decoding)."""
-        self.display.set_window(window)
-
-    def window_span(self) -> float:
-        """The data's full range, in the units of a window: the scale of a window drag."""
-        return self.display.window_span()
-
-    def start_window(self) -> tuple[float, float]:
-        """The window a drag starts from when the file's own VOI is shown."""
-        return self.display.start_window()
-
-    # -- model card, tags -----------------------------------------------------------------------
-    def show_model_card(self) -> ModelCardDialog | None:
-        """Open the card dialog (non-blocking) and return it."""
-        if self.engine is None:
-            return None
-        if self._card_dialog is None:
-            self._card_dialog = ModelCardDialog(self.engine.bundle.card, self)
-        self._card_dialog.show()
-        self._card_dialog.raise_()
-        return self._card_dialog
-
-    def show_about(self) -> HtmlDialog:
-        """Help > About: version, the model and how good it is, licences, research use."""
-        dlg = HtmlDialog("About mura-viewer", about_html(project_version(),
-                                                         self.engine.bundle.card if self.engine else None),
-                         self, "aboutDialog", (560, 620))
-        dlg.show()
-        return dlg
-
-    def show_shortcuts(self) -> HtmlDialog:
-        """Help > Keyboard shortcuts (F1): every command that has a key, from the actions themselves."""
-        rows = [(a.text(), [s.toString(QKeySequence.SequenceFormat.NativeText) for s in a.shortcuts()])
-                for a in self.actions()]
-        dlg = HtmlDialog("Keyboard shortcuts", shortcuts_html(rows), self, "shortcutsDialog", (460, 620))
-        dlg.show()
-        return dlg
-
-    def show_tags(self) -> TagBrowserDialog | None:
-        """The tag browser for the current image (DICOM files only); it follows the image."""
-        v = self.current_image
-        if v is None or v.ref.kind != "dicom":
-            self.statusBar().showMessage("DICOM tags: the current image is not a DICOM file.")
-            return None
-        if self.tag_dialog is None:
-            self.tag_dialog = TagBrowserDialog(v.ref.path, self)
-        else:
-            self.tag_dialog.set_path(v.ref.path)
-        self.tag_dialog.show()
-        self.tag_dialog.raise_()
-        return self.tag_dialog
-
-    # -- export -----------------------------------------------------------------------------
-    def export_report_dialog(self, fmt: str) -> None:
-        if self.current_outcome is None:
-            self.statusBar().showMessage("Export: open and analyse a study first.")
-            return
-        path = window_files.ask_report_path(self, fmt, self.current_outcome.study)
-        if path:
-            try:
-                self.export_report(path)
-            except (OSError, MuraError) as e:
-                self.statusBar().showMessage(f"Export failed: {e}")
-
-    def export_report(self, path: str | Path) -> Path:
-        """Write the current study's report as PDF or PNG (by suffix); returns the path.
-
-        Refuses a destination that is one of the study's source files: exporting must never
-        alter an original (see :func:`~desktop.window_export.write_study_report`).
-        """
-        written = window_files.write_study_report(self.current_outcome, self.engine, path,
-                                     decoding=self.decoding)
-        self.statusBar().showMessage(f"Report written: {written}")
-        return written
-
-    def export_dicom_dialog(self) -> None:
-        if self.current_outcome is None or self.engine is None:
-            self.statusBar().showMessage("DICOM export: open a study with a model first.")
-            return
-        out = window_files.ask_dicom_folder(self)
-        if out:
-            self.export_dicom(out)
-
-    def export_dicom(self, out_dir: str | Path) -> Task | None:
-        """Secondary Capture per image (heatmap and score burned in) and a Structured Report
-        referencing the source study, written by the worker; ``dicom_exported`` reports."""
-        out = self.current_outcome
-        if out is None or self.engine is None or out.prediction is None:
-            self.statusBar().showMessage("DICOM export: the study has no model result.")
-            return None
-        self.statusBar().showMessage("Writing DICOM SC/SR…")
-        return self.loader.start("dicom", "", export_dicom_job, out, self.engine.bundle.card,
-                                 str(out_dir), self.word)
-
-    # -- settings and the model -------------------------------------------------------------
-    def show_settings(self) -> SettingsDialog:
-        """The Settings dialog (non-blocking); accepting it applies and saves the settings."""
-        dlg = SettingsDialog(self.settings, self)
-        dlg.accepted.connect(lambda: self.apply_settings(dlg.settings()))
-        dlg.open()
-        self.settings_dialog = dlg
-        return dlg
-
-    def apply_settings(self, new: ViewerSettings, *, save: bool = True) -> None:
-        """Persist ``new``; reload the engine on the worker if the device or bundle changed."""
-        old, self.settings = self.settings, new
-        if save:
-            new.save()
-        if new.wl_preset != old.wl_preset:
-            self._show_image(new=True)
-        cur = str(Path(self.engine.bundle.root).resolve()) if self.engine is not None else ""
-        want = str(Path(new.model_path).resolve()) if new.model_path else ""
-        same_device = self.engine is None or self.engine.device == new.device
-        if cur == want and same_device and not (want and self.model_error):
-            return
-        if not new.model_path:
-            self._set_engine(None, "")
-            return
-        self.load_model(new.model_path, new.device)
-
-    def load_model(self, path: str | Path, device: str,
-                   factory: Callable[..., Engine] | None = None, *,
-                   after_first_image: bool = False) -> Task | None:
-        """Load a bundle on its own worker thread; the window stays usable meanwhile.
-
-        Studies opened while it loads are decoded and shown, and scored once it is ready
-        (``engine_changed`` then). A failure sets ``model_error``, shown as before. A newer
-        call supersedes an older one still loading. ``factory`` is passed to
-        :func:`~desktop.viewer.studies.load_engine`.
-
-        ``after_first_image`` (start-up with paths to open): the load starts once the first
-        image is on screen, or the opening ends without one, or after
-        :data:`MODEL_DEFER_MAX_MS` at most; the model shows as loading meanwhile. Returns the
-        task, or None when the load waits.
-        """
-        self.settings = dataclasses.replace(self.settings, device=device,
-                                            model_path=str(path))
-        task = self.loader.load_model(path, device, factory, defer=after_first_image)
-        if task is None:
-            QTimer.singleShot(MODEL_DEFER_MAX_MS, self.loader.start_deferred_model)
-        loading = self.loader.engine_loading
-        self.statusBar().showMessage(f"Loading model {loading}…")
-        self._show_model_state()
-        self.model_label.setText(f"Loading {loading}…")  # also over an old model
-        return task
-
+    # -- the model --------------------------------------------------------------------------
     def _set_engine(self, engine: Engine | None, error: str) -> None:
         """Swap the engine: results of the old model are dropped and the shown study scored
         again; decoded images are kept (a study is never decoded twice for a model change)."""
         self.loader.set_engine(engine, error)
-        if self._card_dialog is not None:
-            self._card_dialog.close()
-            self._card_dialog = None
+        self.dialogs.close_model_card()
         self._show_model_state()
         for st in self.studies:  # scores go; a decode failure stays marked (it is the file's)
             known = self.outcomes.get(st.key)
@@ -700,14 +454,12 @@ class ViewerWindow(QMainWindow):
         if key is None:
             return
         out = self.outcomes.get(key)
+        shown = out if out is not None else self.loader.live_outcome(key)
+        if shown is not None:
+            panels.show_result(self.ui, shown, self.word, has_engine=self.engine is not None,
+                               awaiting=self.loader.awaits_scores(shown))
         if out is None:
-            live = self.loader.live_outcome(key)
-            if live is not None:
-                panels.show_result(self.ui, live, self.word, has_engine=self.engine is not None,
-                                   awaiting=self.loader.awaits_scores(live))
             return
-        panels.show_result(self.ui, out, self.word, has_engine=self.engine is not None,
-                           awaiting=self.loader.awaits_scores(out))
         if self.loader.awaits_scores(out):
             self._score(key)
         else:

@@ -93,6 +93,19 @@ class StudyLoader(QObject):
         live = self._live.get(key)
         return live[1] if live is not None else None
 
+    def shown_outcome(self) -> StudyOutcome | None:
+        """The current study: analysed, or still being decoded (then some images are pending)."""
+        if not self.current_key:
+            return None
+        out = self.outcomes.get(self.current_key)
+        return out if out is not None else self.live_outcome(self.current_key)
+
+    @property
+    def shown_decoding(self) -> bool:
+        """The current study is still being decoded (its outcome is partial, without scores)."""
+        key = self.current_key
+        return key is not None and key not in self.outcomes and self.live_outcome(key) is not None
+
     def is_running(self, task: Task) -> bool:
         return any(t is task for t, _key in self._tasks.values())
 

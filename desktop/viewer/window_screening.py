@@ -10,8 +10,11 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QMainWindow
 
+from desktop.screening.render import task_word
+from desktop.viewer import window_files
 from desktop.viewer.screen_dialog import ScreenController, screen_job, viewer_key
 from desktop.viewer.study_loader import StudyLoader
+from desktop.viewer.window_ui import ViewerUi
 from models.engine import Engine
 
 
@@ -29,14 +32,38 @@ def screened_message(ctl: ScreenController, run: object) -> str:
 
 class WindowScreening:
     """One screening at a time from ``window``, on the loader's worker; ``controller`` is the
-    latest one. ``open_study(key, folder)`` shows a study picked in the results table."""
+    latest one. ``open_study(key, folder)`` shows a study picked in the results table. Connects
+    File → Screen folder…."""
 
-    def __init__(self, window: QMainWindow, loader: StudyLoader,
+    def __init__(self, window: QMainWindow, ui: ViewerUi, loader: StudyLoader,
                  open_study: Callable[[str, str], None]) -> None:
         self._window = window
         self._loader = loader
         self._open_study = open_study
         self.controller: ScreenController | None = None
+        ui.screen_action.triggered.connect(self.dialog)
+
+    def dialog(self) -> None:
+        """Ask for the folder to screen and the output folder, then screen."""
+        folders = window_files.ask_screen_folders(self._window)
+        if folders is not None:
+            self.screen(*folders)
+
+    def screen(self, src: str | Path, out: str | Path, *,
+               restart: bool = False) -> ScreenController | None:
+        """Screen ``src`` like ``mura-screen SRC --out OUT`` with the model in use; results in
+        a table.
+
+        Returns the controller (its ``finished`` signal ends the run); None without a model.
+        If ``out`` holds results of another model or folder, the controller offers to restart
+        (``restart=True``, like ``--restart``) instead of only failing.
+        """
+        engine = self._loader.engine
+        word = task_word(engine.bundle.card) if engine is not None else "abnormality"
+        ctl = self.start(src, out, engine, word, restart=restart)
+        if ctl is not None:
+            ctl.restart_requested.connect(lambda: self.screen(src, out, restart=True))
+        return ctl
 
     def start(self, src: str | Path, out: str | Path, engine: Engine | None, word: str, *,
               restart: bool = False) -> ScreenController | None:
