@@ -15,6 +15,18 @@ class ConfigError(MuraError):
     """A configuration value or command-line option is invalid."""
 
 
+class ManifestError(ConfigError):
+    """A run manifest (``run_manifest.json``, the trainer's hand-over to compress) is malformed,
+    misses a field or describes another checkpoint. ``path`` is the file, ``field`` the JSON path
+    of the offending value (``"model/architecture"``; ``"<root>"`` for the whole document)."""
+
+    def __init__(self, path: object, field: str, reason: str) -> None:
+        self.path = str(path)
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{self.path}: invalid run manifest at '{field}': {reason}")
+
+
 class DataError(MuraError):
     """A dataset (root folder, CSV, label table) is missing or malformed."""
 

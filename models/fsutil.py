@@ -50,6 +50,12 @@ def atomic_write_json(path: str | Path, obj: object) -> Path:
     return atomic_write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
+def json_value(obj: object) -> object:
+    """``obj`` exactly as :func:`atomic_write_json` would write and ``json.load`` read it back
+    (tuples as lists, NaN as None): what a schema is checked against before the file is written."""
+    return json.loads(json.dumps(_finite(obj), allow_nan=False))
+
+
 def _finite(obj: object) -> object:
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None

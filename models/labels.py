@@ -22,3 +22,9 @@ TASK_WORDS: dict[str, str] = {
     "abnormality": "abnormality",  # MURA: abnormal vs normal study
     "fracture": "fracture",  # external set, FracAtlas: fractured vs not
 }
+
+#: The positive and negative class names of each task, as cards and reports write them.
+TASK_LABELS: dict[str, tuple[str, str]] = {
+    "abnormality": ("abnormal", "normal"),
+    "fracture": ("fractured", "not fractured"),
+}
