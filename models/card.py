@@ -4,11 +4,17 @@ A bundle is a folder: ``card.json`` plus model files. The card says what the mod
 expects and returns, where it was trained and validated and what it scored there, and the sha256 of
 every file. Loading refuses a bundle whose files or card do not match; the engine then feeds a
 dummy input and checks the network's real inputs/outputs against the card.
+
+The card is built here, from the trainer's run manifest (:mod:`models.manifest`) and what compress
+adds (:class:`BundleFacts`: name, files, data) by :func:`card_from_manifest`, then completed with
+the gate's results by :func:`gated_card`; compress writes it once, with :func:`write_bundle`.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,3 +271,92 @@ def load_bundle(root: str | Path, *, verify_checksums: bool = True) -> Bundle:
                     "the file was altered or corrupted"
                 )
     return Bundle(root=root, card=card)
+
+
+# --- building a card ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleFacts:
+    """What compress adds to the trainer's manifest: the bundle's identity, files and data."""
+
+    name: str  # "" = ARCH-TASK
+    version: str
+    input_name: str
+    cam_shape: Sequence[int]  # (h, w) of the exported CAM output
+    artifacts: Mapping[str, str]  # key -> file in the bundle folder
+    primary_artifact: str
+    gate_data: Sequence[str]  # source specs the gate evaluated
+    calibration_data: str  # source spec INT8 was calibrated on
+    software: Mapping[str, str]  # package -> version
+    inference_precision: str  # OpenVINO INFERENCE_PRECISION_HINT of the gate's CPU runs
+
+
+def card_from_manifest(manifest: Mapping, facts: BundleFacts) -> dict:
+    """The card before the gate (verdict "not_validated"): what the engines need to run the files.
+
+    Everything about the model (labels, body parts, preprocessing, calibration, operating points,
+    training-time figures, provenance, licences) comes from the run manifest, nothing from code.
+    """
+    model, task, data = manifest["model"], manifest["model"]["task"], manifest["data"]
+    s = int(manifest["preprocessing"]["input_size"])
+    return {
+        "calibration": dict(manifest["calibration"]),
+        "licences": dict(manifest["licences"]),
+        "schema_version": CARD_SCHEMA_VERSION,
+        "name": facts.name or f"{model['architecture']}-{task['name']}",
+        "version": facts.version,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "architecture": model["architecture"],
+        "task": {"name": task["name"], "positive_label": task["positive_label"],
+                 "negative_label": task["negative_label"], "display_word": TASK_WORDS[task["name"]]},
+        "intended_use": INTENDED_USE,
+        "input": {"name": facts.input_name, "shape": [-1, 1, s, s], "dtype": "float32",
+                  "preprocessing": dict(manifest["preprocessing"])},
+        "outputs": {"fracture_prob": {"shape": [-1]}, "body_part_prob": {"shape": [-1, len(model["body_parts"])]},
+                    "cam": {"shape": [-1, *facts.cam_shape]}},
+        "body_parts": list(model["body_parts"]),
+        "thresholds": dict(manifest["thresholds"]),
+        "metrics": {name: card_metrics(name, m) for name, m in manifest["metrics"].items()},
+        "validation": {"verdict": "not_validated", "precision": "int8",
+                       "inference_precision": facts.inference_precision},
+        "provenance": {"training_data": data["training"], "validation_data": data["validation"],
+                       "test_data": data.get("test"), "gate_data": list(facts.gate_data),
+                       "calibration_data": facts.calibration_data,
+                       "checkpoint_epoch": int(manifest["checkpoint"]["epoch"]),
+                       "initialisation": manifest["initialisation"]},
+        "artifacts": dict(facts.artifacts),
+        "primary_artifact": facts.primary_artifact,
+        "software": dict(facts.software),
+        "files": {},
+    }
+
+
+def gated_card(card: Mapping, *, validation: Mapping, gate_results: Sequence[Mapping],
+               quantization: Mapping, indications: Mapping) -> dict:
+    """The card after the gate: its verdict, its per-set figures, how INT8 was made, the scope."""
+    metrics = {**card["metrics"], **{f"gate:{r['dataset']}": dict(r) for r in gate_results}}
+    return {**card, "validation": dict(validation), "metrics": metrics,
+            "quantization": dict(quantization), "indications": dict(indications)}
+
+
+def card_metrics(name: str, m: Mapping) -> dict:
+    """What the card says a model scored on one set at training time (calibrated probabilities)."""
+    out = {"dataset": name, "n_images": m["n_images"], "n_studies": m["n_studies"],
+           "image_auc": m["image"]["auc"], "study_auc": m["study"]["auc"],
+           "study_kappa": m["study"]["kappa"], "study_accuracy": m["study"]["accuracy"],
+           "source": "torch FP32, at training time"}
+    for key in ("auc_ci95", "ece", "ece_uncalibrated"):
+        if key in m["study"]:
+            v = m["study"][key]
+            out[f"study_{key}"] = list(v) if isinstance(v, tuple) else v  # JSON has no tuples
+    if "auc_ci95" in m["image"]:
+        out["image_auc_ci95"] = list(m["image"]["auc_ci95"])
+    if "operating_points" in m:
+        out["operating_points"] = {k: {"threshold": v["threshold"], "sensitivity": v["sensitivity"],
+                                       "specificity": v["specificity"]} for k, v in m["operating_points"].items()}
+    if "per_body_part" in m:
+        out["per_body_part"] = {bp: {"n_studies": v["n_studies"], "auc": v.get("auc"),
+                                     "auc_ci95": list(v.get("auc_ci95") or [])}
+                                for bp, v in m["per_body_part"].items()}
+    return out

@@ -66,3 +66,32 @@ def test_write_bundle_recomputes_checksums(bundle_copy):
     (bundle_copy / "model.onnx").write_bytes(b"changed")
     b = write_bundle(bundle_copy, card)
     assert load_bundle(bundle_copy).card["files"]["model.onnx"] == b.card["files"]["model.onnx"]
+
+
+def test_the_card_is_built_from_the_manifest_and_the_gate(tmp_path):
+    """Labels, body parts, preprocessing, calibration and figures come from the run manifest; the
+    gate adds its verdict, per-set rows, the quantization method and the indications."""
+    from models.card import BundleFacts, card_from_manifest, gated_card
+    from models.manifest import manifest_from_meta
+    from tests.models.test_manifest import _meta
+
+    ck = tmp_path / "checkpoint_best.pt"
+    ck.write_bytes(b"weights")
+    manifest = json.loads(json.dumps(manifest_from_meta(_meta(), checkpoint=ck, epoch=7, config=None)))
+    facts = BundleFacts(name="", version="1.0.0", input_name="image", cam_shape=(16, 16),
+                        artifacts={"onnx": "model.onnx"}, primary_artifact="onnx", gate_data=["folder:/x"],
+                        calibration_data="fracatlas:/data/fracatlas", software={"python": "3.11"},
+                        inference_precision="f32")
+    card = card_from_manifest(manifest, facts)
+    assert card["name"] == "efficientnet_lite0-fracture" and card["body_parts"] == ["hand", "leg"]
+    assert card["task"] == {"name": "fracture", "positive_label": "fractured", "negative_label": "not fractured",
+                            "display_word": "fracture"}
+    assert card["outputs"]["body_part_prob"]["shape"] == [-1, 2] and card["outputs"]["cam"]["shape"] == [-1, 16, 16]
+    assert card["provenance"]["checkpoint_epoch"] == 7 and card["validation"]["verdict"] == "not_validated"
+    assert card["metrics"]["internal_validation"]["study_auc_ci95"] == [0.6, 0.9]
+    final = gated_card(card, validation={"verdict": "passed", "precision": "int8"},
+                       gate_results=[{"dataset": "val", "n_images": 3}], quantization={"method": "ptq"},
+                       indications={"regions": ["hand"]})
+    assert final["metrics"]["gate:val"] == {"dataset": "val", "n_images": 3} and "gate:val" not in card["metrics"]
+    assert list(final)[-2:] == ["quantization", "indications"]
+    validate_card({**final, "files": {"model.onnx": "0" * 64}})
