@@ -94,9 +94,8 @@ def _calibration(spec: str | None, size: int, n: int, seed: int) -> np.ndarray:
     """Calibration inputs: decoded through the shared preprocessing from ``spec``, else random."""
     if not spec:
         return np.random.default_rng(seed).standard_normal((n, 1, size, size), dtype=np.float32)
-    from trainer.datasets import load_source
-
     from compress.evalset import build_evalset
+    from models.datasources import load_source
     from models.preprocess import PreprocessConfig
 
     es = build_evalset(load_source(spec, "train"), PreprocessConfig(input_size=size), limit=n, seed=seed)
@@ -115,7 +114,7 @@ def bench_backbone(name: str, args: argparse.Namespace, calib: np.ndarray, work:
     from models.nn.networks import create_model
 
     if args.checkpoint:
-        from trainer.checkpoint import load_checkpoint, model_from_checkpoint
+        from models.nn.checkpoint import load_checkpoint, model_from_checkpoint
 
         net = model_from_checkpoint(load_checkpoint(args.checkpoint))
     else:

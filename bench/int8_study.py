@@ -110,23 +110,22 @@ def main(argv: list[str] | None = None) -> int:
     from compress.gate_metric import GateMetric, SetReference
     from compress.quantize import quantize_accuracy_control, quantize_openvino
     from compress.sources import resolve_split
+    from compress.trained import load_trained
     from models.metrics import roc_auc
     from models.preprocess import PreprocessConfig
-    from trainer.checkpoint import load_checkpoint, model_from_checkpoint
 
-    ck = load_checkpoint(a.checkpoint)
-    meta = ck["meta"]
-    pre = PreprocessConfig.from_dict(meta["preprocess"])
-    source = meta["provenance"].get("data_source", "")
-    thresholds = [float(v) for v in meta["thresholds"].values()]
-    calib = build_evalset(resolve_split(a.calib, "calibration", a.checkpoint, source), pre,
+    trained = load_trained(a.checkpoint)  # the run manifest (derived for older checkpoints) + weights
+    manifest = trained.manifest
+    pre = PreprocessConfig.from_dict(manifest["preprocessing"])
+    thresholds = [float(v) for v in manifest["thresholds"].values()]
+    calib = build_evalset(resolve_split(a.calib, "calibration", manifest["data"]), pre,
                           limit=a.calib_size, seed=0)
-    sets = [build_evalset(resolve_split(s, "validation", a.checkpoint, source), pre,
+    sets = [build_evalset(resolve_split(s, "validation", manifest["data"]), pre,
                           limit=a.max_eval_images, seed=0) for s in a.val]
     s = pre.input_size
     x = np.random.default_rng(0).standard_normal((a.batch, 1, s, s), dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="int8-study-") as tmp:
-        fp32 = convert_to_openvino(export_onnx(model_from_checkpoint(ck), Path(tmp) / "m.onnx", s),
+        fp32 = convert_to_openvino(export_onnx(trained.network(), Path(tmp) / "m.onnx", s),
                                    Path(tmp) / "m.xml")
         ref = [scores(fp32, es.inputs) for es in sets]
         f32_ips = ov_throughput(fp32, x, a.seconds)
@@ -159,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"[int8-study] {name} done in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
 
-    arch = meta["architecture"]
+    arch = manifest["model"]["architecture"]
     print(f"{arch} at {s} px; OpenVINO f32 reference: {f32_ips:.1f} img/s (THROUGHPUT hint, batch {a.batch}); "
-          f"thresholds {', '.join(f'{k} = {float(v):.3f}' for k, v in meta['thresholds'].items())}; "
+          f"thresholds {', '.join(f'{k} = {float(v):.3f}' for k, v in manifest['thresholds'].items())}; "
           "agreement = the lowest share of kept decisions over those thresholds (the gate's)")
     for es, r in zip(sets, ref, strict=True):
         print(f"- {es.name}: {len(es.inputs)} images, image AUC f32 {roc_auc(es.labels, r):.4f}")

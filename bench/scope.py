@@ -70,7 +70,7 @@ def fracatlas_internal_validation(data: Path) -> list[str]:
     """The reference model's internal-validation images (results/reference/train.yaml's split)."""
     import yaml
 
-    from trainer.datasets import group_split, load_source
+    from models.datasources import group_split, load_source
 
     cfg = yaml.safe_load((REPO / "results" / "reference" / "train.yaml").read_text())
     full = load_source(f"fracatlas:{data / 'fracatlas'}")

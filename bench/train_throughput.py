@@ -35,8 +35,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler
-from trainer.datasets import load_source
 
+from models.datasources import load_source
 from models.nn.networks import create_model, list_models
 from models.preprocess import PreprocessConfig
 from trainer.data import Augment, DecodeCache, RecordDataset, collate_skip, loader_worker_init

@@ -140,9 +140,9 @@ def build_bundle(work: Path, size: int = 224) -> Path:
 
     from compress.pipeline import CompressConfig, run
     from models.labels import MURA_BODY_PARTS
+    from models.nn.checkpoint import save_checkpoint
     from models.nn.networks import create_model
     from models.preprocess import PreprocessConfig
-    from trainer.checkpoint import save_checkpoint
     from models.synth import write_mura
 
     data = work / "calib"

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.datasources import DatasetSplit, Record
 from models.errors import ImageDecodeError
 from models.imageio import load_image
 from models.preprocess import PreprocessConfig, preprocess
-from trainer.datasets import DatasetSplit, Record
 
 
 @dataclass

@@ -23,15 +23,19 @@ from pathlib import Path
 import numpy as np
 
 from compress.sources import resolve_split
+from compress.trained import run_manifest
 from models.card import load_bundle
 from models.engine import Engine
 from models.errors import ImageDecodeError, MuraError
 from models.fsutil import atomic_write_json
 from models.imageio import load_image
-from models.metrics import expected_calibration_error
+from models.metrics import (
+    evaluate_predictions,
+    expected_calibration_error,
+    operating_points,
+    study_ece,
+)
 from models.plots import draw_reliability_png
-from trainer.calibration import operating_points, study_ece
-from trainer.train import evaluate_predictions
 
 ARTIFACTS = {"int8": "openvino_int8", "fp32": "openvino_fp32"}
 
@@ -120,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m compress.evaluate_bundle", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", required=True, help="bundle folder (card.json + model files)")
-    ap.add_argument("--checkpoint", required=True, help="the bundle's checkpoint: its config.json rebuilds the split")
+    ap.add_argument("--checkpoint", required=True,
+                    help="the bundle's checkpoint: its run manifest (run_manifest.json) rebuilds the split")
     ap.add_argument("--data", action="append", required=True,
                     help="source spec (repeatable); the checkpoint's own source gives its internal validation")
     ap.add_argument("--boxes", default=None, help="FracAtlas boxes.csv for the pointing game")
@@ -132,14 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bundle = load_bundle(a.bundle)
         source = bundle.card["provenance"].get("training_data", {})
-        from trainer.checkpoint import load_checkpoint
-
-        data_source = load_checkpoint(a.checkpoint)["meta"]["provenance"].get("data_source", "")
+        data = run_manifest(a.checkpoint)["data"]
         boxes = load_boxes(a.boxes) if a.boxes else None
         arts = a.artifact or [k for k, v in ARTIFACTS.items() if v in bundle.card["artifacts"]]
         results = []
         for spec in a.data:
-            split = resolve_split(spec, "validation", a.checkpoint, data_source)
+            split = resolve_split(spec, "validation", data)
             for art in arts:
                 results.append(evaluate_set(bundle, art, split, boxes, Path(a.plots) if a.plots else None))
                 print(summary_line(results[-1]), flush=True)

@@ -1,6 +1,6 @@
 """Export a trained checkpoint to ONNX and OpenVINO IR, and check both against torch.
 
-The exported graph is :class:`models.networks.ExportWrapper`: input ``image`` (N, 1, S, S) and
+The exported graph is :class:`models.nn.networks.ExportWrapper`: input ``image`` (N, 1, S, S) and
 outputs ``fracture_prob`` (N,), ``body_part_prob`` (N, K) and ``cam`` (N, h, w) — the heatmap
 comes out of the same forward pass.
 """
@@ -15,7 +15,7 @@ import torch
 
 from models.engine import port_name
 from models.errors import MuraError
-from models.networks import INPUT_NAME, OUTPUT_NAMES, ExportWrapper, MultiTaskNet
+from models.nn.networks import INPUT_NAME, OUTPUT_NAMES, ExportWrapper, MultiTaskNet
 
 OPSET = 17
 

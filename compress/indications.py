@@ -22,6 +22,7 @@ import numpy as np
 
 from compress.evalset import EvalSet, build_evalset
 from compress.sources import resolve_split
+from compress.trained import run_manifest
 from models.card import load_bundle, write_bundle
 from models.engine import Engine
 from models.errors import MuraError
@@ -87,7 +88,8 @@ def fit_indications(card: dict, engine: Engine, evalsets: list[EvalSet], data_so
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m compress.indications", description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", required=True, help="bundle folder whose card gets the indications")
-    ap.add_argument("--checkpoint", required=True, help="the checkpoint the bundle was made from (its splits)")
+    ap.add_argument("--checkpoint", required=True,
+                    help="the checkpoint the bundle was made from (its run manifest holds the splits)")
     ap.add_argument("--data", action="append", required=True,
                     help="evaluation sets, the first one fits the threshold (its validation split)")
     ap.add_argument("--refuse-rate", type=float, default=REFUSE_RATE)
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         bundle = load_bundle(a.bundle)
         engine = Engine(bundle)
         source = bundle.card["provenance"].get("calibration_data") or a.data[0]
-        sets = [build_evalset(resolve_split(d, "validation", a.checkpoint, source), engine.cfg) for d in a.data]
+        data = run_manifest(a.checkpoint)["data"]
+        sets = [build_evalset(resolve_split(d, "validation", data), engine.cfg) for d in a.data]
         card = {**bundle.card, "indications": fit_indications(bundle.card, engine, sets, source, a.refuse_rate)}
         write_bundle(Path(a.bundle), card)
     except MuraError as e:

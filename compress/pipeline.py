@@ -1,4 +1,12 @@
-"""Checkpoint -> ONNX -> OpenVINO IR -> NNCF INT8 -> validation gate -> bundle."""
+"""Checkpoint -> ONNX -> OpenVINO IR -> NNCF INT8 -> validation gate -> bundle.
+
+:func:`run` is one linear pass: read what the trainer handed over (the run manifest and the
+weights, :mod:`compress.trained`), decode the calibration and evaluation images, export, quantize,
+gate (retrying with NNCF accuracy control when plain PTQ fails), then write the report and the
+bundle, once. Until then the card lives in memory: the engines that the gate runs read the model
+files, not ``card.json``. The card is built from the manifest and the gate's results
+(:func:`models.card.card_from_manifest`, :func:`models.card.gated_card`), nothing from code here.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.evalset import build_evalset
+from compress.evalset import EvalSet, build_evalset
 from compress.export import check_export, convert_to_openvino, export_onnx, torch_outputs
 from compress.gate_metric import TOLERANCE, GateMetric, SetReference
 from compress.indications import fit_indications
@@ -22,6 +30,7 @@ from compress.quantize import (
     quantize_openvino,
 )
 from compress.sources import resolve_split
+from compress.trained import load_trained
 from compress.validate import (
     cam_correlation,
     compare_set,
@@ -32,19 +41,19 @@ from compress.validate import (
     score_inputs,
 )
 from models import ovruntime
-from models.card import CARD_SCHEMA_VERSION, INTENDED_USE, write_bundle
+from models.card import Bundle, BundleFacts, card_from_manifest, gated_card, write_bundle
 from models.engine import Engine
 from models.errors import ConfigError
 from models.fsutil import atomic_write_json, atomic_write_text
-from models.labels import TASK_WORDS
-from models.networks import INPUT_NAME
+from models.nn.networks import INPUT_NAME
 from models.preprocess import PreprocessConfig
-from trainer.checkpoint import load_checkpoint, model_from_checkpoint
 
 PRECISION = "f32"  # INFERENCE_PRECISION_HINT for every OpenVINO run of the gate and the runtime
 # What each device runs when the gate covers it: the GPU plugin's native f16 made explicit (and
 # validated), the CPU in f32. AUTO picks one of them at run time with these same hints.
 DEVICE_PRECISION = {"CPU": PRECISION, "GPU": "f16"}
+ARTIFACTS = {"openvino_int8": "model.xml", "openvino_fp32": "model_fp32.xml",
+             "openvino_fp16": "model_fp16.xml", "onnx": "model.onnx"}
 
 
 @dataclass
@@ -67,6 +76,26 @@ class CompressConfig:
     devices: list[str] = field(default_factory=lambda: ["CPU"])  # OpenVINO devices the gate covers
 
 
+@dataclass
+class References:
+    """FP32's side of every comparison, scored once: each INT8 candidate is judged against it."""
+
+    fp32: Engine
+    ref: list[np.ndarray]  # OpenVINO FP32 probabilities per evaluation set
+    mirror: list[np.ndarray]  # FP32 on the mirrored images: its own noise (compress.decisions)
+    extra: list[dict]  # torch FP32 and OpenVINO bf16, for the report
+    bf16_hint: str
+    bf16_used: str
+
+
+@dataclass
+class GateOutcome:
+    results: list[dict]  # one row per set (and per extra device)
+    int8_scores: list[np.ndarray]
+    passed: bool
+    reasons: list[str]
+
+
 def _versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
     for pkg in ("mura-fracture", "torch", "timm", "onnx", "onnxruntime", "openvino", "nncf", "numpy"):
@@ -82,128 +111,166 @@ def _log(msg: str) -> None:
 
 
 def run(cfg: CompressConfig) -> tuple[bool, dict]:
-    """Returns (gate passed, card). The bundle is written either way, marked with the verdict."""
+    """Returns (gate passed, card). The bundle is written either way, once, marked with the verdict."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    ck = load_checkpoint(cfg.checkpoint)
-    meta = ck["meta"]
-    net = model_from_checkpoint(ck)
-    pre = PreprocessConfig.from_dict(meta["preprocess"])
-    s = pre.input_size
-
+    trained = load_trained(cfg.checkpoint)
+    net = trained.network()
     devices = check_devices(cfg.devices)
+    pre = PreprocessConfig.from_dict(trained.manifest["preprocessing"])
+    calib, evalsets = _decode(cfg, trained.manifest["data"], pre)
+    fp32_model, export_check = _export(net, out, calib, pre.input_size, cfg.seed)
+    quant = _quantize(cfg, out, fp32_model, calib)
+    card = card_from_manifest(trained.manifest, _facts(cfg, out))
+    bundle = Bundle(root=out, card=card)  # in memory; card.json is written once, below
+    refs = _references(bundle, net, evalsets)
+    outcome = _gate(cfg, bundle, evalsets, refs, devices)
+    quant["ptq_gate"] = {"verdict": "passed" if outcome.passed else "failed", "reasons": outcome.reasons}
+    if not outcome.passed and cfg.accuracy_control and evalsets:
+        quant, outcome = _fallback(cfg, fp32_model, calib, evalsets, refs, bundle, devices, quant, outcome)
+    indications = fit_indications(card, Engine(bundle, artifact="openvino_int8", precision=PRECISION), evalsets,
+                                  trained.manifest["data"]["source"] or cfg.calib_data)
+    md = _write_report(cfg, out, net, bundle, evalsets, refs, outcome, quant, export_check, calib)
+    card = gated_card(card, validation=_validation(cfg, devices, outcome), gate_results=outcome.results,
+                      quantization=quant, indications=indications)
+    write_bundle(out, card)
+    print(md)
+    for reason in outcome.reasons:
+        _log(reason)
+    return outcome.passed, card
+
+
+def _decode(cfg: CompressConfig, data: dict, pre: PreprocessConfig) -> tuple[EvalSet, list[EvalSet]]:
+    """The calibration set (sampled from the train part) and each evaluation set, preprocessed once;
+    ``data`` is the run manifest's (its source and split keep training images out)."""
     t0 = time.time()
-    source = meta.get("provenance", {}).get("data_source", "")
-    calib_split = resolve_split(cfg.calib_data, "calibration", cfg.checkpoint, source)
-    calib = build_evalset(calib_split, pre, limit=cfg.calib_size, seed=cfg.seed)
-    evalsets = [build_evalset(resolve_split(spec, "validation", cfg.checkpoint, source), pre,
-                              limit=cfg.max_eval_images, seed=cfg.seed)
-                for spec in cfg.val_data]
+    calib = build_evalset(resolve_split(cfg.calib_data, "calibration", data), pre, limit=cfg.calib_size,
+                          seed=cfg.seed)
+    evalsets = [build_evalset(resolve_split(spec, "validation", data), pre, limit=cfg.max_eval_images,
+                              seed=cfg.seed) for spec in cfg.val_data]
     _log(f"decoded {len(calib.inputs)} calibration and {sum(len(e.inputs) for e in evalsets)} "
          f"evaluation images in {time.time() - t0:.1f}s")
+    return calib, evalsets
 
-    onnx_path = export_onnx(net, out / "model.onnx", s)
-    fp32_model = convert_to_openvino(onnx_path, out / "model_fp32.xml")
-    convert_to_openvino(onnx_path, out / "model_fp16.xml", fp16=True)  # half-size weights, e.g. for iGPUs
-    rng = np.random.default_rng(cfg.seed)
+
+def _export(net, out: Path, calib: EvalSet, s: int, seed: int) -> tuple[object, dict]:
+    """ONNX, OpenVINO FP32 and FP16 IR, checked against torch: the FP32 model and the max |diff| table."""
+    onnx_path = export_onnx(net, out / ARTIFACTS["onnx"], s)
+    fp32_model = convert_to_openvino(onnx_path, out / ARTIFACTS["openvino_fp32"])
+    convert_to_openvino(onnx_path, out / ARTIFACTS["openvino_fp16"], fp16=True)  # half-size weights, e.g. for iGPUs
+    rng = np.random.default_rng(seed)
     real = calib.inputs[:4] if len(calib.inputs) else rng.standard_normal((2, 1, s, s), dtype=np.float32)
-    export_check = check_export(net, onnx_path, out / "model_fp32.xml",
+    export_check = check_export(net, onnx_path, out / ARTIFACTS["openvino_fp32"],
                                 {"random": rng.standard_normal((2, 1, s, s), dtype=np.float32), "real": real})
     _log(f"exported ONNX (opset 17) and OpenVINO FP32 IR; max |diff| vs torch "
          f"{max(v for d in export_check.values() for v in d.values()):.2e}")
+    return fp32_model, export_check
 
-    t0 = time.time()
+
+def _quantize(cfg: CompressConfig, out: Path, fp32_model, calib: EvalSet) -> dict:
+    """Plain NNCF PTQ of the FP32 model into ``model.xml``; returns how, for the card and report."""
     import openvino as ov
 
+    t0 = time.time()
     sens_info: dict = {}
     int8_model = quantize_openvino(fp32_model, calib.inputs, cfg.quant, info=sens_info)
-    ov.save_model(int8_model, str(out / "model.xml"), compress_to_fp16=False)
-    _log(f"NNCF INT8 ({cfg.quant.preset} preset, {min(cfg.quant.subset_size, len(calib.inputs))} "
-         f"calibration images) in {time.time() - t0:.1f}s")
+    ov.save_model(int8_model, str(out / ARTIFACTS["openvino_int8"]), compress_to_fp16=False)
+    subset = min(cfg.quant.subset_size, len(calib.inputs))
+    _log(f"NNCF INT8 ({cfg.quant.preset} preset, {subset} calibration images) in {time.time() - t0:.1f}s")
     if sens_info:
         _log(f"sensitivity budget {cfg.quant.fp_sensitivity_budget} (RMS logit): kept "
              f"{len(sens_info['kept_fp'])} of {sens_info['quantized_ops']} quantized ops in floating "
              f"point; predicted RMS logit error {sens_info['predicted_rms']:.4f} (all INT8: "
              f"{sens_info['all_int8_predicted_rms']:.4f})")
+    quant = {"method": "ptq", "preset": cfg.quant.preset, "subset_size": subset,
+             "fast_bias_correction": cfg.quant.fast_bias_correction,
+             **({"sensitivity": sens_info} if sens_info else {})}
+    return quant
 
-    card = _card(cfg, meta, ck)
-    bundle = write_bundle(out, card)  # provisional, "not_validated": lets the engines load it
-    thresholds = bundle.thresholds
+
+def _facts(cfg: CompressConfig, out: Path) -> BundleFacts:
+    """What compress adds to the manifest's card: names, files, data, versions."""
+    return BundleFacts(name=cfg.name, version=cfg.version, input_name=INPUT_NAME,
+                       cam_shape=_cam_shape(out / ARTIFACTS["openvino_fp32"]), artifacts=ARTIFACTS,
+                       primary_artifact="openvino_int8", gate_data=cfg.val_data, calibration_data=cfg.calib_data,
+                       software=_versions(), inference_precision=PRECISION)
+
+
+def _references(bundle: Bundle, net, evalsets: list[EvalSet]) -> References:
+    """FP32 (OpenVINO f32), its mirrored-image noise, torch FP32 and OpenVINO bf16, once."""
     fp32 = Engine(bundle, artifact="openvino_fp32", precision=PRECISION)
     bf16_hint = "bf16" if "BF16" in ovruntime.core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else PRECISION
     bf16 = Engine(bundle, artifact="openvino_fp32", precision=bf16_hint)
-    bf16_used = _precision_used(bf16)
     ref = [score(fp32, es) for es in evalsets]
-    # FP32's own noise: its score of each mirrored image (compress.decisions)
     mirror = [score_inputs(fp32, np.ascontiguousarray(es.inputs[..., ::-1])) for es in evalsets]
     # the torch net ends at the raw probability; the card's calibration makes it comparable
     extra = [{"torch_fp32": fp32.calibrate({"fracture_prob": _torch_scores(net, es)})["fracture_prob"],
               "ov_bf16": score(bf16, es)} for es in evalsets]
+    return References(fp32, ref, mirror, extra, bf16_hint, _precision_used(bf16))
 
-    def evaluate() -> tuple[list[dict], list[np.ndarray], bool, list[str]]:
-        int8 = Engine(write_bundle(out, card), artifact="openvino_int8", precision=PRECISION)
-        tests = [score(int8, es) for es in evalsets]
-        res = [compare_set(es, r, t, thresholds, extra=x, seed=cfg.seed, ref_mirror=m)
-               for es, r, t, x, m in zip(evalsets, ref, tests, extra, mirror, strict=True)]
-        for r, es in zip(res, evalsets, strict=True):
-            r["cam_correlation"] = cam_correlation(fp32, int8, es.inputs)
-        for dev in devices[1:]:  # INT8 on another device, against the same CPU f32 reference
-            on_dev = Engine(write_bundle(out, card), artifact="openvino_int8", device=dev,
-                            precision=DEVICE_PRECISION.get(dev))
-            for es, r_, x, m in zip(evalsets, ref, extra, mirror, strict=True):
-                row = compare_set(es, r_, score(on_dev, es), thresholds, extra=x, seed=cfg.seed, ref_mirror=m)
-                row["dataset"] = f"{es.name} @ {dev}"
-                row["device"] = dev
-                res.append(row)
-        ok, why = gate(res, cfg.budget, cfg.min_agreement)
-        return res, tests, ok, why
 
-    results, int8_scores, passed, reasons = evaluate()
-    quant = {"method": "ptq", "preset": cfg.quant.preset, "subset_size": min(cfg.quant.subset_size, len(calib.inputs)),
-             "fast_bias_correction": cfg.quant.fast_bias_correction,
-             **({"sensitivity": sens_info} if sens_info else {}),
-             "ptq_gate": {"verdict": "passed" if passed else "failed", "reasons": reasons}}
-    if not passed and cfg.accuracy_control and evalsets:
-        # Said before the fallback starts: on a large network it ranks hundreds of ops for hours.
-        for reason in reasons:
-            _log(f"plain PTQ: {reason}")
-        _log("plain PTQ failed the gate; retrying with NNCF accuracy control (--no-accuracy-control skips it)")
-        quant = _accuracy_control(cfg, fp32_model, calib.inputs, evalsets, quant, out,
-                                  ref, mirror, thresholds, card.get("calibration") or {})
-        if quant["method"] == "accuracy_control":
-            results, int8_scores, passed, reasons = evaluate()
-    card["quantization"] = quant
-    card["indications"] = fit_indications(
-        card, Engine(write_bundle(out, card), artifact="openvino_int8", precision=PRECISION), evalsets,
-        source or cfg.calib_data)
+def _gate(cfg: CompressConfig, bundle: Bundle, evalsets: list[EvalSet], refs: References,
+          devices: list[str]) -> GateOutcome:
+    """INT8 (``model.xml`` as it is now) against FP32 on every set, on the CPU and each extra device."""
+    int8 = Engine(bundle, artifact="openvino_int8", precision=PRECISION)
+    tests = [score(int8, es) for es in evalsets]
+    rows = zip(evalsets, refs.ref, refs.extra, refs.mirror, strict=True)
+    res = [compare_set(es, r, t, bundle.thresholds, extra=x, seed=cfg.seed, ref_mirror=m)
+           for (es, r, x, m), t in zip(rows, tests, strict=True)]
+    for r, es in zip(res, evalsets, strict=True):
+        r["cam_correlation"] = cam_correlation(refs.fp32, int8, es.inputs)
+    for dev in devices[1:]:  # INT8 on another device, against the same CPU f32 reference
+        on_dev = Engine(bundle, artifact="openvino_int8", device=dev, precision=DEVICE_PRECISION.get(dev))
+        for es, r_, x, m in zip(evalsets, refs.ref, refs.extra, refs.mirror, strict=True):
+            row = compare_set(es, r_, score(on_dev, es), bundle.thresholds, extra=x, seed=cfg.seed, ref_mirror=m)
+            row["dataset"] = f"{es.name} @ {dev}"
+            row["device"] = dev
+            res.append(row)
+    ok, why = gate(res, cfg.budget, cfg.min_agreement)
+    return GateOutcome(res, tests, ok, why)
 
-    variants = _variants(cfg, net, bundle, out, s, bf16_used)
+
+def _fallback(cfg: CompressConfig, fp32_model, calib: EvalSet, evalsets: list[EvalSet], refs: References,
+              bundle: Bundle, devices: list[str], quant: dict, outcome: GateOutcome) -> tuple[dict, GateOutcome]:
+    """Plain PTQ failed the gate: NNCF accuracy control, then the gate again if it produced a model."""
+    # Said before the fallback starts: on a large network it ranks hundreds of ops for hours.
+    for reason in outcome.reasons:
+        _log(f"plain PTQ: {reason}")
+    _log("plain PTQ failed the gate; retrying with NNCF accuracy control (--no-accuracy-control skips it)")
+    quant = _accuracy_control(cfg, fp32_model, calib.inputs, evalsets, quant, bundle.root,
+                              refs.ref, refs.mirror, bundle.thresholds, bundle.card.get("calibration") or {})
+    if quant["method"] == "accuracy_control":
+        outcome = _gate(cfg, bundle, evalsets, refs, devices)
+    return quant, outcome
+
+
+def _write_report(cfg: CompressConfig, out: Path, net, bundle: Bundle, evalsets: list[EvalSet],
+                  refs: References, outcome: GateOutcome, quant: dict, export_check: dict,
+                  calib: EvalSet) -> str:
+    """validation.json, validation.md and roc.png; returns the Markdown report."""
+    variants = _variants(cfg, net, bundle, out, bundle.preprocess.input_size, refs.bf16_used)
     note = (f"OpenVINO INFERENCE_PRECISION_HINT={PRECISION} for FP32 and for the non-quantized layers of "
-            f"INT8; the 'OV bf16' column ran with hint {bf16_hint!r} and OpenVINO used {bf16_used!r} "
+            f"INT8; the 'OV bf16' column ran with hint {refs.bf16_hint!r} and OpenVINO used {refs.bf16_used!r} "
             "(the default on AVX-512 BF16 CPUs is bf16)")
-    draw_roc_png(out / "roc.png", [{"title": es.name, "labels": es.labels,
-                                    "series": {"FP32": r, "INT8": t}}
-                                   for es, r, t in zip(evalsets, ref, int8_scores, strict=True)])
-    report = {"passed": passed, "budget": cfg.budget, "min_agreement": cfg.min_agreement, "reasons": reasons, "precision": note,
-              "quantization": quant, "variants": variants,
-              "export_check_max_abs_diff": export_check, "sets": results,
+    draw_roc_png(out / "roc.png", [{"title": es.name, "labels": es.labels, "series": {"FP32": r, "INT8": t}}
+                                   for es, r, t in zip(evalsets, refs.ref, outcome.int8_scores, strict=True)])
+    report = {"passed": outcome.passed, "budget": cfg.budget, "min_agreement": cfg.min_agreement,
+              "reasons": outcome.reasons, "precision": note, "quantization": quant, "variants": variants,
+              "export_check_max_abs_diff": export_check, "sets": outcome.results,
               "calibration": {"n": int(len(calib.inputs)), "source": calib.summary, "failed": calib.failed[:50]}}
-    md = markdown_report(results, passed, cfg.budget, note, variants, quant, cfg.min_agreement)
+    md = markdown_report(outcome.results, outcome.passed, cfg.budget, note, variants, quant, cfg.min_agreement)
     atomic_write_json(out / "validation.json", report)
     atomic_write_text(out / "validation.md", md)
-    card["validation"] = {"verdict": "passed" if passed else "failed", "precision": "int8",
-                          "inference_precision": PRECISION, "budget": cfg.budget,
-                          "min_agreement": cfg.min_agreement, "report": "validation.json",
-                          "devices": {d: {"inference_precision": DEVICE_PRECISION[d]}
-                                      for d in devices if d in DEVICE_PRECISION},
-                          "reasons": reasons, "validated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
-    for r in results:
-        card["metrics"][f"gate:{r['dataset']}"] = r
-    write_bundle(out, card)
-    print(md)
-    for reason in reasons:
-        _log(reason)
-    return passed, card
+    return md
+
+
+def _validation(cfg: CompressConfig, devices: list[str], outcome: GateOutcome) -> dict:
+    """The card's ``validation``: the verdict and what it was measured with."""
+    return {"verdict": "passed" if outcome.passed else "failed", "precision": "int8",
+            "inference_precision": PRECISION, "budget": cfg.budget,
+            "min_agreement": cfg.min_agreement, "report": "validation.json",
+            "devices": {d: {"inference_precision": DEVICE_PRECISION[d]} for d in devices if d in DEVICE_PRECISION},
+            "reasons": outcome.reasons, "validated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
 
 
 def check_devices(devices: list[str]) -> list[str]:
@@ -309,92 +376,6 @@ def _variants(cfg: CompressConfig, net, bundle, out: Path, s: int, bf16_used: st
         rows.append({"name": name, "precision": used, "latency_ms": median_ms(lambda e=e: e.infer(x)),
                      "size_mb": mb(out / f"{xml}.xml", out / f"{xml}.bin")})
     return rows
-
-
-def _card(cfg: CompressConfig, meta: dict, ck: dict) -> dict:
-    task = meta["task"]
-    k = len(meta["body_parts"])
-    s = int(meta["preprocess"]["input_size"])
-    cam = _cam_shape(Path(cfg.out) / "model_fp32.xml")
-    metrics = {name: _card_metrics(name, m) for name, m in meta.get("metrics", {}).items()}
-    prov = meta["provenance"]
-    return {
-        "calibration": meta.get("calibration", {"method": "none", "slope": 1.0, "intercept": 0.0}),
-        "licences": licences(meta),
-        "schema_version": CARD_SCHEMA_VERSION,
-        "name": cfg.name or f"{meta['architecture']}-{task}",
-        "version": cfg.version,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "architecture": meta["architecture"],
-        "task": {"name": task, "positive_label": "abnormal" if task == "abnormality" else "fractured",
-                 "negative_label": "normal" if task == "abnormality" else "not fractured",
-                 "display_word": TASK_WORDS[task]},
-        "intended_use": INTENDED_USE,
-        "input": {"name": INPUT_NAME, "shape": [-1, 1, s, s], "dtype": "float32",
-                  "preprocessing": meta["preprocess"]},
-        "outputs": {"fracture_prob": {"shape": [-1]}, "body_part_prob": {"shape": [-1, k]},
-                    "cam": {"shape": [-1, *cam]}},
-        "body_parts": meta["body_parts"],
-        "thresholds": meta.get("thresholds", {"suspicious": 0.3, "likely": 0.5}),
-        "metrics": metrics,
-        "validation": {"verdict": "not_validated", "precision": "int8", "inference_precision": PRECISION},
-        "provenance": {"training_data": prov["training_data"], "validation_data": prov["validation_data"],
-                       "test_data": prov.get("test_data"), "gate_data": cfg.val_data,
-                       "calibration_data": cfg.calib_data, "checkpoint_epoch": int(ck.get("epoch", -1)) + 1,
-                       "initialisation": prov.get("initialisation", "unknown")},
-        "artifacts": {"openvino_int8": "model.xml", "openvino_fp32": "model_fp32.xml",
-                      "openvino_fp16": "model_fp16.xml", "onnx": "model.onnx"},
-        "primary_artifact": "openvino_int8",
-        "software": _versions(),
-        "files": {},
-    }
-
-
-def _card_metrics(name: str, m: dict) -> dict:
-    """What the card says a model scored on one set at training time (calibrated probabilities)."""
-    out = {"dataset": name, "n_images": m["n_images"], "n_studies": m["n_studies"],
-           "image_auc": m["image"]["auc"], "study_auc": m["study"]["auc"],
-           "study_kappa": m["study"]["kappa"], "study_accuracy": m["study"]["accuracy"],
-           "source": "torch FP32, at training time"}
-    for key in ("auc_ci95", "ece", "ece_uncalibrated"):
-        if key in m["study"]:
-            v = m["study"][key]
-            out[f"study_{key}"] = list(v) if isinstance(v, tuple) else v  # JSON has no tuples
-    if "auc_ci95" in m["image"]:
-        out["image_auc_ci95"] = list(m["image"]["auc_ci95"])
-    if "operating_points" in m:
-        out["operating_points"] = {k: {"threshold": v["threshold"], "sensitivity": v["sensitivity"],
-                                       "specificity": v["specificity"]} for k, v in m["operating_points"].items()}
-    if "per_body_part" in m:
-        out["per_body_part"] = {bp: {"n_studies": v["n_studies"], "auc": v.get("auc"), "auc_ci95": list(v.get("auc_ci95") or [])}
-                                for bp, v in m["per_body_part"].items()}
-    return out
-
-
-DATA_LICENCES = {
-    "fracatlas": "FracAtlas (Abedeen et al., Scientific Data 2023), CC BY 4.0",
-    "mura": "MURA v1.1 (Stanford AIMI), research use agreement: no clinical or commercial use",
-}
-
-
-def licences(meta: dict) -> dict:
-    """The licences a bundle inherits: of its initial weights and of its training data."""
-    from models.pretrained import IMAGENET_PACKAGES, weights_licence
-
-    prov = meta.get("provenance", {})
-    init = str(prov.get("initialisation", "random"))
-    arch = meta.get("architecture", "")
-    if "imagenet" in init.lower() and arch in IMAGENET_PACKAGES:
-        weights = weights_licence(arch)
-    elif "imagenet" in init.lower():
-        weights = f"ImageNet weights ({init}): see their source's licence"
-    else:
-        weights = "none: trained from random initialisation by this project"
-    kind = str(prov.get("data_source", "")).partition(":")[0]
-    data = DATA_LICENCES.get(kind, "see the training data's own terms")
-    if "phantom" in str(prov.get("training_data", "")).lower():
-        data = "phantom images made by mura-synth (no real data)"
-    return {"weights": weights, "training_data": data}
 
 
 def _cam_shape(xml: Path) -> list[int]:

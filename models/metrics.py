@@ -1,17 +1,23 @@
 """Classification metrics in plain numpy (the runtime and the compress gate have no sklearn).
 
 MURA is judged per *study*: a study's probability is the mean of its images' probabilities.
-The tests check every function against scikit-learn and hand-computed values.
+The tests check every function against scikit-learn and hand-computed values. The last part
+scores a set of :class:`models.datasources.Record` (image, study, per body part, operating
+points): the trainer, ``mura-evaluate`` and compress's bundle evaluation report the same figures.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.errors import ConfigError
+
+if TYPE_CHECKING:
+    from models.datasources import Record
 
 
 def roc_auc(y_true: Sequence[int], scores: Sequence[float]) -> float:
@@ -203,3 +209,107 @@ def reliability_bins(y_true: Sequence[int], probs: Sequence[float], bins: int = 
         frac_pos = np.bincount(which, weights=y, minlength=bins) / count
     return {"edges": np.linspace(0.0, 1.0, bins + 1), "count": count, "mean_prob": mean_prob,
             "frac_pos": frac_pos}
+
+
+# --- a set of records: image and study level --------------------------------------------------
+
+
+def _scored(records: Sequence[Record], probs: np.ndarray) -> tuple[list[Record], np.ndarray]:
+    """The records with a probability (undecodable images are nan and left out) and theirs."""
+    ok = ~np.isnan(probs)
+    return [r for r, k in zip(records, ok, strict=True) if k], np.asarray(probs)[ok]
+
+
+def _studies(records: Sequence[Record], probs: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    recs, p = _scored(records, probs)
+    return aggregate_studies([r.study_id for r in recs], np.array([r.label for r in recs]), p)
+
+
+def body_part_indices(records: Sequence[Record], bps: np.ndarray,
+                      body_parts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(true index, predicted index) per record; -1 for a true part outside ``body_parts``."""
+    true_bp = np.array([body_parts.index(r.body_part) if r.body_part in body_parts else -1 for r in records],
+                       dtype=int)
+    return true_bp, np.asarray(bps).argmax(1).astype(int)
+
+
+def study_ece(records: Sequence[Record], probs: np.ndarray) -> float:
+    """Expected calibration error of the study probabilities (mean of each study's images)."""
+    _, ys, ps = _studies(records, probs)
+    return expected_calibration_error(ys, ps)
+
+
+def operating_points(records: Sequence[Record], probs: np.ndarray, thresholds: dict[str, float]) -> dict:
+    """Study-level sensitivity and specificity at each of the card's thresholds."""
+    _, ys, ps = _studies(records, probs)
+    out = {}
+    for name, t in thresholds.items():
+        c = confusion(ys, ps >= t)
+        pos, neg = c["tp"] + c["fn"], c["tn"] + c["fp"]
+        out[name] = {"threshold": float(t), "sensitivity": c["tp"] / pos if pos else float("nan"),
+                     "specificity": c["tn"] / neg if neg else float("nan"), **c}
+    return out
+
+
+def choose_thresholds(records: Sequence[Record], probs: np.ndarray, sensitivity: float,
+                      specificity: float = 0.95) -> dict[str, float]:
+    """Operating points on validation *studies*.
+
+    'likely': the stricter of Youden's point and the ``specificity`` point (few false alarms);
+    'suspicious': the ``sensitivity`` point, never above 'likely' (few misses).
+    """
+    _, ys, ps = _studies(records, probs)
+    if ys.min() == ys.max():
+        return {"suspicious": 0.3, "likely": 0.5}
+    likely = min(max(youden_threshold(ys, ps), threshold_for_specificity(ys, ps, specificity)), 1.0)
+    sus = min(threshold_for_sensitivity(ys, ps, sensitivity), likely)
+    return {"suspicious": float(sus), "likely": float(likely)}
+
+
+def evaluate_predictions(records: Sequence[Record], probs: np.ndarray, bps: np.ndarray | None,
+                         body_parts: list[str], threshold: float = 0.5, ci: bool = False) -> dict:
+    """Image- and study-level metrics (study = mean of its images' probabilities).
+
+    ``ci`` adds 95 % bootstrap intervals, study-level calibration (ECE) and a per-body-part table
+    (study level, with AUC and kappa intervals). With body-part probabilities: the body-part
+    accuracy and confusion matrix (per image; rows = truth, ``body_part_confusion``).
+    """
+    ok = ~np.isnan(probs)
+    recs, p = _scored(records, probs)
+    y = np.array([r.label for r in recs])
+    out: dict = {"n_images": int(len(recs)), "n_failed": int((~ok).sum())}
+    out["image"] = {**binary_metrics(y, p, threshold), "confusion": confusion(y, p >= threshold)}
+    ids, ys, ps = aggregate_studies([r.study_id for r in recs], y, p)
+    out["n_studies"] = len(ids)
+    out["study"] = {**binary_metrics(ys, ps, threshold), "confusion": confusion(ys, ps >= threshold)}
+    if bps is not None and len(body_parts) > 1 and len(recs):
+        out.update(_body_part_figures(recs, np.asarray(bps)[ok], body_parts))
+    if ci and len(recs):
+        out["image"]["auc_ci95"] = bootstrap_ci(roc_auc, y, p)
+        out["study"]["auc_ci95"] = bootstrap_ci(roc_auc, ys, ps)
+        out["study"]["kappa_ci95"] = bootstrap_ci(lambda a, b: cohen_kappa(a, b >= threshold), ys, ps)
+        out["study"]["ece"] = expected_calibration_error(ys, ps)
+        out["per_body_part"] = _per_body_part(recs, y, p, threshold)
+    return out
+
+
+def _body_part_figures(recs: list[Record], bps: np.ndarray, body_parts: list[str]) -> dict:
+    true_bp, pred_bp = body_part_indices(recs, bps, body_parts)
+    known = true_bp >= 0
+    return {"body_part_accuracy": float((pred_bp == true_bp).mean()),
+            "body_part_confusion": {
+                "labels": list(body_parts),
+                "matrix": confusion_matrix(true_bp[known], pred_bp[known], len(body_parts)).tolist(),
+                "n_unknown_part": int((~known).sum()),
+            }}
+
+
+def _per_body_part(recs: list[Record], y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    parts = {}
+    for bp in sorted({r.body_part for r in recs}):
+        sel = [i for i, r in enumerate(recs) if r.body_part == bp]
+        sid, sy, sp = aggregate_studies([recs[i].study_id for i in sel], y[sel], p[sel])
+        parts[bp] = {"n_studies": len(sid), **binary_metrics(sy, sp, threshold),
+                     "auc_ci95": bootstrap_ci(roc_auc, sy, sp, n=500),
+                     "kappa_ci95": bootstrap_ci(lambda a, b: cohen_kappa(a, b >= threshold), sy, sp, n=500)}
+    return parts

@@ -3,7 +3,7 @@
     .venv/bin/python samples/make_samples.py /path/to/fracatlas     # e.g. ../shared/data/fracatlas
 
 Why these eight: they come from the *internal-validation* part of the project's FracAtlas split
-(``trainer.datasets.group_split(records, 0.15, 0)``, the split ``mura-train`` uses for the
+(``models.datasources.group_split(records, 0.15, 0)``, the split ``mura-train`` uses for the
 reference model), so the shipped model is not shown its own training images; five are
 fractured and three not, across hand, leg, hip and shoulder. The script checks each choice
 against the split and against FracAtlas's own labels, and stops if either disagrees (another
@@ -34,7 +34,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run as a script from anywhere: the repo's packages
 
-from trainer.datasets import group_split, load_source  # noqa: E402
+from models.datasources import group_split, load_source  # noqa: E402
 
 LONG_SIDE = 768
 VAL_FRACTION, SEED = 0.15, 0  # trainer.train.TrainConfig defaults = results/reference/train.yaml

@@ -167,3 +167,12 @@ def test_only_ovruntime_makes_an_openvino_core():
     assert len(files) > 50
     makers = sorted(str(f.relative_to(REPO)) for f in files if _calls_core(f))
     assert makers == ["models/ovruntime.py"]
+
+
+def test_compress_never_imports_trainer():
+    """Issue 17 §2: the trainer hands over a checkpoint and its run manifest (models.manifest);
+    compress reads those through models/, never the trainer's code."""
+    files = _files("compress")
+    assert len(files) > 10
+    offenders = [str(f.relative_to(REPO)) for f in files if "trainer" in _imports(f)]
+    assert offenders == [], f"compress/ imports trainer: {offenders}"

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.datasources import Record
 from models.errors import ConfigError
-from models.metrics import aggregate_studies, confusion, expected_calibration_error
-from trainer.datasets import Record
+from models.metrics import expected_calibration_error
 
 IDENTITY = {"method": "none", "slope": 1.0, "intercept": 0.0}
 MIN_IMAGES = 10
@@ -78,24 +78,3 @@ def fit_calibration(records: list[Record], raw: np.ndarray, enabled: bool) -> di
             "n_images": int(ok.sum()),
             "image_ece_before": expected_calibration_error(y[ok], raw[ok]),
             "image_ece_after": expected_calibration_error(y[ok], apply_platt(raw[ok], slope, intercept))}
-
-
-def study_ece(records: list[Record], probs: np.ndarray) -> float:
-    ok = ~np.isnan(probs)
-    recs = [r for r, k in zip(records, ok, strict=True) if k]
-    _, ys, ps = aggregate_studies([r.study_id for r in recs], np.array([r.label for r in recs]), probs[ok])
-    return expected_calibration_error(ys, ps)
-
-
-def operating_points(records: list[Record], probs: np.ndarray, thresholds: dict[str, float]) -> dict:
-    """Study-level sensitivity and specificity at each of the card's thresholds."""
-    ok = ~np.isnan(probs)
-    recs = [r for r, k in zip(records, ok, strict=True) if k]
-    _, ys, ps = aggregate_studies([r.study_id for r in recs], np.array([r.label for r in recs]), probs[ok])
-    out = {}
-    for name, t in thresholds.items():
-        c = confusion(ys, ps >= t)
-        pos, neg = c["tp"] + c["fn"], c["tn"] + c["fp"]
-        out[name] = {"threshold": float(t), "sensitivity": c["tp"] / pos if pos else float("nan"),
-                     "specificity": c["tn"] / neg if neg else float("nan"), **c}
-    return out

@@ -12,7 +12,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from models.errors import ConfigError, MuraError
-from models.networks import list_models
+from models.nn.networks import list_models
 from models.trust import AUC_FLOOR, BANNER
 from trainer.train import TrainConfig, train
 

@@ -16,14 +16,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from models.datasources import external_records
 from models.errors import MuraError
 from models.fsutil import atomic_write_text
+from models.metrics import evaluate_predictions
+from models.nn.checkpoint import load_checkpoint, model_from_checkpoint
 from models.preprocess import PreprocessConfig
-from trainer.checkpoint import load_checkpoint, model_from_checkpoint
 from trainer.cli import build_parser as train_parser
 from trainer.cli import resolve_config
-from trainer.datasets import load_source
-from trainer.train import evaluate_predictions, predict, train
+from trainer.predict import predict
+from trainer.train import train
 
 COLUMNS = ["backbone", "pretrained", "multi_task", "eval_set", "image_accuracy", "image_auc", "study_auc",
            "study_auc_ci95", "study_kappa", "study_kappa_ci95", "body_part_accuracy", "external_auc", "epochs"]
@@ -31,21 +33,6 @@ COLUMNS = ["backbone", "pretrained", "multi_task", "eval_set", "image_accuracy",
 
 def _fmt_ci(ci) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] == ci[0] else ""
-
-
-FRACATLAS_PREFIX = "IMG0"  # FracAtlas file names: IMG0000000.jpg ... (about 90 of them sit in the Kaggle set)
-
-
-def external_records(spec: str, train_spec: str) -> list:
-    """The external set's records, without the images a FracAtlas-trained model has already seen.
-
-    The Kaggle external set contains about 90 FracAtlas images (``IMG000xxxx``, some rotated); scoring
-    them would reward memory, so a model trained on FracAtlas is evaluated without them.
-    """
-    records = load_source(spec, "valid").records
-    if train_spec.startswith("fracatlas:"):
-        records = [r for r in records if not Path(r.path).name.startswith(FRACATLAS_PREFIX)]
-    return records
 
 
 def evaluate_external(checkpoint: Path, spec: str, train_spec: str = "") -> float:

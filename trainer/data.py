@@ -18,11 +18,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from models.datasources import Record
 from models.errors import ImageDecodeError
 from models.fsutil import atomic_write_bytes
 from models.imageio import load_image
 from models.preprocess import PreprocessConfig, standardize, to_unit
-from trainer.datasets import Record
 from trainer.localisation import box_mask, stored_size
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from models.datasources import load_source
 from models.errors import MuraError
+from models.metrics import evaluate_predictions
+from models.nn.checkpoint import load_checkpoint, model_from_checkpoint
 from models.preprocess import PreprocessConfig
-from trainer.checkpoint import load_checkpoint, model_from_checkpoint
-from trainer.datasets import load_source
 from trainer.plots import write_evaluation_plots
-from trainer.train import evaluate_predictions, predict
+from trainer.predict import predict
 
 
 def build_parser() -> argparse.ArgumentParser:

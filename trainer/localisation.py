@@ -69,8 +69,8 @@ def box_loss(cam: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def training_boxes(cfg, split) -> dict[str, list[Box]]:
     """The boxes of the training images (file name -> boxes): ``cfg.boxes``, or for a FracAtlas
     source its own ``boxes.csv``. Boxes of validation images are never used."""
+    from models.datasources import read_fracatlas_boxes
     from models.errors import ConfigError
-    from trainer.datasets import read_fracatlas_boxes
 
     if cfg.boxes:
         src = Path(cfg.boxes)
@@ -90,7 +90,7 @@ def init_network(net: torch.nn.Module, cfg) -> None:
     second stage that adds box supervision. The architecture and body parts must match; the CAM
     stride may differ (it changes no weight)."""
     from models.errors import ConfigError
-    from trainer.checkpoint import load_checkpoint
+    from models.nn.checkpoint import load_checkpoint
 
     ck = load_checkpoint(cfg.init_from)
     if ck["meta"]["architecture"] != cfg.arch:

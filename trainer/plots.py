@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from models.metrics import aggregate_studies
+from models.datasources import Record
+from models.metrics import aggregate_studies, body_part_indices
 from models.plots import (
     binary_confusion_panel,
     draw_confusion_png,
     draw_reliability_png,
     draw_roc_png,
 )
-from trainer.datasets import Record
 
 
 def write_evaluation_plots(out_dir: str | Path, records: list[Record], probs: np.ndarray, bps: np.ndarray | None,
@@ -52,10 +52,3 @@ def write_evaluation_plots(out_dir: str | Path, records: list[Record], probs: np
                            [{"title": f"{tag}body part per image (n={int(known.sum())})", "labels": body_parts,
                              "y_true": true_bp[known], "y_pred": pred_bp[known]}])
     return paths
-
-
-def body_part_indices(records: list[Record], bps: np.ndarray, body_parts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(true index, predicted index) per record; -1 for a true part outside ``body_parts``."""
-    true_bp = np.array([body_parts.index(r.body_part) if r.body_part in body_parts else -1 for r in records],
-                       dtype=int)
-    return true_bp, np.asarray(bps).argmax(1).astype(int)

@@ -2,7 +2,9 @@
 
 Loss: BCE for the finding, weighted per body part as in MURA (w+ = N/(P+N), w- = P/(P+N)), plus
 ``lambda_body_part`` x cross-entropy for the body part (0 gives the single-task baseline).
-Model selection on validation study-level AUC; operating points chosen on validation.
+Model selection on validation study-level AUC; operating points chosen on validation. At the end
+the best checkpoint gets its calibration, operating points and figures, and ``run_manifest.json``
+beside it: the schema-checked hand-over to ``mura-compress`` (:mod:`models.manifest`).
 """
 
 from __future__ import annotations
@@ -23,31 +25,18 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from models.datasources import DatasetSplit, Record, split_source
 from models.errors import ConfigError
 from models.fsutil import atomic_write_json, atomic_write_text
-from models.metrics import (
-    aggregate_studies,
-    binary_metrics,
-    bootstrap_ci,
-    cohen_kappa,
-    confusion,
-    confusion_matrix,
-    expected_calibration_error,
-    roc_auc,
-    threshold_for_sensitivity,
-    threshold_for_specificity,
-    youden_threshold,
-)
-from models.networks import create_model, list_models, model_defaults
-from models.plots import draw_reliability_png
+from models.metrics import evaluate_predictions
+from models.nn.checkpoint import load_checkpoint, save_checkpoint
+from models.nn.networks import create_model, list_models, model_defaults
 from models.preprocess import PreprocessConfig
-from trainer.calibration import apply_platt, fit_calibration, operating_points, study_ece
-from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.data import Augment, DecodeCache, RecordDataset, collate_skip, loader_worker_init
-from trainer.datasets import DatasetSplit, Record, group_split, load_source
-from trainer.distributed import DistInfo, barrier, gather_rows, init_distributed, shutdown
+from trainer.distributed import DistInfo, barrier, init_distributed, shutdown
+from trainer.finalize import finalize
 from trainer.localisation import box_loss, init_network, training_boxes
-from trainer.plots import body_part_indices, write_evaluation_plots
+from trainer.predict import predict
 
 
 @dataclass
@@ -154,102 +143,7 @@ def initialisation(cfg: TrainConfig) -> str:
 
 def split_data(cfg: TrainConfig) -> tuple[DatasetSplit, DatasetSplit, DatasetSplit | None]:
     """(train, internal validation, test): MURA's official valid split is the test set."""
-    full = load_source(cfg.data, "train")
-    train, val = group_split(full.records, cfg.val_fraction, cfg.seed)
-    if cfg.max_train_images:
-        train = random.Random(cfg.seed).sample(train, min(cfg.max_train_images, len(train)))
-    test = load_source(cfg.data, "valid") if cfg.data.startswith("mura:") else None
-    train_split = full.subset(train, f"{full.name} (train part)")
-    train_split.problems = full.problems  # reported once, with the training data
-    return train_split, full.subset(val, f"{full.name} (internal val)"), test
-
-
-@torch.no_grad()
-def predict(net: nn.Module, records: list[Record], pre: PreprocessConfig, body_parts: list[str],
-            batch_size: int = 32, workers: int = 0, cache: DecodeCache | None = None,
-            dist_info: DistInfo | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Fracture probability and body-part probabilities per record (nan for undecodable files).
-
-    Under DDP each rank scores its shard and the results are gathered, so all ranks agree.
-    """
-    dist_info = dist_info or DistInfo()
-    net.eval()
-    ds = RecordDataset(records, pre, body_parts, cache=cache)
-    mine = np.arange(len(records))[dist_info.rank :: dist_info.world]  # this rank's shard
-    dl = DataLoader(torch.utils.data.Subset(ds, mine.tolist()), batch_size=batch_size, shuffle=False,
-                    num_workers=workers, collate_fn=collate_skip)
-    probs = np.full(len(records), np.nan, dtype=np.float64)
-    bps = np.full((len(records), len(body_parts)), np.nan, dtype=np.float64)
-    device = next(net.parameters()).device
-    for batch in dl:
-        if batch is None:
-            continue
-        x, _, _, idx = batch
-        logit, bp = net(x.to(device).to(memory_format=torch.channels_last))
-        slope, intercept = getattr(net, "calibration", (1.0, 0.0))  # as the exported network does
-        probs[idx.numpy()] = torch.sigmoid(logit.float() * slope + intercept).cpu().numpy()
-        bps[idx.numpy()] = torch.softmax(bp, 1).float().cpu().numpy()
-    probs, bps = gather_rows(dist_info, len(records), mine, probs[mine], bps[mine])
-    return probs, bps
-
-
-def evaluate_predictions(records: list[Record], probs: np.ndarray, bps: np.ndarray | None,
-                         body_parts: list[str], threshold: float = 0.5, ci: bool = False) -> dict:
-    """Image- and study-level metrics (study = mean of its images' probabilities).
-
-    ``ci`` adds 95 % bootstrap intervals, study-level calibration (ECE) and a per-body-part table
-    (study level, with AUC and kappa intervals). With body-part probabilities: the body-part
-    accuracy and confusion matrix (per image; rows = truth, ``body_part_confusion``).
-    """
-    ok = ~np.isnan(probs)
-    recs = [r for r, k in zip(records, ok, strict=True) if k]
-    p = probs[ok]
-    y = np.array([r.label for r in recs])
-    out = {"n_images": int(len(recs)), "n_failed": int((~ok).sum())}
-    out["image"] = {**binary_metrics(y, p, threshold), "confusion": confusion(y, p >= threshold)}
-    ids, ys, ps = aggregate_studies([r.study_id for r in recs], y, p)
-    out["n_studies"] = len(ids)
-    out["study"] = {**binary_metrics(ys, ps, threshold), "confusion": confusion(ys, ps >= threshold)}
-    if bps is not None and len(body_parts) > 1 and len(recs):
-        true_bp, pred_bp = body_part_indices(recs, bps[ok], body_parts)
-        out["body_part_accuracy"] = float((pred_bp == true_bp).mean())
-        known = true_bp >= 0
-        out["body_part_confusion"] = {
-            "labels": list(body_parts),
-            "matrix": confusion_matrix(true_bp[known], pred_bp[known], len(body_parts)).tolist(),
-            "n_unknown_part": int((~known).sum()),
-        }
-    if ci and len(recs):
-        out["image"]["auc_ci95"] = bootstrap_ci(roc_auc, y, p)
-        out["study"]["auc_ci95"] = bootstrap_ci(roc_auc, ys, ps)
-        out["study"]["kappa_ci95"] = bootstrap_ci(lambda a, b: cohen_kappa(a, b >= threshold), ys, ps)
-        out["study"]["ece"] = expected_calibration_error(ys, ps)
-        parts = {}
-        for bp in sorted({r.body_part for r in recs}):
-            sel = [i for i, r in enumerate(recs) if r.body_part == bp]
-            sid, sy, sp = aggregate_studies([recs[i].study_id for i in sel], y[sel], p[sel])
-            parts[bp] = {"n_studies": len(sid), **binary_metrics(sy, sp, threshold),
-                         "auc_ci95": bootstrap_ci(roc_auc, sy, sp, n=500),
-                         "kappa_ci95": bootstrap_ci(lambda a, b: cohen_kappa(a, b >= threshold), sy, sp, n=500)}
-        out["per_body_part"] = parts
-    return out
-
-
-def choose_thresholds(records: list[Record], probs: np.ndarray, sensitivity: float,
-                      specificity: float = 0.95) -> dict[str, float]:
-    """Operating points on validation *studies*.
-
-    'likely': the stricter of Youden's point and the ``specificity`` point (few false alarms);
-    'suspicious': the ``sensitivity`` point, never above 'likely' (few misses).
-    """
-    ok = ~np.isnan(probs)
-    recs = [r for r, k in zip(records, ok, strict=True) if k]
-    _, ys, ps = aggregate_studies([r.study_id for r in recs], [r.label for r in recs], probs[ok])
-    if ys.min() == ys.max():
-        return {"suspicious": 0.3, "likely": 0.5}
-    likely = min(max(youden_threshold(ys, ps), threshold_for_specificity(ys, ps, specificity)), 1.0)
-    sus = min(threshold_for_sensitivity(ys, ps, sensitivity), likely)
-    return {"suspicious": float(sus), "likely": float(likely)}
+    return split_source(cfg.data, cfg.val_fraction, cfg.seed, cfg.max_train_images)
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int):
@@ -272,13 +166,82 @@ def train(cfg: TrainConfig) -> dict:
         shutdown(di)
 
 
+@dataclass
+class _Job:
+    """What one training run holds while it runs, built once by :func:`_prepare`."""
+
+    cfg: TrainConfig
+    di: DistInfo
+    out: Path
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    pre: PreprocessConfig
+    train_split: DatasetSplit
+    val_split: DatasetSplit
+    test_split: DatasetSplit | None
+    net: nn.Module
+    boxes: dict | None = None
+    cache: DecodeCache | None = None
+    ds: RecordDataset | None = None
+    dl: DataLoader | None = None
+    sampler: DistributedSampler | None = None
+    gen: torch.Generator | None = None
+    model: nn.Module | None = None  # net, or its DDP wrapper
+    opt: torch.optim.Optimizer | None = None
+    sched: torch.optim.lr_scheduler.LambdaLR | None = None
+    scaler: torch.amp.GradScaler | None = None
+    w_pos: torch.Tensor | None = None
+    w_neg: torch.Tensor | None = None
+
+    @property
+    def body_parts(self) -> list[str]:
+        return self.train_split.body_parts
+
+
+@dataclass
+class _Progress:
+    """Where the run stands: restored on --resume, saved in checkpoint_last.pt."""
+
+    start_epoch: int = 0
+    best: float = -1.0
+    best_epoch: int = -1
+    history: list[dict] = field(default_factory=list)
+
+
 def _train(cfg: TrainConfig, di: DistInfo) -> dict:
+    job = _prepare(cfg, di)
+    progress = _resume(job)
+    meta = _meta(job)
+    tb = _tensorboard(job.out / "tensorboard") if di.is_main else None
+    for epoch in range(progress.start_epoch, cfg.epochs):
+        seen, loss_sum, train_time = _train_epoch(job, epoch)
+        row = _validate_epoch(job, epoch, seen, loss_sum, train_time)
+        progress.history.append(row)
+        if di.is_main:
+            _report_epoch(job, progress.history, row, tb)
+        _save_epoch(job, progress, epoch, row, meta)
+        if os.environ.get("MURA_TRAIN_DIE_AFTER_EPOCH") == str(epoch + 1):  # crash-test hook
+            os._exit(137)
+        if epoch + 1 - progress.best_epoch >= cfg.patience:
+            if di.is_main:
+                print(f"early stop: no validation improvement for {cfg.patience} epochs")
+            break
+    if tb is not None:
+        tb.close()
+    _trace(di, -1, None, job.net)
+    if not di.is_main:
+        return {}
+    return finalize(job.out / "checkpoint_best.pt", job.val_split, job.test_split, cfg, job.out)
+
+
+def _prepare(cfg: TrainConfig, di: DistInfo) -> _Job:
+    """Data, network, loader and optimiser, in the order that fixes every random draw (resume
+    and DDP rely on it: same seed on every rank, identical initial weights)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
+    seed_everything(cfg.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train_split, val_split, test_split = split_data(cfg)
-    body_parts = train_split.body_parts
     size = cfg.input_size or model_defaults(cfg.arch).input_size
     defaults = model_defaults(cfg.arch)
     pre = PreprocessConfig(input_size=size, mean=defaults.mean, std=defaults.std, clahe=cfg.clahe,
@@ -288,164 +251,196 @@ def _train(cfg: TrainConfig, di: DistInfo) -> dict:
     if amp_dtype == torch.float16 and device.type != "cuda" and di.is_main:
         print("--amp fp16 on a CPU: float16 autocast with loss scaling, as on CUDA, but much slower "
               "than float32 on most CPUs (use it to test the GPU path; --amp bf16 or off to train)")
-    problems = train_split.problems + (test_split.problems if test_split else [])
+    _write_run_files(cfg, di, out, [train_split, test_split], {"input_size": size, "device": str(device),
+                                                               "amp_dtype": str(amp_dtype or "off")})
+    net = create_model(cfg.arch, num_body_parts=len(train_split.body_parts), pretrained_weights=cfg.pretrained_weights,
+                       pretrained=cfg.pretrained, cam_pool=cfg.cam_pool or None, cam_stride=cfg.cam_stride)
+    if cfg.init_from:
+        init_network(net, cfg)
+    job = _Job(cfg, di, out, device, amp_dtype, pre, train_split, val_split, test_split,
+               net.to(memory_format=torch.channels_last))
+    weights = body_part_class_weights(train_split.records)
+    job.w_pos = torch.tensor([weights[r.body_part][0] for r in train_split.records])
+    job.w_neg = torch.tensor([weights[r.body_part][1] for r in train_split.records])
+    _build_loader(job)
+    _build_optimisation(job)
+    return job
+
+
+def _write_run_files(cfg: TrainConfig, di: DistInfo, out: Path, splits: list[DatasetSplit | None],
+                     resolved: dict) -> None:
+    """config.json (the run as resolved: input size, device, AMP) and data_problems.txt, on rank 0."""
+    problems = [p for split in splits if split is not None for p in split.problems]
     if di.is_main:
-        atomic_write_json(out / "config.json", {**asdict(cfg), "input_size": size, "world_size": di.world,
-                                                "device": str(device), "amp_dtype": str(amp_dtype or "off")})
+        atomic_write_json(out / "config.json", {**asdict(cfg), "input_size": resolved["input_size"],
+                                                "world_size": di.world, "device": resolved["device"],
+                                                "amp_dtype": resolved["amp_dtype"]})
         atomic_write_text(out / "data_problems.txt", "".join(f"{p}\n" for p in problems))
     if problems and di.is_main:
         print(f"{len(problems)} data problems (skipped; listed in {out / 'data_problems.txt'})")
 
-    net = create_model(cfg.arch, num_body_parts=len(body_parts), pretrained_weights=cfg.pretrained_weights,
-                       pretrained=cfg.pretrained, cam_pool=cfg.cam_pool or None,
-                       cam_stride=cfg.cam_stride)
-    if cfg.init_from:
-        init_network(net, cfg)
-    net = net.to(memory_format=torch.channels_last)
-    weights = body_part_class_weights(train_split.records)
-    w_pos = torch.tensor([weights[r.body_part][0] for r in train_split.records])
-    w_neg = torch.tensor([weights[r.body_part][1] for r in train_split.records])
 
-    cache = DecodeCache(cfg.cache_dir, pre) if cfg.cache_dir else None
-    boxes = training_boxes(cfg, train_split) if cfg.box_loss > 0 else None
-    ds = RecordDataset(train_split.records, pre, body_parts, Augment() if cfg.augment else None, cfg.seed, cache,
-                       boxes=boxes)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    sampler = DistributedSampler(ds, di.world, di.rank, shuffle=True, seed=cfg.seed, drop_last=True) \
+def _build_loader(job: _Job) -> None:
+    """The training set (augmented, cached, with boxes for --box-loss) and its loader."""
+    cfg, di = job.cfg, job.di
+    job.cache = DecodeCache(cfg.cache_dir, job.pre) if cfg.cache_dir else None
+    job.boxes = training_boxes(cfg, job.train_split) if cfg.box_loss > 0 else None
+    job.ds = RecordDataset(job.train_split.records, job.pre, job.body_parts, Augment() if cfg.augment else None,
+                           cfg.seed, job.cache, boxes=job.boxes)
+    job.gen = torch.Generator().manual_seed(cfg.seed)
+    job.sampler = DistributedSampler(job.ds, di.world, di.rank, shuffle=True, seed=cfg.seed, drop_last=True) \
         if di.enabled else None
-    dl = DataLoader(ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                    num_workers=cfg.workers, collate_fn=collate_skip, generator=gen,
-                    drop_last=len(ds) > cfg.batch_size * di.world, persistent_workers=cfg.workers > 0,
-                    pin_memory=torch.cuda.is_available(), worker_init_fn=loader_worker_init)
-    net = net.to(device)  # channels_last (above) on every device: faster on CPU and with CUDA AMP
-    w_pos, w_neg = w_pos.to(device), w_neg.to(device)
-    model = torch.nn.parallel.DistributedDataParallel(net) if di.enabled else net
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    # Disabled (a no-op whose state is {}) unless float16 autocast: bf16 and fp32 need no scaling.
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    steps_per_epoch = max(len(dl), 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, _lr_lambda(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)))
-    start_epoch, best, best_epoch, history = 0, -1.0, -1, []
-    last_path, best_path = out / "checkpoint_last.pt", out / "checkpoint_best.pt"
-    if cfg.resume and last_path.is_file():
-        ck = load_checkpoint(last_path)
-        net.load_state_dict(ck["model"])  # every rank reads the same file
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        if scaler.is_enabled() and ck.get("scaler"):  # older checkpoints and fp32/bf16 runs have none
-            scaler.load_state_dict(ck["scaler"])
-        start_epoch, best, best_epoch, history = ck["epoch"] + 1, ck["best_metric"], ck["best_epoch"], ck["history"]
-        gen.set_state(ck["rng"]["loader"])
-        torch.set_rng_state(ck["rng"]["torch"])
-        if di.is_main:
-            print(f"resumed from {last_path} at epoch {start_epoch}")
+    job.dl = DataLoader(job.ds, batch_size=cfg.batch_size, shuffle=job.sampler is None, sampler=job.sampler,
+                        num_workers=cfg.workers, collate_fn=collate_skip, generator=job.gen,
+                        drop_last=len(job.ds) > cfg.batch_size * di.world, persistent_workers=cfg.workers > 0,
+                        pin_memory=torch.cuda.is_available(), worker_init_fn=loader_worker_init)
 
-    meta = {
+
+def _build_optimisation(job: _Job) -> None:
+    """Network on its device (DDP-wrapped when distributed), AdamW, loss scaler, cosine schedule."""
+    cfg = job.cfg
+    job.net = job.net.to(job.device)  # channels_last (above) on every device: faster on CPU and with CUDA AMP
+    job.w_pos, job.w_neg = job.w_pos.to(job.device), job.w_neg.to(job.device)
+    job.model = torch.nn.parallel.DistributedDataParallel(job.net) if job.di.enabled else job.net
+    job.opt = torch.optim.AdamW(job.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Disabled (a no-op whose state is {}) unless float16 autocast: bf16 and fp32 need no scaling.
+    job.scaler = torch.amp.GradScaler(job.device.type, enabled=job.amp_dtype == torch.float16)
+    steps_per_epoch = max(len(job.dl), 1)
+    job.sched = torch.optim.lr_scheduler.LambdaLR(
+        job.opt, _lr_lambda(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)))
+
+
+def _resume(job: _Job) -> _Progress:
+    """With --resume and OUT/checkpoint_last.pt: weights, optimiser, schedule, scaler, RNG, history."""
+    last_path = job.out / "checkpoint_last.pt"
+    if not (job.cfg.resume and last_path.is_file()):
+        return _Progress()
+    ck = load_checkpoint(last_path)
+    job.net.load_state_dict(ck["model"])  # every rank reads the same file
+    job.opt.load_state_dict(ck["optimizer"])
+    job.sched.load_state_dict(ck["scheduler"])
+    if job.scaler.is_enabled() and ck.get("scaler"):  # older checkpoints and fp32/bf16 runs have none
+        job.scaler.load_state_dict(ck["scaler"])
+    job.gen.set_state(ck["rng"]["loader"])
+    torch.set_rng_state(ck["rng"]["torch"])
+    if job.di.is_main:
+        print(f"resumed from {last_path} at epoch {ck['epoch'] + 1}")
+    return _Progress(ck["epoch"] + 1, ck["best_metric"], ck["best_epoch"], ck["history"])
+
+
+def _meta(job: _Job) -> dict:
+    """What the checkpoints carry about the model: enough to rebuild it, resume it and derive its
+    run manifest (models.manifest.manifest_from_meta)."""
+    cfg, boxes = job.cfg, job.boxes
+    return {
         "architecture": cfg.arch,
-        "cam_pool": net.cam_pool,
+        "cam_pool": job.net.cam_pool,
         "cam_stride": cfg.cam_stride,
-        "body_parts": body_parts,
-        "task": train_split.task,
-        "preprocess": pre.to_dict(),
+        "body_parts": job.body_parts,
+        "task": job.train_split.task,
+        "preprocess": job.pre.to_dict(),
         "provenance": {
             "initialisation": initialisation(cfg),
             "localisation": (f"CAM trained into {sum(map(len, boxes.values()))} fracture boxes on "
                              f"{len(boxes)} images (box loss weight {cfg.box_loss:g})" if boxes else "image labels only"),
-            "training_data": train_split.summary(),
-            "validation_data": val_split.summary(),
-            "test_data": test_split.summary() if test_split else None,
+            "training_data": job.train_split.summary(),
+            "validation_data": job.val_split.summary(),
+            "test_data": job.test_split.summary() if job.test_split else None,
             "data_source": cfg.data,
         },
     }
-    tb = _tensorboard(out / "tensorboard") if di.is_main else None
-    bce = nn.BCEWithLogitsLoss(reduction="none")
-    ce = nn.CrossEntropyLoss()
-    for epoch in range(start_epoch, cfg.epochs):
-        net.train()
-        ds.set_epoch(epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        t0, seen, loss_sum = time.time(), 0, 0.0
-        bar = tqdm(dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
-                   disable=not di.is_main)
-        for batch in bar:
-            if batch is None:
-                continue
-            x, y, bp, idx = batch[:4]
-            _trace(di, epoch, idx)
-            x, y, bp, idx = x.to(device), y.to(device), bp.to(device), idx.to(device)
-            with (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
-                  else contextlib.nullcontext()):
-                logit, bp_logits, *cam = model(x.to(memory_format=torch.channels_last), with_cam=boxes is not None)
-            logit, bp_logits = logit.float(), bp_logits.float()  # losses in float32
-            w = torch.where(y > 0.5, w_pos[idx], w_neg[idx])
-            loss = (bce(logit, y) * w).mean() * 2  # x2: the weights average 0.5
-            if boxes is not None:
-                loss = loss + cfg.box_loss * box_loss(cam[0].float(), batch[4].to(device))
-            if cfg.lambda_body_part > 0 and len(body_parts) > 1:
-                loss = loss + cfg.lambda_body_part * ce(bp_logits, bp)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
-                nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            scaler.step(opt)  # skips the step when fp16 gradients overflowed
-            scaler.update()
-            sched.step()
-            seen += len(x)
-            loss_sum += loss.item() * len(x)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        train_time = time.time() - t0
-        probs, bps = predict(net, val_split.records, pre, body_parts, workers=cfg.workers, cache=cache,
-                             dist_info=di)
-        m = evaluate_predictions(val_split.records, probs, bps, body_parts)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "val_image_auc": m["image"]["auc"],
-            "val_study_auc": m["study"]["auc"],
-            "val_study_kappa": m["study"]["kappa"],
-            "val_body_part_acc": m.get("body_part_accuracy", float("nan")),
-            "lr": sched.get_last_lr()[0],
-            "images_per_s": seen / max(train_time, 1e-9),
-        }
-        history.append(row)
-        if di.is_main:
-            _write_history(out / "metrics.csv", history)
-            if tb is not None:
-                for k, v in row.items():
-                    if k != "epoch" and isinstance(v, float) and not math.isnan(v):
-                        tb.add_scalar(k, v, epoch + 1)
-                tb.flush()
-            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        score = row["val_study_auc"] if not math.isnan(row["val_study_auc"]) else -row["train_loss"]
-        improved = score > best
-        if improved:
-            best, best_epoch = score, epoch + 1
-            if di.is_main:
-                save_checkpoint(best_path, {"model": net.state_dict(), "meta": meta, "epoch": epoch})
-        if di.is_main:
-            save_checkpoint(last_path, {
-                "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch, "best_metric": best, "best_epoch": best_epoch, "history": history,
-                "meta": meta, "rng": {"torch": torch.get_rng_state(), "loader": gen.get_state()},
-            })
-        barrier(di)  # nobody races ahead of rank 0's checkpoint
-        if os.environ.get("MURA_TRAIN_DIE_AFTER_EPOCH") == str(epoch + 1):  # crash-test hook
-            os._exit(137)
-        if epoch + 1 - best_epoch >= cfg.patience:
-            if di.is_main:
-                print(f"early stop: no validation improvement for {cfg.patience} epochs")
-            break
 
+
+def _train_epoch(job: _Job, epoch: int) -> tuple[int, float, float]:
+    """One pass over the training set: (images seen, summed loss, seconds)."""
+    job.net.train()
+    job.ds.set_epoch(epoch)
+    if job.sampler is not None:
+        job.sampler.set_epoch(epoch)
+    t0, seen, loss_sum = time.time(), 0, 0.0
+    bar = tqdm(job.dl, desc=f"epoch {epoch + 1}/{job.cfg.epochs}", leave=False, dynamic_ncols=True,
+               disable=not job.di.is_main)
+    losses = (nn.BCEWithLogitsLoss(reduction="none"), nn.CrossEntropyLoss())
+    for batch in bar:
+        if batch is None:
+            continue
+        n = len(batch[0])
+        loss_sum += _step(job, epoch, batch, losses) * n
+        seen += n
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+    return seen, loss_sum, time.time() - t0
+
+
+def _step(job: _Job, epoch: int, batch, losses: tuple[nn.Module, nn.Module]) -> float:
+    """One optimisation step on one batch; returns its loss."""
+    cfg, device, amp_dtype = job.cfg, job.device, job.amp_dtype
+    bce, ce = losses
+    x, y, bp, idx = batch[:4]
+    _trace(job.di, epoch, idx)
+    x, y, bp, idx = x.to(device), y.to(device), bp.to(device), idx.to(device)
+    with (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()):
+        logit, bp_logits, *cam = job.model(x.to(memory_format=torch.channels_last), with_cam=job.boxes is not None)
+    logit, bp_logits = logit.float(), bp_logits.float()  # losses in float32
+    w = torch.where(y > 0.5, job.w_pos[idx], job.w_neg[idx])
+    loss = (bce(logit, y) * w).mean() * 2  # x2: the weights average 0.5
+    if job.boxes is not None:
+        loss = loss + cfg.box_loss * box_loss(cam[0].float(), batch[4].to(device))
+    if cfg.lambda_body_part > 0 and len(job.body_parts) > 1:
+        loss = loss + cfg.lambda_body_part * ce(bp_logits, bp)
+    job.opt.zero_grad(set_to_none=True)
+    job.scaler.scale(loss).backward()
+    if cfg.grad_clip:
+        job.scaler.unscale_(job.opt)  # clip the true gradients, not the scaled ones
+        nn.utils.clip_grad_norm_(job.net.parameters(), cfg.grad_clip)
+    job.scaler.step(job.opt)  # skips the step when fp16 gradients overflowed
+    job.scaler.update()
+    job.sched.step()
+    return loss.item()
+
+
+def _validate_epoch(job: _Job, epoch: int, seen: int, loss_sum: float, train_time: float) -> dict:
+    """The epoch's row of metrics.csv: training loss and internal-validation figures."""
+    probs, bps = predict(job.net, job.val_split.records, job.pre, job.body_parts, workers=job.cfg.workers,
+                         cache=job.cache, dist_info=job.di)
+    m = evaluate_predictions(job.val_split.records, probs, bps, job.body_parts)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / max(seen, 1),
+        "val_image_auc": m["image"]["auc"],
+        "val_study_auc": m["study"]["auc"],
+        "val_study_kappa": m["study"]["kappa"],
+        "val_body_part_acc": m.get("body_part_accuracy", float("nan")),
+        "lr": job.sched.get_last_lr()[0],
+        "images_per_s": seen / max(train_time, 1e-9),
+    }
+
+
+def _report_epoch(job: _Job, history: list[dict], row: dict, tb) -> None:
+    """metrics.csv, tensorboard and one console line (rank 0)."""
+    _write_history(job.out / "metrics.csv", history)
     if tb is not None:
-        tb.close()
-    _trace(di, -1, None, net)
-    if not di.is_main:
-        return {}
-    return finalize(best_path, val_split, test_split, cfg, out)
+        for k, v in row.items():
+            if k != "epoch" and isinstance(v, float) and not math.isnan(v):
+                tb.add_scalar(k, v, row["epoch"])
+        tb.flush()
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+
+def _save_epoch(job: _Job, progress: _Progress, epoch: int, row: dict, meta: dict) -> None:
+    """checkpoint_best.pt when validation improved, checkpoint_last.pt always (rank 0), then a barrier."""
+    score = row["val_study_auc"] if not math.isnan(row["val_study_auc"]) else -row["train_loss"]
+    if score > progress.best:
+        progress.best, progress.best_epoch = score, epoch + 1
+        if job.di.is_main:
+            save_checkpoint(job.out / "checkpoint_best.pt", {"model": job.net.state_dict(), "meta": meta, "epoch": epoch})
+    if job.di.is_main:
+        save_checkpoint(job.out / "checkpoint_last.pt", {
+            "model": job.net.state_dict(), "optimizer": job.opt.state_dict(), "scheduler": job.sched.state_dict(),
+            "scaler": job.scaler.state_dict(), "epoch": epoch, "best_metric": progress.best,
+            "best_epoch": progress.best_epoch, "history": progress.history,
+            "meta": meta, "rng": {"torch": torch.get_rng_state(), "loader": job.gen.get_state()},
+        })
+    barrier(job.di)  # nobody races ahead of rank 0's checkpoint
 
 
 def _tensorboard(logdir: Path):
@@ -467,49 +462,6 @@ def _trace(di: DistInfo, epoch: int, idx, net: nn.Module | None = None) -> None:
         "final": float(sum(p.double().sum().item() * (i + 1) for i, p in enumerate(net.parameters())))}
     with path.open("a") as f:
         f.write(json.dumps(rec) + "\n")
-
-
-def finalize(best_path: Path, val_split: DatasetSplit, test_split: DatasetSplit | None,
-             cfg: TrainConfig, out: Path) -> dict:
-    """Reload the best model, choose thresholds on validation, score val (and test), save card data."""
-    from trainer.checkpoint import model_from_checkpoint
-
-    ck = load_checkpoint(best_path)
-    meta = ck["meta"]
-    net = model_from_checkpoint(ck).to(memory_format=torch.channels_last)
-    net.calibration = (1.0, 0.0)  # fitted afresh below, on the raw outputs
-    pre = PreprocessConfig.from_dict(meta["preprocess"])
-    bp_names = meta["body_parts"]
-    raw, bps = predict(net, val_split.records, pre, bp_names, workers=cfg.workers)
-    calibration = fit_calibration(val_split.records, raw, cfg.calibrate)
-    cal = (calibration["slope"], calibration["intercept"])
-    probs = apply_platt(raw, *cal)
-    thresholds = choose_thresholds(val_split.records, probs, cfg.sensitivity_target)
-    sets = [("internal_validation", val_split.records, probs, bps, raw)]
-    if test_split is not None:
-        tp, tb = predict(net, test_split.records, pre, bp_names, workers=cfg.workers)
-        sets.append(("test", test_split.records, apply_platt(tp, *cal), tb, tp))
-    metrics = {}
-    for name, recs, pr, bp, rw in sets:
-        metrics[name] = evaluate_predictions(recs, pr, bp, bp_names, thresholds["likely"], ci=True)
-        metrics[name]["study"]["ece_uncalibrated"] = study_ece(recs, rw)
-        metrics[name]["operating_points"] = operating_points(recs, pr, thresholds)
-        write_evaluation_plots(out / "plots" / name, recs, pr, bp, bp_names, thresholds["likely"],
-                               f"{meta['architecture']} {name.replace('_', ' ')}")
-        ok = ~np.isnan(rw)
-        draw_reliability_png(out / "plots" / name / "reliability_uncalibrated.png",
-                             [{"title": f"{name.replace('_', ' ')}: before calibration", "labels":
-                               np.array([r.label for r in recs])[ok], "probs": rw[ok]}])
-    meta = {**meta, "calibration": calibration, "thresholds": thresholds, "metrics": metrics,
-            "best_epoch": int(ck["epoch"]) + 1}
-    save_checkpoint(best_path, {"model": ck["model"], "meta": meta, "epoch": ck["epoch"]})
-    summary = {"checkpoint": str(best_path), **{k: meta[k] for k in ("architecture", "thresholds", "calibration", "metrics", "best_epoch")}}
-    atomic_write_json(out / "summary.json", summary)
-    for name, m in metrics.items():
-        print(f"[{name}] image AUC {m['image']['auc']:.4f}  study AUC {m['study']['auc']:.4f}  "
-              f"study kappa {m['study']['kappa']:.4f}  study acc {m['study']['accuracy']:.4f}  "
-              f"({m['n_images']} images, {m['n_studies']} studies)")
-    return summary
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:

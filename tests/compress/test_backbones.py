@@ -6,8 +6,8 @@ import torch
 from compress.pipeline import CompressConfig, run
 from models.card import load_bundle
 from models.engine import Engine
-from models.networks import create_model
-from trainer.checkpoint import load_checkpoint, save_checkpoint
+from models.nn.checkpoint import load_checkpoint, save_checkpoint
+from models.nn.networks import create_model
 
 
 @pytest.mark.slow

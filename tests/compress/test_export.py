@@ -9,7 +9,7 @@ from compress.export import (
     export_onnx,
     onnx_outputs,
 )
-from models.networks import OUTPUT_NAMES, create_model
+from models.nn.networks import OUTPUT_NAMES, create_model
 
 
 @pytest.mark.parametrize("name", ["custom_cnn", "resnet50", "densenet169", "efficientnet_b0"])

@@ -9,7 +9,7 @@ from PIL import Image
 from compress.cli import build_parser
 from compress.evalset import EvalSet
 from compress.validate import compare_set, draw_roc_png, markdown_report, paired_bootstrap_delta
-from trainer.datasets import Record
+from models.datasources import Record
 
 
 def _evalset(n=240, seed=0):

@@ -15,7 +15,7 @@ from compress.evalset import EvalSet
 from compress.gate_metric import TOLERANCE, GateMetric, SetReference
 from compress.quantize import gate_validation_fn
 from compress.validate import compare_set, gate, markdown_report
-from trainer.datasets import Record
+from models.datasources import Record
 
 
 def _sigmoid(z):

@@ -8,7 +8,7 @@ import numpy as np
 
 from compress.evalset import EvalSet
 from compress.indications import MIN_HEAD_ACCURACY, REFUSE_RATE, fit_indications
-from trainer.datasets import Record
+from models.datasources import Record
 
 PARTS = ["hand", "leg"]
 

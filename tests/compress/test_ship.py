@@ -73,11 +73,10 @@ def test_evaluate_bundle_scores_its_own_files_with_ci_ece_plots_and_pointing_gam
                                                                                     phantom, tmp_path, capsys):
     from compress.evaluate_bundle import main
     from compress.sources import resolve_split
-    from trainer.checkpoint import load_checkpoint
+    from compress.trained import run_manifest
 
     spec = f"mura:{phantom / 'mura'}"
-    src = load_checkpoint(tiny_checkpoint)["meta"]["provenance"].get("data_source", "")
-    split = resolve_split(spec, "validation", str(tiny_checkpoint), src)
+    split = resolve_split(spec, "validation", run_manifest(tiny_checkpoint)["data"])
     positives = [r for r in split.records if r.label == 1]
     boxes = tmp_path / "boxes.csv"  # every positive boxed whole: each one must count as a hit
     boxes.write_text("image_id,x,y,width,height\n" + "".join(

@@ -2,33 +2,40 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
 
 from compress.sources import resolve_split
+from models.datasources import split_source
 from models.errors import ConfigError
-from trainer.train import TrainConfig, split_data
 
 
-def _run_dir(tmp_path, data: str):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.json").write_text(json.dumps({"data": data, "val_fraction": 0.25, "seed": 3, "arch": "custom_cnn"}))
-    return run / "checkpoint_best.pt"  # only its folder matters here
+def _data(source: str, split: dict | None = None) -> dict:
+    """A run manifest's ``data``: the training source and how the trainer split it."""
+    split = {"method": "group_by_patient", "val_fraction": 0.25, "seed": 3} if split is None else split
+    return {"source": source, "split": split or None}
 
 
-def test_own_training_pool_is_split_as_the_trainer_split_it(phantom, tmp_path):
+def test_own_training_pool_is_split_as_the_trainer_split_it(phantom):
     spec = f"folder:{phantom / 'external'}"
-    ck = _run_dir(tmp_path, spec)
-    calib = resolve_split(spec, "calibration", ck, spec)
-    val = resolve_split(spec, "validation", ck, spec)
-    _, want_val, _ = split_data(TrainConfig(data=spec, val_fraction=0.25, seed=3))
+    calib = resolve_split(spec, "calibration", _data(spec))
+    val = resolve_split(spec, "validation", _data(spec))
+    _, want_val, _ = split_source(spec, 0.25, 3)
     assert [r.path for r in val.records] == [r.path for r in want_val.records]
     assert not {r.path for r in calib.records} & {r.path for r in val.records}
-    whole = resolve_split(spec, "validation", ck, f"mura:{phantom / 'mura'}")  # as an external set
+    whole = resolve_split(spec, "validation", _data(f"mura:{phantom / 'mura'}"))  # as an external set
     assert len(calib.records) + len(val.records) == len(whole.records)
+
+
+def test_trainer_and_compress_split_alike(phantom):
+    """The trainer's split_data is split_source with the run's config: one function, one split."""
+    from trainer.train import TrainConfig, split_data
+
+    spec = f"folder:{phantom / 'external'}"
+    _, trainer_val, _ = split_data(TrainConfig(data=spec, val_fraction=0.25, seed=3))
+    assert [r.path for r in resolve_split(spec, "validation", _data(spec)).records] == \
+        [r.path for r in trainer_val.records]
 
 
 def test_external_source_is_used_whole_minus_fracatlas_images(phantom, tmp_path):
@@ -37,23 +44,23 @@ def test_external_source_is_used_whole_minus_fracatlas_images(phantom, tmp_path)
     first = sorted(ext.rglob("*.jpg"))[0]
     first.rename(first.with_name("IMG0000123.jpg"))
     spec = f"folder:{ext}"
-    ck = _run_dir(tmp_path, "fracatlas:/data/fracatlas")
-    whole = resolve_split(spec, "validation", ck, f"mura:{phantom / 'mura'}").records
+    fracatlas = _data("fracatlas:/data/fracatlas")
+    whole = resolve_split(spec, "validation", _data(f"mura:{phantom / 'mura'}")).records
     assert any(r.path.endswith("IMG0000123.jpg") for r in whole)
-    seen_removed = resolve_split(spec, "validation", ck, "fracatlas:/data/fracatlas").records
+    seen_removed = resolve_split(spec, "validation", fracatlas).records
     assert len(seen_removed) == len(whole) - 1
     assert not any(r.path.endswith("IMG0000123.jpg") for r in seen_removed)
-    assert len(resolve_split(spec, "calibration", ck, "fracatlas:/data/fracatlas").records) == len(whole)
+    assert len(resolve_split(spec, "calibration", fracatlas).records) == len(whole)
 
 
-def test_mura_uses_its_official_splits(phantom, tmp_path):
+def test_mura_uses_its_official_splits(phantom):
     spec = f"mura:{phantom / 'mura'}"
-    ck = _run_dir(tmp_path, spec)
-    assert resolve_split(spec, "validation", ck, spec).name == "phantom mura-v1.1/valid"
-    assert resolve_split(spec, "calibration", ck, spec).name == "phantom mura-v1.1/train"
+    assert resolve_split(spec, "validation", _data(spec)).name == "phantom mura-v1.1/valid"
+    assert resolve_split(spec, "calibration", _data(spec)).name == "phantom mura-v1.1/train"
 
 
-def test_missing_run_config_is_a_clear_error(phantom, tmp_path):
+def test_unknown_split_is_a_clear_error(phantom):
+    """An old checkpoint without its config.json: the manifest knows the source but not the split."""
     spec = f"folder:{phantom / 'external'}"
-    with pytest.raises(ConfigError, match="config.json: missing"):
-        resolve_split(spec, "validation", tmp_path / "nowhere" / "checkpoint_best.pt", spec)
+    with pytest.raises(ConfigError, match="records no split.*config.json"):
+        resolve_split(spec, "validation", _data(spec, split={}))

@@ -3,7 +3,7 @@ import pytest
 
 from compress.evalset import EvalSet, stratified_sample
 from compress.validate import compare_set, gate, markdown_report
-from trainer.datasets import Record
+from models.datasources import Record
 
 
 def _evalset(n=200, seed=0):

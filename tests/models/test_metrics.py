@@ -76,8 +76,8 @@ def test_specificity_threshold():
 
 
 def test_two_distinct_operating_points():
-    from trainer.datasets import Record
-    from trainer.train import choose_thresholds
+    from models.datasources import Record
+    from models.metrics import choose_thresholds
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from models.errors import ConfigError
+from models.nn.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import REPO
-from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.train import TrainConfig, resolve_amp, train
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from trainer.datasets import load_source
+from models.datasources import load_source
 from trainer.evaluate import main as evaluate_main
 from trainer.train import TrainConfig, train
 

@@ -65,8 +65,8 @@ def test_the_engine_applies_the_cards_calibration(tiny_bundle, tmp_path):
 
 def test_a_tiny_or_one_class_validation_split_is_left_uncalibrated_with_a_reason(capsys):
     """A smoke run (7 validation images) must not fail training; the card says why it is uncalibrated."""
+    from models.datasources import Record
     from trainer.calibration import fit_calibration
-    from trainer.datasets import Record
 
     recs = [Record(f"{i}.png", int(i == 0), "hand", str(i), str(i)) for i in range(7)]
     cal = fit_calibration(recs, np.full(7, 0.5), enabled=True)

@@ -4,10 +4,10 @@ import numpy as np
 import torch
 
 import trainer.data as data
+from models.datasources import read_mura
 from models.imageio import load_image
 from models.preprocess import PreprocessConfig, to_unit
 from trainer.data import Augment, DecodeCache, RecordDataset
-from trainer.datasets import read_mura
 
 
 def test_decode_cache_hits_and_matches(phantom, tmp_path, monkeypatch):

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from models.nn.checkpoint import load_checkpoint
 from tests.conftest import REPO
-from trainer.checkpoint import load_checkpoint
 
 
 def test_two_rank_gloo_run(phantom, tmp_path):

@@ -76,7 +76,7 @@ def _fracatlas(root, n=24, size=(72, 96)):
 
 def test_dataset_yields_box_masks_for_fractured_images_only(tmp_path):
     _fracatlas(tmp_path)
-    from trainer.datasets import read_fracatlas, read_fracatlas_boxes
+    from models.datasources import read_fracatlas, read_fracatlas_boxes
 
     split = read_fracatlas(tmp_path)
     ds = RecordDataset(split.records, PreprocessConfig(input_size=32), split.body_parts,

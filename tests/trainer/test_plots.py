@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from models.datasources import Record
 from models.plots import (
     SHADE_RANGE,
     binary_confusion_panel,
@@ -12,7 +13,6 @@ from models.plots import (
     draw_reliability_png,
     draw_roc_png,
 )
-from trainer.datasets import Record
 from trainer.plots import write_evaluation_plots
 
 

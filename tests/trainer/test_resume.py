@@ -6,8 +6,8 @@ import sys
 
 import torch
 
+from models.nn.checkpoint import load_checkpoint
 from tests.conftest import REPO
-from trainer.checkpoint import load_checkpoint
 
 
 def _train(out, data, extra_env=None, resume=False):

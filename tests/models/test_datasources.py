@@ -2,9 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import ConfigError, DataError
-from tests.conftest import shared_data
-from trainer.datasets import (
+from models.datasources import (
     group_split,
     load_source,
     original_group,
@@ -12,6 +10,8 @@ from trainer.datasets import (
     read_image_folder,
     read_mura,
 )
+from models.errors import ConfigError, DataError
+from tests.conftest import shared_data
 
 
 def test_official_mura_csvs_full_scale():
@@ -128,7 +128,7 @@ def test_load_source_dispatch(phantom):
 
 
 def test_fracatlas_real_set():
-    from trainer.datasets import read_fracatlas, read_fracatlas_boxes
+    from models.datasources import read_fracatlas, read_fracatlas_boxes
 
     root = shared_data("fracatlas")
     s = read_fracatlas(root)
@@ -144,7 +144,7 @@ def test_fracatlas_real_set():
 def test_fracatlas_layout_and_problems(tmp_path):
     from PIL import Image
 
-    from trainer.datasets import read_fracatlas
+    from models.datasources import read_fracatlas
 
     (tmp_path / "images" / "Fractured").mkdir(parents=True)
     for i in (1, 2, 45):

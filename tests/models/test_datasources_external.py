@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from models.datasources import FRACATLAS_PREFIX, external_records
 from tests.conftest import shared_data
-from trainer.compare import FRACATLAS_PREFIX, external_records
 
 
 def test_fracatlas_images_are_left_out_of_the_external_set_for_fracatlas_models():

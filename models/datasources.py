@@ -1,9 +1,13 @@
-"""Dataset readers: every source becomes a list of :class:`Record` (torch-free).
+"""Data sources: every source becomes a list of :class:`Record` (torch-free; trainer and compress).
 
 One interface for MURA v1.1 (its real layout and headerless CSVs), the external
-``{split}/{fractured,not fractured}/`` folder set and a generic CSV. Readers never crash on one bad
-row or one missing file: they report it in ``DatasetSplit.problems`` (with the file and line) and
-skip it, and raise :class:`DataError` only when the source as a whole is unusable.
+``{split}/{fractured,not fractured}/`` folder set, FracAtlas, a generic CSV and the phantom sets of
+``mura-synth`` (any of those layouts, marked). The split lives here too (:func:`split_source`):
+the trainer splits a pool by patient with the run's ``val_fraction`` and ``seed``, and compress
+rebuilds that very split from the run manifest to keep training images out of its gate.
+Readers never crash on one bad row or one missing file: they report it in
+``DatasetSplit.problems`` (with the file and line) and skip it, and raise :class:`DataError` only
+when the source as a whole is unusable.
 """
 
 from __future__ import annotations
@@ -318,6 +322,41 @@ def load_source(spec: str, split: str = "train") -> DatasetSplit:
         out.name = f"phantom {out.name}"
     return out
 
+
+
+def split_source(spec: str, val_fraction: float, seed: int,
+                 max_train_images: int = 0) -> tuple[DatasetSplit, DatasetSplit, DatasetSplit | None]:
+    """(train, internal validation, test) of a source, as ``mura-train`` splits it.
+
+    The pool (MURA: its official train split) is split by patient; MURA's official valid split
+    is the test set, the other sources have none. ``max_train_images`` caps the train part (smoke
+    runs). Compress calls this with the run manifest's ``val_fraction`` and ``seed`` to find the
+    images the network was trained on.
+    """
+    full = load_source(spec, "train")
+    train, val = group_split(full.records, val_fraction, seed)
+    if max_train_images:
+        train = random.Random(seed).sample(train, min(max_train_images, len(train)))
+    test = load_source(spec, "valid") if spec.startswith("mura:") else None
+    train_split = full.subset(train, f"{full.name} (train part)")
+    train_split.problems = full.problems  # reported once, with the training data
+    return train_split, full.subset(val, f"{full.name} (internal val)"), test
+
+
+#: FracAtlas file names: IMG0000000.jpg ... (about 90 of them sit in the Kaggle set)
+FRACATLAS_PREFIX = "IMG0"
+
+
+def external_records(spec: str, train_spec: str) -> list[Record]:
+    """The external set's records, without the images a FracAtlas-trained model has already seen.
+
+    The Kaggle external set contains about 90 FracAtlas images (``IMG000xxxx``, some rotated); scoring
+    them would reward memory, so a model trained on FracAtlas is evaluated without them.
+    """
+    records = load_source(spec, "valid").records
+    if train_spec.startswith("fracatlas:"):
+        records = [r for r in records if not Path(r.path).name.startswith(FRACATLAS_PREFIX)]
+    return records
 
 #: What ``mura-synth`` leaves in every folder it writes (models/synth's marker).
 PHANTOM_MARKER_GLOB = ".mura-synth-*.json"
