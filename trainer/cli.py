@@ -21,7 +21,8 @@ _HELP = {
     "folder:PATH ({split}/{fractured,not fractured}/ images), fracatlas:PATH (dataset.csv + images/, "
     "split by blocks of consecutive ids) or csv:PATH (path,label[,body_part]"
     "[,study_id][,patient_id])",
-    "out": "output folder (checkpoints, metrics.csv, config.json, summary.json)",
+    "out": "output folder (checkpoints, metrics.csv, config.json, summary.json and run_manifest.json, "
+    "the hand-over to mura-compress)",
     "arch": f"architecture: {', '.join(list_models())}",
     "input_size": "square input side in pixels (0 = the architecture's default, 224)",
     "epochs": "maximum number of epochs",
