@@ -8,12 +8,12 @@ from compress.cli import build_parser as compress_parser
 from compress.cli import main as compress_main
 from desktop.screening.cli import build_parser as screen_parser
 from desktop.viewer.app import build_parser as viewer_parser
+from models.synth.cli import _parser as synth_parser
 from trainer.cli import build_parser as train_parser
 from trainer.cli import main as train_main
 from trainer.compare import build_parser as compare_parser
 from trainer.evaluate import build_parser as evaluate_parser
 from trainer.evaluate import main as evaluate_main
-from models.synth.cli import _parser as synth_parser
 
 
 @pytest.mark.parametrize("parser", [train_parser, compress_parser, screen_parser, viewer_parser,

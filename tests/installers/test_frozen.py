@@ -229,7 +229,7 @@ def test_screens_a_folder_like_the_dev_env(frozen_dir, sandbox, study_dir, tmp_p
     assert len(frozen_rows) == 4, frozen_rows
     assert (out / "report.html").is_file()
 
-    from desktop.screen import screen_to_folder
+    from desktop.screening.outputs import screen_to_folder
     from models.engine import Engine
 
     dev_out = tmp_path / "dev-out"
@@ -265,7 +265,7 @@ def test_viewer_offscreen_screenshot_matches_dev(frozen_dir, sandbox, study_dir,
         assert not _inet_sockets(trace), f"the viewer opened network sockets: {_inet_sockets(trace)}"
 
     dev_shot = tmp_path / "dev.png"
-    code = ("import sys; from desktop.viewer import main; "
+    code = ("import sys; from desktop.viewer.app import main; "
             f"sys.exit(main([{str(study)!r}, '--model', {str(frozen_dir / 'model')!r}, "
             f"'--screenshot', {str(dev_shot)!r}]))")
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
@@ -292,7 +292,7 @@ def test_cold_start_and_no_writes_to_install(frozen_dir, sandbox, install_snapsh
         return time.perf_counter() - t
 
     def timed_dev(i: int) -> float:
-        code = ("import sys; from desktop.viewer import main; "
+        code = ("import sys; from desktop.viewer.app import main; "
                 f"sys.exit(main(['--model', {str(frozen_dir / 'model')!r}, "
                 f"'--screenshot', {str(tmp_path / f'dev{i}.png')!r}]))")
         env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}

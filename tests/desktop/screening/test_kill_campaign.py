@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from tests.conftest import REPO
 from models.synth import write_dicom_studies
+from tests.conftest import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     os.environ.get("MURA_CAMPAIGNS") != "1", reason="campaign: .ci/run runs it (MURA_CAMPAIGNS=1)")]
