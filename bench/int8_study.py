@@ -87,6 +87,25 @@ def scores(model, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
                            for i in range(0, len(inputs), batch)])
 
 
+def _print_table(manifest: dict, s: int, batch: int, f32_ips: float, sets, ref, rows: list[dict]) -> None:
+    """The recipes' table: ΔAUC, decision agreement and max Δp per set, speed against f32."""
+    from models.metrics import roc_auc
+
+    arch = manifest["model"]["architecture"]
+    print(f"{arch} at {s} px; OpenVINO f32 reference: {f32_ips:.1f} img/s (THROUGHPUT hint, batch {batch}); "
+          f"thresholds {', '.join(f'{k} = {float(v):.3f}' for k, v in manifest['thresholds'].items())}; "
+          "agreement = the lowest share of kept decisions over those thresholds (the gate's)")
+    for es, r in zip(sets, ref, strict=True):
+        print(f"- {es.name}: {len(es.inputs)} images, image AUC f32 {roc_auc(es.labels, r):.4f}")
+    head = "| recipe | " + " | ".join(f"ΔAUC / agreement / max Δp: {es.name}" for es in sets)
+    print("\n" + head + " | quantize (s) | INT8 img/s | speed-up vs f32 | weighted layers in FP |")
+    print("| --- | " + " | ".join("---" for _ in sets) + " | --- | --- | --- | --- |")
+    for row in rows:
+        cells = " | ".join(f"{row[es.name][0]:+.4f} / {row[es.name][1]:.3f} / {row[es.name][2]:.3f}" for es in sets)
+        print(f"| {row['recipe']} | {cells} | {row['quantize_s']:.0f} | {row['ips']:.1f} | "
+              f"{row['ips'] / f32_ips:.2f}x | {row['fp_ops']} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench/int8_study.py", description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True, help="mura-train checkpoint (checkpoint_best.pt)")
@@ -158,19 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"[int8-study] {name} done in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
 
-    arch = manifest["model"]["architecture"]
-    print(f"{arch} at {s} px; OpenVINO f32 reference: {f32_ips:.1f} img/s (THROUGHPUT hint, batch {a.batch}); "
-          f"thresholds {', '.join(f'{k} = {float(v):.3f}' for k, v in manifest['thresholds'].items())}; "
-          "agreement = the lowest share of kept decisions over those thresholds (the gate's)")
-    for es, r in zip(sets, ref, strict=True):
-        print(f"- {es.name}: {len(es.inputs)} images, image AUC f32 {roc_auc(es.labels, r):.4f}")
-    head = "| recipe | " + " | ".join(f"ΔAUC / agreement / max Δp: {es.name}" for es in sets)
-    print("\n" + head + " | quantize (s) | INT8 img/s | speed-up vs f32 | weighted layers in FP |")
-    print("| --- | " + " | ".join("---" for _ in sets) + " | --- | --- | --- | --- |")
-    for row in rows:
-        cells = " | ".join(f"{row[es.name][0]:+.4f} / {row[es.name][1]:.3f} / {row[es.name][2]:.3f}" for es in sets)
-        print(f"| {row['recipe']} | {cells} | {row['quantize_s']:.0f} | {row['ips']:.1f} | "
-              f"{row['ips'] / f32_ips:.2f}x | {row['fp_ops']} |")
+    _print_table(manifest, s, a.batch, f32_ips, sets, ref, rows)
     return 0
 
 
