@@ -11,6 +11,10 @@ them, but INT8 calibration is then on random (or ``--calib``) inputs, so only ti
 With ``--bundle`` the bench times the files a mura-compress bundle ships (its validated INT8, FP32
 IR and ONNX, at the card's input size) and prints the gate's ΔAUC from the card beside the INT8
 speed-up, so speed and accuracy are reported for one and the same model trained on real data.
+It also runs OpenVINO's own ``benchmark_app`` on the bundle's INT8 IR with the device, hint and
+inference precision our engine uses, and prints our engine's throughput (``models.engine``'s
+AsyncRunner, per-image postprocessing included: what the screener gets) as a ratio of it
+(target ≥ 0.95), in interleaved rounds, with the CPU's ISA flags.
 
 Latency: batch 1, LATENCY hint, median ms of ``--iters`` calls after warm-up. Throughput: for
 OpenVINO the THROUGHPUT hint with ``openvino.AsyncInferQueue`` (optimal number of requests); for
@@ -257,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--calib", default=None, help="calibration source (mura:PATH | folder:PATH | csv:PATH); "
                     "default: random inputs")
     ap.add_argument("--calib-size", type=int, default=64, help="calibration images (default 64)")
+    ap.add_argument("--bench-seconds", type=float, default=5.0,
+                    help="seconds per throughput measurement against benchmark_app (with --bundle; default 5)")
     ap.add_argument("--bundle", action="append", default=[],
                     help="time a mura-compress bundle's own files instead (repeatable); adds the gate's ΔAUC "
                     "from its card beside the INT8 speed-up")
@@ -286,6 +292,79 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16")
+
+
+def isa() -> str:
+    """The CPU model and the ISA extensions INT8/BF16 speed depends on."""
+    import os
+
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    return f"{model}; {os.cpu_count()} cores; " + (" ".join(f for f in ISA_FLAGS if f in flags) or "no AVX2")
+
+
+def engine_throughput(root: Path, seconds: float) -> tuple[float, str, int]:
+    """(images/s, precision, requests) of our engine on the bundle, THROUGHPUT hint, for
+    ``seconds``: in-memory inputs through the screener's AsyncRunner, results collected."""
+    from models.engine import Engine
+    from models.preprocess import standardize, to_unit
+
+    engine = Engine(root, performance_hint="THROUGHPUT")
+    s = engine.cfg.input_size
+    unit, placement = to_unit(np.random.default_rng(0).random((2 * s, 2 * s), dtype=np.float32), engine.cfg)
+    x = standardize(unit, engine.cfg)  # what a decode worker hands the runner
+    runner = engine.async_runner()
+    for i in range(2 * runner.n_requests):  # warm-up
+        runner.submit(x, placement, i)
+    runner.wait()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(runner.n_requests):
+            runner.submit(x, placement, n)
+            n += 1
+        runner.completed()
+    runner.wait()
+    return n / (time.perf_counter() - t0), str(engine.precision), runner.n_requests
+
+
+def benchmark_app_throughput(xml: Path, precision: str, seconds: float, size: int) -> float:
+    """OpenVINO's benchmark_app on the same IR, device (CPU), hint and precision: its FPS.
+
+    Run as ``python -c`` after ``import models``, so it sends no telemetry either."""
+    import re
+    import subprocess
+
+    code = ("import sys, models; from openvino.tools.benchmark.main import main; "
+            f"sys.argv = ['benchmark_app', '-m', {str(xml)!r}, '-d', 'CPU', '-hint', 'throughput', "
+            f"'-t', '{seconds:g}', '-infer_precision', {precision!r}, '-shape', '[1,1,{size},{size}]']; main()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=_REPO, timeout=600)
+    m = re.search(r"Throughput:\s*([0-9.]+)\s*FPS", r.stdout)
+    if r.returncode != 0 or m is None:
+        raise ConfigError(f"benchmark_app failed on {xml}: {(r.stdout + r.stderr)[-800:]}")
+    return float(m.group(1))
+
+
+def vs_benchmark_app(root: Path, seconds: float, rounds: int) -> str:
+    """A Markdown row: our engine and benchmark_app on the bundle's INT8 IR, medians of
+    interleaved rounds, and their ratio."""
+    from models.card import load_bundle
+
+    b = load_bundle(root)
+    xml, size = b.artifact_path("openvino_int8"), int(b.card["input"]["preprocessing"]["input_size"])
+    ours, theirs, prec, req = [], [], "f32", 0
+    for _ in range(max(rounds, 1)):
+        ips, prec, req = engine_throughput(root, seconds)
+        ours.append(ips)
+        theirs.append(benchmark_app_throughput(xml, prec, seconds, size))
+    o, t = float(np.median(ours)), float(np.median(theirs))
+    return (f"| {root.name} | INT8, {prec}, THROUGHPUT ({req} req) | {o:.1f} | {t:.1f} | {o / t:.2f} |")
+
+
 def _main_bundles(args: argparse.Namespace) -> int:
     results, gates, sizes = {}, {}, set()
     for root in args.bundle:
@@ -295,6 +374,12 @@ def _main_bundles(args: argparse.Namespace) -> int:
         sizes.add(size)
         print(f"[bench] {name} done in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     print(markdown(results, "/".join(str(s) for s in sorted(sizes))) + gate_markdown(gates, results))
+    print(f"\nOur engine against OpenVINO's benchmark_app (same IR, device, hint, precision; medians of "
+          f"{args.rounds} interleaved rounds of {args.bench_seconds:g} s) on {isa()}\n")
+    print("| bundle | model, precision, hint | our engine (images/s) | benchmark_app (FPS) | ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    for root in args.bundle:
+        print(vs_benchmark_app(Path(root), args.bench_seconds, args.rounds), flush=True)
     return 0
 
 

@@ -108,7 +108,11 @@ def test_async_runner_equals_predict(tiny_bundle, phantom, backend, hint):
         want = eng.predict([im])[0]
         assert got[("img", k)].probability == pytest.approx(want.probability, abs=1e-6)
         assert got[("img", k)].body_part == want.body_part
-        np.testing.assert_allclose(got[("img", k)].cam, want.cam, atol=1e-5)
+        # the runner's static batch-1 compilation may pick other kernels than the dynamic-batch
+        # one predict() uses: the same probabilities, the heatmap's logits within 1e-3
+        np.testing.assert_allclose(got[("img", k)].cam, want.cam, atol=1e-3)
         assert got[("img", k)].placement == want.placement
     if backend == "openvino":
-        assert (eng.throughput_model() is eng.compiled_model) == (hint == "THROUGHPUT")
+        static = eng.throughput_model()
+        assert static is not eng.compiled_model  # the bundle's IR has a dynamic batch
+        assert [d.get_length() for d in static.inputs[0].get_partial_shape()][0] == 1
