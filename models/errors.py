@@ -96,3 +96,26 @@ class InferenceError(MuraError):
 
 class ExportError(MuraError):
     """Results could not be written in the requested form (e.g. DICOM outputs for no DICOM source)."""
+
+
+class NodeConfigError(ConfigError):
+    """mura-node's TOML configuration is invalid. ``path`` is the file, ``key`` the dotted key of
+    the offending value (``"destination.port"``; ``"<file>"`` for the whole document), so an
+    administrator can fix the line the message names without reading code."""
+
+    def __init__(self, path: object, key: str, reason: str) -> None:
+        self.path = str(path)
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{self.path}: {key}: {reason}")
+
+
+class DicomNetworkError(MuraError):
+    """A DICOM network exchange failed or was refused. ``peer`` names the association
+    (``AE@host:port``), ``status`` is the DIMSE status when the peer answered one (else None)."""
+
+    def __init__(self, peer: str, reason: str, status: int | None = None) -> None:
+        self.peer = peer
+        self.reason = reason
+        self.status = status
+        super().__init__(f"{peer}: {reason}")
