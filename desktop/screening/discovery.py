@@ -48,7 +48,7 @@ class ImageRef:
 
     ``series`` is filled from the header discovery already reads, so opening the study does not
     read every header a second time to group its series; None means "not read" (plain images,
-    refs made elsewhere), and :func:`desktop.viewer.studies.study_series` then reads it itself.
+    refs made elsewhere), and :func:`desktop.viewer.series.study_series` then reads it itself.
     """
 
     path: str
