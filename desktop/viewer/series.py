@@ -16,17 +16,14 @@ from models.dicom import read_header
 
 
 @dataclass(frozen=True)
-class SeriesInfo:
-    """One series of a study as the thumbnail strip groups it.
+class SeriesInfo(SeriesFields):
+    """One series of a study as the thumbnail strip groups it: the series discovery read
+    (:class:`SeriesFields`, one series vocabulary) and how many of the study's images it holds.
 
     ``uid`` is the SeriesInstanceUID ("" for plain images, which a folder holds as one series,
     or for DICOM files whose header cannot be read).
     """
 
-    uid: str
-    number: int | None = None
-    description: str = ""
-    modality: str = ""
     count: int = 0
 
     @property
