@@ -3,7 +3,7 @@
 ``mura-node CONFIG`` listens, screens and sends until SIGTERM or Ctrl+C; ``--check`` validates
 the configuration and its files without opening a socket; ``--list`` prints the received studies
 (read-only); ``--echo`` tests the link to the destination with a C-ECHO; ``--example`` prints an
-annotated configuration. Exit status: 0 success, 1 a run or an echo failed, 2 the configuration
+annotated configuration; ``--version`` and ``--card`` answer as ``mura-screen``'s do. Exit status: 0 success, 1 a run or an echo failed, 2 the configuration
 is invalid. Log lines go to stderr (the journal, under systemd) and ``DATA/logs/node.log``; they
 name studies by their key and peers by AE title and address, never by patient.
 """
@@ -120,8 +120,25 @@ def print_list(cfg: NodeConfig) -> int:
     return 0
 
 
+def accepted_lines() -> list[str]:
+    """What the node accepts, for the PACS administrator (--check prints it)."""
+    from pydicom.uid import UID
+
+    from desktop.node.scp import STORAGE_SOP_CLASSES, accepted_transfer_syntaxes
+
+    names = [UID(ts).name for ts in accepted_transfer_syntaxes()]
+    return [f"accepts: {', '.join(STORAGE_SOP_CLASSES.values())} (and C-ECHO)",
+            f"in {len(names)} transfer syntaxes: {'; '.join(names)}"]
+
+
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from desktop.screening.support import dispatch
+
+    rc = dispatch("mura-node", argv)  # --version, --card, --check-decode: as mura-screen answers them
+    if rc is not None:
+        return rc
+    a = build_parser().parse_args(argv)
     if a.example:
         print(EXAMPLE_CONFIG, end="")
         return 0
@@ -132,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(a.config)
         if a.check:
-            for line in check_environment(cfg):
+            for line in check_environment(cfg) + accepted_lines():
                 print(line)
             print(f"{Path(a.config)}: OK (listens on {cfg.listen.address}:{cfg.listen.port} as "
                   f"{cfg.listen.ae_title}; results to {cfg.destination.ae_title}@"
@@ -149,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except MuraError as e:
         print(f"mura-node: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the data folder, a log file: name it, no traceback
+        print(f"mura-node: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 1
 
 

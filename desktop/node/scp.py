@@ -122,6 +122,25 @@ def _log_event(what: str, level: int = logging.INFO) -> Callable[[Any], None]:
     return handler
 
 
+def _log_rejection(cfg: NodeConfig) -> Callable[[Any], None]:
+    """Why an association was rejected, in the administrator's terms (pynetdicom only says that
+    it was): the calling AE title, the called one, or the association limit."""
+
+    def handler(event: Any) -> None:
+        calling = str(event.assoc.requestor.ae_title).strip()
+        primitive = getattr(event.assoc.requestor, "primitive", None)
+        called = str(getattr(primitive, "called_ae_title", "") or "").strip()
+        if calling not in cfg.listen.allowed_callers:
+            why = f"calling AE title {calling!r} is not in allowed_callers"
+        elif called and called != cfg.listen.ae_title:
+            why = f"called AE title {called!r} is not ours ({cfg.listen.ae_title!r})"
+        else:
+            why = f"max_associations ({cfg.listen.max_associations}) reached"
+        log.warning("association rejected: %s: %s", peer_name(event.assoc), why)
+
+    return handler
+
+
 def build_ae(cfg: NodeConfig) -> Any:
     """The pynetdicom application entity of the listening side, configured but not listening."""
     from pynetdicom import AE
@@ -156,13 +175,17 @@ def start_scp(cfg: NodeConfig, spool: Spool, on_stored: Callable[[Stored], None]
         (evt.EVT_C_STORE, StoreHandler(spool, on_stored)),
         (evt.EVT_C_ECHO, lambda event: 0x0000),
         (evt.EVT_ACCEPTED, _log_event("accepted")),
-        (evt.EVT_REJECTED, _log_event("rejected (calling AE not allowed, wrong called AE or too "
-                                      "many associations)", logging.WARNING)),
+        (evt.EVT_REJECTED, _log_rejection(cfg)),
         (evt.EVT_ABORTED, _log_event("aborted", logging.WARNING)),
     ]
     ae = build_ae(cfg)
-    server = ae.start_server((cfg.listen.address, cfg.listen.port), block=False,
-                             ssl_context=ssl_context, evt_handlers=handlers)
+    try:
+        server = ae.start_server((cfg.listen.address, cfg.listen.port), block=False,
+                                 ssl_context=ssl_context, evt_handlers=handlers)
+    except OSError as e:
+        raise DicomNetworkError(f"{cfg.listen.address}:{cfg.listen.port}",
+                                f"cannot listen there ({e.strerror or e}): another program on "
+                                "the port, or an address this machine does not have") from e
     log.info("listening as %s on %s:%d%s; callers allowed: %s", cfg.listen.ae_title,
              cfg.listen.address, cfg.listen.port, " (TLS)" if ssl_context else "",
              ", ".join(cfg.listen.allowed_callers))

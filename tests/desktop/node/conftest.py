@@ -109,7 +109,7 @@ class Collector:
     received: dict[str, object] = field(default_factory=dict)  # SOP Instance UID -> dataset
     server: object = None
 
-    def start(self) -> Collector:
+    def start(self, ssl_context=None) -> Collector:
         from pynetdicom import AE, AllStoragePresentationContexts, evt
 
         ae = AE(ae_title="COLLECTOR")
@@ -122,7 +122,7 @@ class Collector:
             self.received[str(ds.SOPInstanceUID)] = ds
             return 0x0000
 
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, ssl_context=ssl_context,
                                       evt_handlers=[(evt.EVT_C_STORE, on_store)])
         return self
 
@@ -139,7 +139,8 @@ def collector() -> Iterator[Collector]:
     c.stop()
 
 
-def send(port: int, files: list[Path], calling: str = SENDER_AE, called: str = NODE_AE) -> list[int]:
+def send(port: int, files: list[Path], calling: str = SENDER_AE, called: str = NODE_AE,
+         tls_args=None) -> list[int]:
     """C-STORE ``files`` to the node over one association; the statuses (-1: not sent)."""
     from pynetdicom import AE
 
@@ -149,7 +150,7 @@ def send(port: int, files: list[Path], calling: str = SENDER_AE, called: str = N
     ae = AE(ae_title=calling)
     for uid, ts in sorted({(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets}):
         ae.add_requested_context(uid, ts)
-    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called, tls_args=tls_args)
     assert assoc.is_established, "the node refused the association"
     try:
         out = []
@@ -161,14 +162,14 @@ def send(port: int, files: list[Path], calling: str = SENDER_AE, called: str = N
         assoc.release()
 
 
-def echo(port: int, timeout: float = 0.5) -> bool:
+def echo(port: int, timeout: float = 0.5, tls_args=None) -> bool:
     """Whether the node answers a C-ECHO from the allowed sender (is it up yet?)."""
     from pynetdicom import AE
 
     ae = AE(ae_title=SENDER_AE)
     ae.connection_timeout = ae.acse_timeout = timeout
     ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate("127.0.0.1", port, ae_title=NODE_AE)
+    assoc = ae.associate("127.0.0.1", port, ae_title=NODE_AE, tls_args=tls_args)
     if not assoc.is_established:
         return False
     try:

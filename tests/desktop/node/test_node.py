@@ -65,3 +65,22 @@ def test_a_study_sent_twice_is_screened_and_answered_once(tmp_path, node_engine,
         time.sleep(1.0)  # > quiet_seconds: a re-screen would have happened by now
     assert json.loads(node_json.read_text()) == first
     assert len(collector.received) == 2
+
+
+def test_retention_frees_the_spool_once_results_are_sent(tmp_path, node_engine, collector):
+    """retain_hours = 0: after the results were stored by the PACS, the sweep deletes the received
+    images and the SC/SR copies; the listing keeps the study and its verdict."""
+    cfg = write_config(tmp_path, dest_port=collector.port, study="retain_hours = 0")
+    files = sorted((REPO / "samples" / "dicom").glob("leg-*.dcm"))
+    key = study_key(str(read_header(files[0]).StudyInstanceUID))
+    data = tmp_path / "data"
+    with running_node(cfg, node_engine) as node:
+        assert send(node.port, files) == [0]
+        wait_for(lambda: [s for s in received_studies(data) if s.status == SENT], 30, "sent")
+        assert node.spool.used_bytes > 0
+        assert node.sweep() == [key]
+        assert node.spool.used_bytes == 0
+    assert not (data / "spool" / key).exists() and not (data / "results" / key / "dicom").exists()
+    [study] = received_studies(data)
+    assert (study.key, study.status, study.n_instances, study.received_at) == (key, SENT, 1, None)
+    assert study.probability is not None and study.report is not None

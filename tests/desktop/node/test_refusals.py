@@ -49,12 +49,15 @@ def node(tmp_path, node_engine, collector):
         yield n
 
 
-@pytest.mark.parametrize("calling, called", [("INTRUDER", NODE_AE), (SENDER_AE, "SOMEONE_ELSE")],
-                         ids=["unknown-calling-ae", "wrong-called-ae"])
-def test_an_unknown_ae_title_is_rejected_at_association(node, tmp_path, calling, called):
+@pytest.mark.parametrize("calling, called, why", [
+    ("INTRUDER", NODE_AE, "calling AE title 'INTRUDER' is not in allowed_callers"),
+    (SENDER_AE, "SOMEONE_ELSE", "called AE title 'SOMEONE_ELSE' is not ours ('MURA_NODE')"),
+], ids=["unknown-calling-ae", "wrong-called-ae"])
+def test_an_unknown_ae_title_is_rejected_at_association(node, tmp_path, caplog, calling, called, why):
     assoc = _associate(node.port, [CR], calling, called)
     assert assoc.is_rejected and not assoc.is_established
     assert _spooled(tmp_path) == []
+    wait_for(lambda: any(why in r.getMessage() for r in caplog.records), 5, "the log line saying why")
 
 
 def test_unknown_sop_classes_are_refused_at_negotiation(node, tmp_path):
@@ -124,6 +127,25 @@ def test_a_full_spool_refuses_instances(node, tmp_path, phantom_studies):
     extra = study_files(phantom_studies / "study_0002")[:1]
     assert send(node.port, extra) == [OUT_OF_RESOURCES]
     assert node.spool.used_bytes <= 3 << 20
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path, collector):
+    """The node cannot listen (another program has the port): exit 1, the address in the message."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = write_config(tmp_path, dest_port=collector.port, port=port)
+        r = subprocess.run([sys.executable, "-m", "desktop.node.cli", str(cfg)], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert f"mura-node: error: 127.0.0.1:{port}: cannot listen there (Address already in use)" in r.stderr
 
 
 def test_associations_beyond_the_limit_are_rejected(node):
