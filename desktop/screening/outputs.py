@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,21 +98,15 @@ class ScreenRun:
     report: Path | None = None
 
 
-def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
-                     restart: bool = False, anonymize: bool = False, progress=None,
-                     cancel=None, workers: int | None = None,
-                     dicom_out: bool = False, fast_decode: bool = False, group_by: str = "auto") -> ScreenRun:
-    """Screen ``src`` with the persistent state in ``out`` and write every output there.
+#: What screens a folder: :func:`desktop.screening.run.screen` on this PC, or a function with its
+#: signature that spreads the work elsewhere (:func:`desktop.screening.cluster.cluster_screen`).
+ScreenFn = Callable[..., ScreenResult]
 
-    The CLI and the viewer's "Screen folder…" both call this, so the same folder gives the same
-    worklist, failures, report and resumable state whichever way it was screened. ``workers``
-    is the number of decode processes (None: one per core, 0: none). ``dicom_out`` writes each
-    DICOM study's Secondary Captures and SR under ``out/dicom/<study>/`` (needs ``out``).
-    ``fast_decode``: see :func:`screen`; an ``out`` holding results of the other decoding is
-    refused unless ``restart``.
-    """
-    if dicom_out and not out:
-        raise MuraError("DICOM outputs need an output folder (--out)")
+
+def open_state(src: str | Path, engine: Engine, out: str | Path | None, *, restart: bool = False,
+               anonymize: bool = False, fast_decode: bool = False) -> tuple[ScreenState, Aliases]:
+    """The state of ``out`` (in memory without it), claimed for this model, source and decoding
+    (:meth:`ScreenState.begin` refuses another's results unless ``restart``), and its aliases."""
     if not Path(src).exists():
         raise MuraError(f"{src}: no such file or folder")
     card = engine.bundle.card
@@ -121,15 +116,48 @@ def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
                     model_version=str(card["version"]), source_root=str(Path(src).resolve()),
                     restart=restart, decode=DECODE_FAST if fast_decode else DECODE_EXACT,
                     anonymize=anonymize)
-        alias = Aliases(state.salt, anonymize)
-        res = screen(src, engine, progress=progress, cancel=cancel, state=state, workers=workers,
-                     dicom_out=Path(out) / "dicom" if dicom_out and out else None, alias=alias,
-                     fast_decode=fast_decode, group_by=group_by)
-        run = ScreenRun(res, alias, state.path)
-        if out:
-            run.worklist, run.failures = write_outputs(res, Path(out), engine.bundle.model_id, alias)
-            run.report = write_report(Path(out) / "report.html", res, card, engine.bundle.model_id,
-                                      state, alias)
-        return run
+    except BaseException:
+        state.close()
+        raise
+    return state, Aliases(state.salt, anonymize)
+
+
+def write_run(res: ScreenResult, engine: Engine, out: str | Path | None, state: ScreenState,
+              alias: Aliases) -> ScreenRun:
+    """worklist.csv, failures.csv and report.html of ``res`` in ``out`` (nothing without it),
+    each written atomically: a reader (or a crash) never sees half a worklist."""
+    run = ScreenRun(res, alias, state.path)
+    if out:
+        run.worklist, run.failures = write_outputs(res, Path(out), engine.bundle.model_id, alias)
+        run.report = write_report(Path(out) / "report.html", res, engine.bundle.card,
+                                  engine.bundle.model_id, state, alias)
+    return run
+
+
+def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
+                     restart: bool = False, anonymize: bool = False, progress=None,
+                     cancel=None, workers: int | None = None,
+                     dicom_out: bool = False, fast_decode: bool = False, group_by: str = "auto",
+                     screen_fn: ScreenFn | None = None) -> ScreenRun:
+    """Screen ``src`` with the persistent state in ``out`` and write every output there.
+
+    The CLI and the viewer's "Screen folder…" both call this, so the same folder gives the same
+    worklist, failures, report and resumable state whichever way it was screened. ``workers``
+    is the number of decode processes (None: one per core, 0: none). ``dicom_out`` writes each
+    DICOM study's Secondary Captures and SR under ``out/dicom/<study>/`` (needs ``out``).
+    ``fast_decode``: see :func:`screen`; an ``out`` holding results of the other decoding is
+    refused unless ``restart``. ``screen_fn`` replaces :func:`screen` (``--cluster``): the same
+    state and outputs, whoever scored the studies.
+    """
+    if dicom_out and not out:
+        raise MuraError("DICOM outputs need an output folder (--out)")
+    state, alias = open_state(src, engine, out, restart=restart, anonymize=anonymize,
+                              fast_decode=fast_decode)
+    try:
+        res = (screen_fn or screen)(src, engine, progress=progress, cancel=cancel, state=state,
+                                    workers=workers, alias=alias, fast_decode=fast_decode,
+                                    dicom_out=Path(out) / "dicom" if dicom_out and out else None,
+                                    group_by=group_by)
+        return write_run(res, engine, out, state, alias)
     finally:
         state.close()

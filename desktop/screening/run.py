@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,7 +84,8 @@ def _result_from_state(st: Study, state: ScreenState, alias: Aliases) -> ScoredS
 def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
            state: ScreenState | None = None, *, workers: int | None = None,
            dicom_out: str | Path | None = None, alias: Aliases | None = None,
-           fast_decode: bool = False, group_by: str = "auto") -> ScreenResult:
+           fast_decode: bool = False, group_by: str = "auto", select: Callable[[Study], bool] | None = None,
+           ) -> ScreenResult:
     """Decode, score and aggregate every study under ``root``, committing each study to ``state``.
 
     Studies that ``state`` already holds with unchanged source files are taken from it, not
@@ -100,6 +102,8 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
     ``fast_decode`` decodes JPEG 2000 / baseline JPEG at a reduced resolution; ``state`` must
     have been begun with the same decoding (:meth:`ScreenState.begin` refuses to mix them).
     ``group_by``: how plain images become studies (:func:`desktop.screening.discovery.discover`).
+    ``select(study)`` False leaves a study out (--watch: its files are still being written):
+    not scored; its last committed result, if any, stays listed while a PACS rewrites it.
     """
     t0 = time.time()
     decode = DECODE_FAST if fast_decode else DECODE_EXACT
@@ -107,7 +111,7 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
     own_state = state is None
     state = _open_state(state, engine, root, decode)
     alias = alias or Aliases(state.salt, False)
-    fps, todo = _plan(disc, state, alias, dicom_out)
+    fps, todo = _plan(disc, state, alias, dicom_out, select)
     export_dir = None
     if dicom_out is not None:
         def export_dir(st: Study) -> Path:
@@ -123,8 +127,10 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
                 break
             j, scored = next(studies)
             assert j == i
-            tally.results.append(_result_from_state(st, state, alias) if scored is None
-                                 else _commit(st, scored, fps[i], state, alias, tally))
+            if scored is not None:
+                tally.results.append(_commit(st, scored, fps[i], state, alias, tally))
+            elif state.study(alias(st.key, "study")) is not None:  # finished, or left out by select
+                tally.results.append(_result_from_state(st, state, alias))
             tally.images_done += len(st.images)
             if progress is not None:
                 progress(i + 1, len(disc.studies), tally.images_done, tally.images_total, tally.images_worked)
@@ -168,10 +174,11 @@ def _open_state(state: ScreenState | None, engine: Engine, root: str | Path, dec
     return state
 
 
-def _plan(disc: Discovery, state: ScreenState, alias: Aliases,
-          dicom_out: str | Path | None) -> tuple[list[str], set[int]]:
+def _plan(disc: Discovery, state: ScreenState, alias: Aliases, dicom_out: str | Path | None,
+          select: Callable[[Study], bool] | None = None) -> tuple[list[str], set[int]]:
     """Each study's fingerprint, and the indices of the studies to score: those the state does
-    not hold finished with the same files (and, with ``dicom_out``, with their SR written)."""
+    not hold finished with the same files (and, with ``dicom_out``, with their SR written),
+    among those ``select`` accepts."""
     fps: list[str] = []
     todo: set[int] = set()
     for i, st in enumerate(disc.studies):
@@ -182,7 +189,8 @@ def _plan(disc: Discovery, state: ScreenState, alias: Aliases,
         fps.append(fp)
         exported = dicom_out is None or not st.is_dicom or study_exported(
             dicom_study_dir(dicom_out, st, alias))
-        if not (fp and state.finished(alias(st.key, "study"), fp) and exported):
+        if not (fp and state.finished(alias(st.key, "study"), fp) and exported) and (
+                select is None or select(st)):
             todo.add(i)
     return fps, todo
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -87,7 +88,12 @@ def _worker_init(memory_limit: int = WORKER_MEMORY_BYTES, address_limit: bool = 
     ``MURA_SCREEN_DIE_AFTER`` hook) would leave them blocked forever, keeping the parent's
     stdout/stderr open. ``parent_process().join()`` waits on the parent's sentinel (a pipe on
     POSIX, the process handle on Windows), so this works on every platform.
+
+    Ctrl+C in a terminal reaches the whole process group: a worker must not die of it (its file
+    would be failed as "crashed" and committed so); the screening process decides, and stops
+    its workers itself.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     silence_library_warnings()
     if address_limit:
         limit_worker_memory(memory_limit)
