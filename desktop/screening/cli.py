@@ -20,6 +20,11 @@ different scores (bench/screen.py measures how different); the state, worklist a
 it, and a run never resumes with the other decoding. Without ``--model`` the default bundle of
 :mod:`models.reference` is used (the shipped reference model in a checkout, the installed model
 in the clinic app), and stderr says which.
+
+``--watch`` keeps running on a folder a PACS exports into and screens each study once its files
+have settled, on the same state (:mod:`desktop.screening.watch`); ``--cluster`` spreads the
+scoring of a large archive over a Dask cluster, with the same state and outputs
+(:mod:`desktop.screening.cluster`, imported only then: the single-PC path never loads Dask).
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ from pathlib import Path
 from typing import TextIO
 
 from desktop.screening.discovery import GROUPINGS
-from desktop.screening.outputs import format_table, screen_to_folder
+from desktop.screening.outputs import ScreenRun, format_table, screen_to_folder
 from desktop.screening.render import plural
 from desktop.screening.run import export_error_rows
 from desktop.screening.state import DECODE_FAST
 from desktop.screening.support import EPILOG, dispatch, silence_library_warnings
+from desktop.screening.watch import DEFAULT_POLL_S, DEFAULT_SETTLE_S, WatchOptions, watch_folder
 from models.engine import Engine
 from models.errors import ConfigError, MuraError
 from models.reference import require_default_bundle
@@ -125,7 +131,33 @@ def build_parser() -> argparse.ArgumentParser:
                     "makes each file its own study unless the folders follow MURA's "
                     "patientNNNNN/studyN_* layout; 'folder' makes every folder one study. DICOM is "
                     "always grouped by Study Instance UID")
+    _add_modes(ap)
     return ap
+
+
+def _add_modes(ap: argparse.ArgumentParser) -> None:
+    """--watch (a folder a PACS exports into) and --cluster (an archive larger than one PC)."""
+    ap.add_argument("--watch", action="store_true",
+                    help="keep running: screen each new or changed study once its files have not "
+                    "changed for --settle seconds, and rewrite the outputs after each batch (needs "
+                    "--out; Ctrl+C or SIGTERM stops it cleanly, exit status 0)")
+    ap.add_argument("--settle", type=float, default=DEFAULT_SETTLE_S, metavar="SECONDS",
+                    help=f"with --watch: how long a study's files must stay unchanged before it is "
+                    f"screened (default {DEFAULT_SETTLE_S:g})")
+    ap.add_argument("--poll", action="store_true",
+                    help="with --watch: look for changes by scanning every --poll-interval seconds "
+                    "instead of the system's file events (automatic on a network share, whose "
+                    "changes made by other machines raise no local event)")
+    ap.add_argument("--poll-interval", type=float, default=DEFAULT_POLL_S, metavar="SECONDS",
+                    help=f"with --watch, when polling: seconds between scans (default {DEFAULT_POLL_S:g})")
+    ap.add_argument("--cluster", default=None, metavar="ADDRESS",
+                    help="score on a Dask cluster (the optional extra mura-fracture[cluster]): "
+                    "'local:N' starts N worker processes on this PC (loopback only); "
+                    "tcp://HOST:PORT or a scheduler .json file joins a running scheduler, whose "
+                    "workers must see the folder and the model at the same paths. Same state and "
+                    "outputs as without it; --workers is then ignored")
+    ap.add_argument("--cluster-batch", type=int, default=64, metavar="IMAGES",
+                    help="with --cluster: images per task (whole studies; default 64)")
 
 
 def model_quality_lines(card: dict) -> list[str]:
@@ -151,6 +183,70 @@ def resolve_model(model: str | None) -> str:
     return str(found.path)
 
 
+def _check(a: argparse.Namespace) -> None:
+    if a.workers is not None and a.workers < 0:
+        raise ConfigError(f"--workers {a.workers}: expected 0 or more")
+    if a.dicom_out and not a.out:
+        raise ConfigError("--dicom-out needs --out")
+    if a.watch and not a.out:
+        raise ConfigError("--watch needs --out: the state and the worklist it keeps up to date live there")
+    if a.watch and a.cluster:
+        raise ConfigError("--watch and --cluster cannot be combined: a watched folder is one PC's job")
+    if a.cluster_batch < 1:
+        raise ConfigError(f"--cluster-batch {a.cluster_batch}: expected 1 or more images")
+
+
+def _screen(a: argparse.Namespace, engine: Engine, model: str) -> ScreenRun:
+    """One run over the folder: on this PC, or on the Dask cluster of ``--cluster`` (imported
+    only then: the single-PC path never loads the cluster library)."""
+    kw = {"restart": a.restart, "anonymize": a.anonymize, "workers": a.workers,
+          "progress": None if a.no_progress else ProgressLine(), "dicom_out": a.dicom_out,
+          "fast_decode": a.fast_decode, "group_by": a.group_by}
+    if not a.cluster:
+        return screen_to_folder(a.src, engine, a.out, **kw)
+    from desktop.screening.cluster import (
+        EngineSpec,
+        cluster_screen,
+        local_inference_threads,
+        open_cluster,
+        parse_cluster,
+    )
+
+    where = parse_cluster(a.cluster)
+    spec = EngineSpec(str(Path(model).resolve()), engine.bundle.model_id, a.device, a.backend,
+                      local_inference_threads(where.local) if where.local else None)
+    with open_cluster(where) as client:
+        return screen_to_folder(a.src, engine, a.out, screen_fn=cluster_screen(client, spec, a.cluster_batch),
+                                **kw)
+
+
+def _print_run(a: argparse.Namespace, run: ScreenRun, engine: Engine) -> None:
+    res, alias, card = run.result, run.alias, engine.bundle.card
+    word = card["task"].get("display_word", card["task"]["name"])
+    print(f"Model {engine.bundle.model_id}; {card['intended_use']}")
+    print("\n".join(model_quality_lines(card)))
+    if res.decode == DECODE_FAST:
+        print(f"Decoding: --fast-decode (JPEG 2000 / baseline JPEG at reduced resolution, long "
+              f"side >= {2 * engine.cfg.input_size} px): scores differ slightly from an exact decode")
+    print(format_table(res, word, a.top, alias))
+    rate = res.n_scored_images / max(res.seconds, 1e-9)
+    print(f"{len(res.results)} studies ({res.n_resumed} resumed from the state), "
+          f"{res.n_scored_images} images scored in {res.seconds:.1f}s "
+          f"({rate:.1f} images/s); {len(res.failures)} images failed, "
+          f"{len(res.refusals)} not indicated, "
+          f"{len(res.discovery.skipped)} files skipped, "
+          f"{plural(len(res.discovery.duplicates), 'duplicate')}")
+    for key, reason in export_error_rows(res, alias):
+        print(f"  DICOM export failed for study {key}: {reason}")
+    for path, reason in res.failures[:20]:
+        print(f"  failed: {alias(path, 'file')}: {reason}")
+    if len(res.failures) > 20:
+        print(f"  … and {len(res.failures) - 20} more (see failures.csv with --out)")
+    if a.out:
+        print(f"worklist: {run.worklist}\nfailures: {run.failures}\nreport: {run.report}\n"
+              f"state: {run.state_path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     rc = dispatch("mura-screen", argv)  # --version, --card, --check-decode
@@ -158,50 +254,28 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     a = build_parser().parse_args(argv)
     try:
-        if a.workers is not None and a.workers < 0:
-            raise ConfigError(f"--workers {a.workers}: expected 0 or more")
-        if a.dicom_out and not a.out:
-            raise ConfigError("--dicom-out needs --out")
-        engine = Engine(resolve_model(a.model), backend=a.backend, device=a.device,
-                        performance_hint="THROUGHPUT")
-        card = engine.bundle.card
+        _check(a)
+        model = resolve_model(a.model)
+        engine = Engine(model, backend=a.backend, device=a.device, performance_hint="THROUGHPUT")
         if a.out:
             Path(a.out).mkdir(parents=True, exist_ok=True)
         silence_library_warnings(Path(a.out) / LOG_NAME if a.out and not a.anonymize else None)
-        for line in model_quality_lines(card)[:-1]:  # the warnings, before the run starts
+        for line in model_quality_lines(engine.bundle.card)[:-1]:  # the warnings, before the run starts
             print(line, file=sys.stderr)
-        progress = None if a.no_progress else ProgressLine()
-        run = screen_to_folder(a.src, engine, a.out, restart=a.restart, anonymize=a.anonymize,
-                               progress=progress, workers=a.workers, dicom_out=a.dicom_out,
-                               fast_decode=a.fast_decode, group_by=a.group_by)
-        res, alias = run.result, run.alias
-        word = card["task"].get("display_word", card["task"]["name"])
-        print(f"Model {engine.bundle.model_id}; {card['intended_use']}")
-        print("\n".join(model_quality_lines(card)))
-        if res.decode == DECODE_FAST:
-            print(f"Decoding: --fast-decode (JPEG 2000 / baseline JPEG at reduced resolution, long "
-                  f"side >= {2 * engine.cfg.input_size} px): scores differ slightly from an exact decode")
-        print(format_table(res, word, a.top, alias))
-        rate = res.n_scored_images / max(res.seconds, 1e-9)
-        print(f"{len(res.results)} studies ({res.n_resumed} resumed from the state), "
-              f"{res.n_scored_images} images scored in {res.seconds:.1f}s "
-              f"({rate:.1f} images/s); {len(res.failures)} images failed, "
-              f"{len(res.refusals)} not indicated, "
-              f"{len(res.discovery.skipped)} files skipped, "
-              f"{plural(len(res.discovery.duplicates), 'duplicate')}")
-        for key, reason in export_error_rows(res, alias):
-            print(f"  DICOM export failed for study {key}: {reason}")
-        for path, reason in res.failures[:20]:
-            print(f"  failed: {alias(path, 'file')}: {reason}")
-        if len(res.failures) > 20:
-            print(f"  … and {len(res.failures) - 20} more (see failures.csv with --out)")
-        if a.out:
-            print(f"worklist: {run.worklist}\nfailures: {run.failures}\nreport: {run.report}\n"
-                  f"state: {run.state_path}")
+        if a.watch:
+            print(f"Model {engine.bundle.model_id}; {engine.bundle.card['intended_use']}")
+            print("\n".join(model_quality_lines(engine.bundle.card)), flush=True)
+            return watch_folder(a.src, engine, a.out, WatchOptions(a.settle, a.poll_interval, a.poll),
+                                restart=a.restart, anonymize=a.anonymize, workers=a.workers,
+                                dicom_out=a.dicom_out, fast_decode=a.fast_decode, group_by=a.group_by)
+        run = _screen(a, engine, model)
+        _print_run(a, run, engine)
     except MuraError as e:
         print(f"mura-screen: error: {e}", file=sys.stderr)
         return 2
+    res = run.result
     return 1 if res.failures or res.export_errors else 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
