@@ -14,7 +14,10 @@ to inference cost on the clinic PC, so the table shows all of them, measured in 
   image and the share of images and studies whose verdict (at the card's operating points) is the
   same as with the exact decode, over the whole folder;
 - per transfer syntax, the milliseconds one process spends on a file (decode + preprocess +
-  thumbnail source, as a screening worker does), exact and fast.
+  thumbnail source, as a screening worker does), exact and fast;
+- with ``--cluster-scaling``: the same whole run on a local Dask cluster (``mura-screen
+  --cluster local:N``) of 1 and then 2 worker processes, each worker's engine built before the
+  clock starts, and the speed-up from 1 to 2 (needs the ``cluster`` extra).
 
 Data: ``--n`` phantom DICOMs (models/synth's generator) of 1–2k px in mixed transfer
 syntaxes (explicit/implicit little endian, deflate, RLE, JPEG-LS, JPEG 2000 lossless and lossy,
@@ -28,6 +31,7 @@ Model: ``--model BUNDLE``, or a one-epoch custom_cnn at ``--input-size`` compres
     .venv/bin/python bench/screen.py                     # 500 files, 224 px INT8 model
     .venv/bin/python bench/screen.py --n 60 --bases 4    # quick look
     .venv/bin/python bench/screen.py --model runs/x/bundle --data /tmp/screen-bench --workers 0,1,2
+    .venv/bin/python bench/screen.py --n 200 --no-fast --cluster-scaling   # + Dask local:1 vs local:2
 """
 
 from __future__ import annotations
@@ -210,6 +214,38 @@ def pipeline_rate(src: Path, engine, workers: int, fast: bool = False):
     return res.n_scored_images / res.seconds, t_disc, res
 
 
+def cluster_rate(src: Path, engine, model: Path, n_workers: int, batch_images: int = 8,
+                 runs: int = 2) -> float:
+    """Images/s of the whole run on a local Dask cluster of ``n_workers`` processes, the best of
+    ``runs`` (the first warms each worker's inference requests up); the cluster's start and the
+    workers' engine builds are not counted: an archive run pays them once."""
+    from desktop.screening.cluster import (
+        ClusterSpec,
+        cluster_screen,
+        local_inference_threads,
+        open_cluster,
+    )
+    from desktop.screening.cluster_tasks import EngineSpec
+
+    spec = EngineSpec(str(Path(model).resolve()), engine.bundle.model_id,
+                      num_threads=local_inference_threads(n_workers))
+    with open_cluster(ClusterSpec(local=n_workers)) as client:
+        screen = cluster_screen(client, spec, batch_images)
+        results = [screen(src, engine) for _ in range(runs)]  # in-memory states: all re-scored
+    return max(r.n_scored_images / r.seconds for r in results)
+
+
+def _cluster_rows(src: Path, engine, model: Path, raw: float) -> str:
+    """The Dask rows, local:1 and local:2; returns the line that says the scaling between them."""
+    rates = {}
+    for n in (1, 2):
+        rates[n] = cluster_rate(src, engine, model, n)
+        print(f"| Dask local cluster (--cluster local:{n}, whole run) | {n} {'process' if n == 1 else 'processes'} | "
+              f"{rates[n]:.1f} | {100 * rates[n] / raw:.0f} % |", flush=True)
+    return (f"Dask local cluster, 1 -> 2 worker processes: {rates[2] / rates[1]:.2f}x the images/s "
+            f"on {os.cpu_count()} CPUs\n")
+
+
 def agreement(exact, fast, thresholds: dict[str, float]) -> tuple[float, float, float, int, str]:
     """(max |Δp| per image, image verdict agreement, study verdict agreement, images compared,
     the exact run's image verdicts counted) of two ScreenResults of the same folder. The counts
@@ -316,10 +352,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list of decode-process counts to run the pipeline with "
                     "(default: 0 and one per core)")
     ap.add_argument("--no-fast", action="store_true", help="skip the --fast-decode rows")
+    ap.add_argument("--cluster-scaling", action="store_true",
+                    help="also time the run on a local Dask cluster of 1 and 2 worker processes")
     a = ap.parse_args(argv)
 
     from desktop.screening.workers import default_workers
     from models.engine import Engine
+    from models.ovruntime import cpu_description
 
     lo, hi = (int(x) for x in a.size.split(","))
     workers = ([int(x) for x in a.workers.split(",")] if a.workers
@@ -334,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         # rows are printed as they are measured: a long run that is stopped still reports
         print(f"\n{n} DICOM files, {lo}–{hi} px, model {engine.bundle.model_id} "
               f"({engine.cfg.input_size} px, {engine.artifact}, {n_req} async requests, "
-              f"THROUGHPUT), {os.cpu_count()} CPUs\n")
+              f"THROUGHPUT), {os.cpu_count()} CPUs\nCPU: {cpu_description()}\n")
         print("| measure | workers | images/s | % of raw engine |")
         print("| --- | --- | --- | --- |")
         print(f"| raw engine (inputs in memory) | – | {raw:.1f} | 100 % |", flush=True)
@@ -350,9 +389,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| pipeline (whole run) | {w} | {r:.1f} | {100 * r / raw:.0f} % "
                   f"(= {100 * r / bound:.0f} % of min(raw, decode); discovery {t_disc:.1f}s) |",
                   flush=True)
+        scaling = _cluster_rows(src, engine, model, raw) if a.cluster_scaling else ""
+        if not a.no_fast:
+            _fast_rows(src, files, engine, workers, raw, exact)
+        print(f"\n{scaling}" if scaling else "", end="")
         if a.no_fast:
             return 0
-        _fast_rows(src, files, engine, workers, raw, exact)
         print("\n| transfer syntax | ms per file, exact | ms per file, --fast-decode |")
         print("| --- | --- | --- |")
         for name, (ms_e, ms_f) in per_syntax_ms(files, engine.cfg).items():
