@@ -172,10 +172,14 @@ class Changes:
 
 class StopSignals:
     """SIGINT and SIGTERM set :attr:`stop` (and wake the loop) instead of raising; a second
-    SIGINT raises KeyboardInterrupt as usual. Handlers are put back by :meth:`restore`."""
+    SIGINT raises KeyboardInterrupt as usual. Handlers are put back by :meth:`restore`.
 
-    def __init__(self, say: Callable[[str], None]) -> None:
-        self.stop, self.wake, self.say = threading.Event(), threading.Event(), say
+    The handler writes its one line straight to file descriptor 2: a ``print`` there could land
+    inside another ``print`` of the main thread and raise a reentrant-call error mid-batch.
+    """
+
+    def __init__(self) -> None:
+        self.stop, self.wake = threading.Event(), threading.Event()
         self._old: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -186,8 +190,11 @@ class StopSignals:
             raise KeyboardInterrupt
         self.stop.set()
         self.wake.set()
-        self.say(f"{signal.Signals(signum).name}: stopping after the current study "
-                 "(the state is kept; Ctrl+C again to stop at once)")
+        try:
+            os.write(2, f"{signal.Signals(signum).name}: stopping after the current study (the state "
+                        "is kept; Ctrl+C again to stop at once)\n".encode())
+        except OSError:  # no stderr (a service): stopping matters, saying so does not
+            pass
 
     def restore(self) -> None:
         for sig, old in self._old.items():
@@ -297,7 +304,7 @@ def watch_folder(src: str | Path, engine: Engine, out: str | Path | None,
     ignore = _inside(out, root)
     state, alias = open_state(src, engine, out, restart=restart, anonymize=anonymize,
                               fast_decode=fast_decode)
-    signals = StopSignals(say)
+    signals = StopSignals()
     observer = None
     try:
         kw = {"workers": workers, "alias": alias, "fast_decode": fast_decode, "group_by": group_by,
