@@ -10,4 +10,5 @@ the package out altogether (installers/mura.spec).
 
 import sys
 
-sys.modules.setdefault("openvino_telemetry", None)
+# None in sys.modules is the import system's "blocked" marker; typeshed types the values as modules.
+sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]

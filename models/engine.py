@@ -82,11 +82,11 @@ def cam_to_image(cam: np.ndarray, placement: Placement, shape: tuple[int, int]) 
     """Upsample the CAM to the input grid, crop the letterbox padding, resize to ``shape``."""
     size = placement.offset_x * 2 + placement.width  # square input side (padding is symmetric±1)
     size = max(size, placement.offset_y * 2 + placement.height)
-    up = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+    up = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR))
     ys, xs = placement.content_slice()
     crop = up[ys, xs]
     rows, cols = shape
-    out = np.asarray(Image.fromarray(crop, mode="F").resize((cols, rows), Image.BILINEAR))
+    out = np.asarray(Image.fromarray(crop, mode="F").resize((cols, rows), Image.Resampling.BILINEAR))
     return (1.0 / (1.0 + np.exp(-out))).astype(np.float32)
 
 
@@ -392,7 +392,7 @@ class AsyncRunner:
         self._queue.start_async({self.engine.input_name: batch}, (tag, placement))
 
     def completed(self) -> list[tuple[Hashable, ImagePrediction]]:
-        out = []
+        out: list[tuple[Hashable, ImagePrediction]] = []
         while True:
             try:
                 tag, placement, outs, err = self._done.get_nowait()

@@ -11,7 +11,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, overload
 
 
 def _default_mode() -> int:
@@ -50,6 +52,10 @@ def atomic_write_json(path: str | Path, obj: object) -> Path:
     return atomic_write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
+@overload
+def json_value(obj: Mapping[Any, Any]) -> dict[str, Any]: ...
+@overload
+def json_value(obj: object) -> object: ...
 def json_value(obj: object) -> object:
     """``obj`` exactly as :func:`atomic_write_json` would write and ``json.load`` read it back
     (tuples as lists, NaN as None): what a schema is checked against before the file is written."""

@@ -328,8 +328,8 @@ def _load_plain(path: Path, kind: str, frame: int, min_side: int | None = None) 
             if min_side is not None and kind == "jpeg":
                 dicom.draft_jpeg(im, int(min_side))
             im.load()  # full decode now, so a truncated file fails here and not later
-            im = ImageOps.exif_transpose(im) or im
-            gray, colour = _to_gray01(im)
+            upright = ImageOps.exif_transpose(im) or im
+            gray, colour = _to_gray01(upright)
     except (IndexError, ImageTooLargeError):
         raise
     except UnidentifiedImageError as e:

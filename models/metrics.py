@@ -9,18 +9,24 @@ points): the trainer, ``mura-evaluate`` and compress's bundle evaluation report 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from models.errors import ConfigError
 
 if TYPE_CHECKING:
     from models.datasources import Record
 
+# What the functions take (each starts with np.asarray): labels 0/1 (or bools, e.g. a thresholded
+# score array) and scores or probabilities, as lists or numpy arrays.
+Labels = Sequence[int] | npt.NDArray[np.integer[Any]] | npt.NDArray[np.bool_]
+Scores = Sequence[float] | npt.NDArray[np.floating[Any]]
 
-def roc_auc(y_true: Sequence[int], scores: Sequence[float]) -> float:
+
+def roc_auc(y_true: Labels, scores: Scores) -> float:
     """Area under the ROC curve (Mann–Whitney U with mid-ranks for ties); nan if one class."""
     y = np.asarray(y_true).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
@@ -39,7 +45,7 @@ def roc_auc(y_true: Sequence[int], scores: Sequence[float]) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def roc_curve(y_true: Sequence[int], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(y_true: Labels, scores: Scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds), thresholds decreasing, starting at +inf like scikit-learn."""
     y = np.asarray(y_true).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
@@ -53,7 +59,7 @@ def roc_curve(y_true: Sequence[int], scores: Sequence[float]) -> tuple[np.ndarra
     return fpr, tpr, np.r_[np.inf, s[distinct]]
 
 
-def confusion(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, int]:
+def confusion(y_true: Labels, y_pred: Labels) -> dict[str, int]:
     y = np.asarray(y_true).astype(bool)
     p = np.asarray(y_pred).astype(bool)
     return {
@@ -64,7 +70,7 @@ def confusion(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, int]:
     }
 
 
-def cohen_kappa(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+def cohen_kappa(y_true: Labels, y_pred: Labels) -> float:
     """Cohen's kappa for two binary raters (MURA's headline study-level metric)."""
     c = confusion(y_true, y_pred)
     n = sum(c.values())
@@ -77,7 +83,7 @@ def cohen_kappa(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     return float((po - pe) / (1 - pe)) if pe < 1 else (1.0 if po == 1 else 0.0)
 
 
-def binary_metrics(y_true: Sequence[int], scores: Sequence[float], threshold: float = 0.5) -> dict:
+def binary_metrics(y_true: Labels, scores: Scores, threshold: float = 0.5) -> dict:
     """AUC, accuracy, sensitivity, specificity and kappa at one threshold."""
     y = np.asarray(y_true).astype(int)
     s = np.asarray(scores, dtype=np.float64)
@@ -96,7 +102,7 @@ def binary_metrics(y_true: Sequence[int], scores: Sequence[float], threshold: fl
 
 
 def aggregate_studies(
-    study_ids: Sequence[str], labels: Sequence[int], probs: Sequence[float]
+    study_ids: Sequence[str], labels: Labels, probs: Scores
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Mean image probability per study (MURA's rule); a study's label must be consistent."""
     acc: dict[str, list[float]] = defaultdict(list)
@@ -109,7 +115,7 @@ def aggregate_studies(
     return ids, np.array([lab[i] for i in ids]), np.array([np.mean(acc[i]) for i in ids])
 
 
-def threshold_for_sensitivity(y_true: Sequence[int], scores: Sequence[float], target: float) -> float:
+def threshold_for_sensitivity(y_true: Labels, scores: Scores, target: float) -> float:
     """Highest threshold whose sensitivity reaches ``target`` (the "suspicious" operating point)."""
     y = np.asarray(y_true).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
@@ -120,7 +126,7 @@ def threshold_for_sensitivity(y_true: Sequence[int], scores: Sequence[float], ta
     return float(pos[min(max(k, 0), len(pos) - 1)])
 
 
-def threshold_for_specificity(y_true: Sequence[int], scores: Sequence[float], target: float) -> float:
+def threshold_for_specificity(y_true: Labels, scores: Scores, target: float) -> float:
     """Lowest threshold whose specificity (negatives scored below it) reaches ``target``."""
     y = np.asarray(y_true).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
@@ -131,7 +137,7 @@ def threshold_for_specificity(y_true: Sequence[int], scores: Sequence[float], ta
     return float(np.nextafter(neg[k - 1], np.inf))
 
 
-def youden_threshold(y_true: Sequence[int], scores: Sequence[float]) -> float:
+def youden_threshold(y_true: Labels, scores: Scores) -> float:
     """Threshold maximising sensitivity + specificity - 1 (the "likely" operating point)."""
     fpr, tpr, thr = roc_curve(y_true, scores)
     i = int(np.argmax(tpr - fpr))
@@ -139,8 +145,8 @@ def youden_threshold(y_true: Sequence[int], scores: Sequence[float]) -> float:
 
 
 def bootstrap_ci(
-    metric, y_true: Sequence[int], scores: Sequence[float], *, n: int = 1000, seed: int = 0,
-    alpha: float = 0.05,
+    metric: Callable[[npt.NDArray[Any], npt.NDArray[np.float64]], float], y_true: Labels,
+    scores: Scores, *, n: int = 1000, seed: int = 0, alpha: float = 0.05,
 ) -> tuple[float, float]:
     """Percentile bootstrap (1 - alpha) CI of ``metric(y, s)``; resamples with both classes kept."""
     y = np.asarray(y_true)
@@ -160,7 +166,7 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
-def expected_calibration_error(y_true: Sequence[int], probs: Sequence[float], bins: int = 10) -> float:
+def expected_calibration_error(y_true: Labels, probs: Scores, bins: int = 10) -> float:
     """ECE with equal-width bins: how far predicted probabilities are from observed frequencies."""
     y = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(probs, dtype=np.float64)
@@ -173,7 +179,7 @@ def expected_calibration_error(y_true: Sequence[int], probs: Sequence[float], bi
     return float(ece)
 
 
-def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
+def confusion_matrix(y_true: Labels, y_pred: Labels, n_classes: int) -> np.ndarray:
     """(n_classes, n_classes) counts, rows = true class, columns = predicted (scikit-learn's layout).
 
     Used for the body part (K classes) and, with n_classes=2, for the finding: row/column 0 is
@@ -192,7 +198,7 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: in
     return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-def reliability_bins(y_true: Sequence[int], probs: Sequence[float], bins: int = 10) -> dict[str, np.ndarray]:
+def reliability_bins(y_true: Labels, probs: Scores, bins: int = 10) -> dict[str, np.ndarray]:
     """The numbers behind a reliability diagram, with the same equal-width bins as the ECE.
 
     Per bin: ``count``, ``mean_prob`` (mean predicted probability) and ``frac_pos`` (observed

@@ -149,7 +149,7 @@ def _resize_long_side(img: np.ndarray, size: int) -> np.ndarray:
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     if (nh, nw) == (h, w):
         return img
-    return np.asarray(Image.fromarray(img, mode="F").resize((nw, nh), Image.BILINEAR))
+    return np.asarray(Image.fromarray(img, mode="F").resize((nw, nh), Image.Resampling.BILINEAR))
 
 
 def scale_intensity(img: np.ndarray, clip_percentiles: tuple[float, float]) -> np.ndarray:

@@ -68,7 +68,7 @@ def _fold(text: str) -> str:
 
 
 _TERMS: dict[str, str] = {}
-for _region, _words in {
+for _region, _region_words in {
     "finger": "FINGER THUMB FINGERS DAUMEN DOIGT POUCE DEDO PULGAR DITO POLLICE VINGER DUIM ПАЛЕЦ",
     "hand": "HAND HANDS MAIN MANO MAO HANDWURZEL CARPUS CARPAL SCAPHOID KAHNBEIN КИСТЬ",
     "wrist": "WRIST HANDGELENK POIGNET MUNECA POLSO PUNHO PULS ЗАПЯСТЬЕ",
@@ -92,7 +92,7 @@ for _region, _words in {
              "VERTEBRA ПОЗВОНОЧНИК",
     "breast": "BREAST MAMMA MAMMO SEIN MAMA",
 }.items():
-    for _w in _words.split():
+    for _w in _region_words.split():
         _TERMS[_fold(_w)] = _region
 _EXACT_ONLY = {"HEAD": "head", "NECK": "neck", "ABDOMENPELVIS": "abdomen", "CHESTABDOMEN": "chest",
                "WHOLEBODY": "whole body", "EXTREMITY": "extremity", "UPREXM": "extremity",

@@ -244,6 +244,7 @@ def _j2k_reduced(code: bytes, rows: int, cols: int, bits: int, min_side: int) ->
     import io
 
     from PIL import Image
+    from PIL.Jpeg2KImagePlugin import Jpeg2KImageFile
 
     head = _j2k_header(code)
     if head is None:
@@ -261,6 +262,8 @@ def _j2k_reduced(code: bytes, rows: int, cols: int, bits: int, min_side: int) ->
         return None
     r = factor.bit_length() - 1
     with Image.open(io.BytesIO(code), formats=["JPEG2000"]) as im:
+        if not isinstance(im, Jpeg2KImageFile):  # what formats=["JPEG2000"] opens; narrows im
+            return None
         im.reduce = r  # Jpeg2KImageFile: decode r resolution levels down
         im.load()
         arr = np.asarray(im)

@@ -348,6 +348,7 @@ def render_frame(
         if hi - base + 1 <= min(_MAX_TABLE, a.size):
             table = (np.arange(base, hi + 1, dtype=np.int64), base, lo, hi)
     mod_table = None if table is None else apply_modality_lut(table[0], ds)
+    modality: np.ndarray | None
     if table is None or mod_table is None or not np.isfinite(mod_table).all():
         modality = apply_modality_lut(a, ds)
         voi = apply_voi_lut(modality, ds, voi_index, window=window)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -25,6 +26,15 @@ from pydicom.uid import (
 )
 
 from models.errors import DicomError, TruncatedPixelDataError
+
+
+class _ReadOptions(TypedDict):
+    """The keyword arguments :func:`read_dataset` passes on to ``pydicom.dcmread``."""
+
+    stop_before_pixels: bool
+    specific_tags: list[str] | None
+    defer_size: int | str | None
+
 
 # VRs an explicit-VR dataset may start with; used to recognise ACR-NEMA/preamble-less files.
 _VRS = frozenset(
@@ -129,8 +139,8 @@ def read_dataset(
     except OSError as e:
         raise DicomError(p, f"cannot open file ({e.strerror or e})") from e
     tags = None if specific_tags is None else list(specific_tags)
-    options = {"stop_before_pixels": stop_before_pixels, "specific_tags": tags,
-               "defer_size": defer_size}
+    options: _ReadOptions = {"stop_before_pixels": stop_before_pixels, "specific_tags": tags,
+                             "defer_size": defer_size}
     ds = _dcmread(p, head, options)
     if len(ds) == 0 and specific_tags is None and not as_stored:
         # pydicom drops the whole dataset when it runs off the end of an undefined-length item
@@ -152,7 +162,7 @@ def read_header(path: str | Path, *, specific_tags: Sequence[str] | None = None)
     return read_dataset(path, stop_before_pixels=True, specific_tags=specific_tags)
 
 
-def _dcmread(p: Path, head: bytes, options: dict[str, object]) -> Dataset:
+def _dcmread(p: Path, head: bytes, options: _ReadOptions) -> Dataset:
     """pydicom's read, forced only for a plausible preamble-less dataset; errors typed."""
     try:
         try:

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlparse
 
 import torch
@@ -266,7 +267,9 @@ class _TimmFeatures(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)
+        # a timm model's method; nn.Module.__getattr__ types attributes as Tensor | Module
+        forward_features = cast(Callable[[torch.Tensor], torch.Tensor], self.model.forward_features)
+        return forward_features(x)
 
 
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -314,7 +317,7 @@ def _timm_backbone(arch: str, pretrained: bool = False, **kwargs) -> tuple[nn.Mo
 
     if not pretrained:
         m = timm.create_model(arch, pretrained=False, in_chans=1, num_classes=0, global_pool="", **kwargs)
-        return _TimmFeatures(m), m.num_features
+        return _TimmFeatures(m), _num_features(m)
     reason = hub_unreachable_reason()
     if reason:
         raise ConfigError(f"--pretrained: the timm model hub cannot be reached ({reason}); {_offline_hint()}")
@@ -324,7 +327,12 @@ def _timm_backbone(arch: str, pretrained: bool = False, **kwargs) -> tuple[nn.Mo
     except Exception as e:  # noqa: BLE001 - hub, HTTP, cache and file errors all mean "no weights"
         raise ConfigError(f"--pretrained: could not get {arch} ImageNet weights from the timm hub "
                           f"({type(e).__name__}: {e}); {_offline_hint()}") from e
-    return _TimmFeatures(m), m.num_features
+    return _TimmFeatures(m), _num_features(m)
+
+
+def _num_features(m: nn.Module) -> int:
+    """A timm model's feature width (an int; nn.Module.__getattr__ types it as Tensor | Module)."""
+    return cast(int, m.num_features)
 
 
 _TIMM_ARCHS = {"resnet50", "densenet169", "efficientnet_b0"}

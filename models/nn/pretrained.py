@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import re
 from pathlib import Path
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -72,7 +73,11 @@ def lukemelas_to_timm(state: dict[str, Tensor], timm_model: nn.Module) -> dict[s
     order. A tensor left unmapped, or a block count that differs, is an error: a silent partial
     load would train from a half-random network.
     """
-    timm_blocks = [f"blocks.{s}.{i}" for s, stage in enumerate(timm_model.blocks) for i in range(len(stage))]
+    # timm's EfficientNet: ``blocks`` is a Sequential of per-stage Sequentials (nn.Module's
+    # __getattr__ types an attribute as Tensor | Module)
+    stages = cast(nn.Sequential, timm_model.blocks)
+    timm_blocks = [f"blocks.{s}.{i}" for s, stage in enumerate(stages)
+                   for i in range(len(cast(nn.Sequential, stage)))]
     n_blocks = 1 + max((int(m.group(1)) for k in state if (m := _BLOCK_KEY.match(k))), default=-1)
     if n_blocks != len(timm_blocks):
         raise ConfigError(f"the weights have {n_blocks} blocks, the network {len(timm_blocks)}: "

@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             d = write_dicom_studies(
                 out / "dicom", seed=args.seed, n_studies=args.dicom_studies, jobs=args.jobs
             )
-            n_files = sum(len(s["images"]) for s in d)  # type: ignore[arg-type]
+            n_files = sum(len(s["images"]) for s in d)
             print(f"dicom: {len(d)} studies, {n_files} files, labels in {out / 'dicom/labels.csv'}")
     except ConfigError as exc:
         parser.error(str(exc))

@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -29,6 +30,18 @@ from models.synth.files import (
 from models.synth.render import _MURA_STYLE, _render
 
 # ---- DICOM ---------------------------------------------------------------------------------
+
+
+class DicomStudyInfo(TypedDict):
+    """One written study, as :func:`write_dicom_studies` returns it."""
+
+    study_uid: str
+    label: int
+    body_part: str
+    folder: str
+    modality: str
+    images: list[dict[str, object]]
+
 
 _CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 _DX_PRESENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -110,13 +123,13 @@ def _uid(seed: int, *parts: object) -> str:
 def _dicom_header(st: _DicomStudy, k: int, sop_uid: str, series_uid: str):
     """Patient/study/series/instance modules and file meta for image ``k`` of a study."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
     sop_class = _CR_STORAGE if st.modality == "CR" else _DX_PRESENTATION_STORAGE
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.file_meta.ImplementationVersionName = "MURA_SYNTH_1"
@@ -200,7 +213,7 @@ def _write_dicom_study(task: tuple) -> list[dict[str, object]]:
 
 def write_dicom_studies(
     root: str | os.PathLike[str], *, seed: int, n_studies: int, jobs: int | None = None
-) -> list[dict[str, object]]:
+) -> list[DicomStudyInfo]:
     """Write phantom DICOM studies the way a PACS export delivers them, plus ``labels.csv``.
 
     Encodings (transfer syntax, photometric, bit depth, rescale) rotate through fixed cycles of
@@ -240,7 +253,7 @@ def write_dicom_studies(
         encodings = [_dicom_encoding(image_index + k, offsets) for k in range(st.n_images)]
         image_index += st.n_images
         tasks.append((str(root), seed, st, anatomy, encodings))
-    studies: list[dict[str, object]] = [
+    studies: list[DicomStudyInfo] = [
         {
             "study_uid": st.uid,
             "label": st.label,

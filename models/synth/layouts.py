@@ -91,7 +91,7 @@ def write_mura(
     root = Path(root)
     _claim(root, "mura", [_MURA_DIR], {"seed": int(seed), "n_patients": n_patients})
     images: dict[str, list[list[str]]] = {"train": [], "valid": []}
-    studies: dict[str, list[list[object]]] = {"train": [], "valid": []}
+    studies: dict[str, list[list[str | int]]] = {"train": [], "valid": []}
     patients: dict[str, set[int]] = {"train": set(), "valid": set()}
     plan = _mura_plan(seed, n_patients)
     tasks = [(str(root), seed, idx, study, size_range) for idx, study in enumerate(plan)]
@@ -107,7 +107,7 @@ def write_mura(
         split: {
             "images": len(images[split]),
             "studies": len(studies[split]),
-            "positive_studies": sum(int(row[1]) for row in studies[split]),  # type: ignore[arg-type]
+            "positive_studies": sum(int(row[1]) for row in studies[split]),
             "patients": len(patients[split]),
         }
         for split in ("train", "valid")
