@@ -75,6 +75,7 @@ reference-model: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Clinic packages -> installers/dist/: frozen app, .tar.gz, .deb; checks the NSIS script when
@@ -86,4 +87,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf runs .pytest_cache installers/build installers/dist
+	rm -rf runs .pytest_cache .mypy_cache installers/build installers/dist
