@@ -14,7 +14,8 @@ commits each returned study to the same state, in the same batched transactions,
 are the same worklist, failures and report: per study the work is idempotent, so a task that
 runs twice (its worker was lost) replaces the same rows, and a client that is stopped resumes
 like any run. The single-PC path never imports this module's cluster library: ``dask`` is the
-optional extra ``mura-fracture[cluster]``, imported only here, inside functions.
+optional extra ``mura-fracture[cluster]``, imported only here, by name at run time
+(:func:`_dask`).
 
 Every worker must see the source folder, the bundle (and ``--out`` for ``--dicom-out``) at the
 same paths as the client: a shared file system. Dask's traffic is not encrypted unless its TLS
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import logging
 import os
 import time
@@ -75,6 +77,17 @@ AHEAD_PER_THREAD = 3
 LOCAL_WORKER_MEMORY = 4 * 2**30
 
 
+def _dask(module: str) -> Any:
+    """``module`` (Dask's, or our worker module, which imports Dask), imported by name at run
+    time. Why by name: PyInstaller follows every static import, those inside functions too, and
+    the frozen clinic app must not carry Dask; there, ``--cluster`` says what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError("--cluster needs Dask distributed, the optional extra: "
+                          "pip install 'mura-fracture[cluster]'") from e
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """Where to run: ``local`` workers on this PC, or a running scheduler's ``address`` (or the
@@ -117,11 +130,8 @@ def open_cluster(spec: ClusterSpec) -> Iterator[Any]:
     two runs on one PC must not collide on Dask's default 8787), and Dask's log lines stay off
     the terminal (:func:`_route_dask_logs`).
     """
-    try:
-        from dask.distributed import Client, LocalCluster
-    except ImportError as e:
-        raise ConfigError("--cluster needs Dask distributed, the optional extra: "
-                          "pip install 'mura-fracture[cluster]'") from e
+    dd = _dask("dask.distributed")
+    Client, LocalCluster = dd.Client, dd.LocalCluster
     _route_dask_logs()
     cluster = None
     try:
@@ -159,10 +169,9 @@ def cluster_screen(client: Any, engine: EngineSpec, batch_images: int = DEFAULT_
     """A ``screen`` for :func:`desktop.screening.outputs.screen_to_folder` that runs on ``client``'s
     workers, after every worker has built the engine (:class:`EnginePlugin`): a worker without
     the bundle fails here, before any work is sent."""
-    from desktop.screening.cluster_worker import PLUGIN_NAME, EnginePlugin
-
+    worker = _dask("desktop.screening.cluster_worker")
     try:
-        client.register_plugin(EnginePlugin(engine), name=PLUGIN_NAME)
+        client.register_plugin(worker.EnginePlugin(engine), name=worker.PLUGIN_NAME)
     except MuraError as e:
         raise BundleError(f"a cluster worker cannot load the model: {e}") from e
     except (OSError, RuntimeError) as e:  # the bundle missing there, or the engine failing there
@@ -306,9 +315,7 @@ class _Farm:
 
     def run(self, batches: Iterator[Batch], cancel: Callable[[], bool] | None) -> bool:
         """Submit, gather and commit until every batch is done (True) or ``cancel()`` (False)."""
-        from dask.distributed import as_completed
-
-        self.done = as_completed()
+        self.done = _dask("dask.distributed").as_completed()
         threads = sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values())
         for _ in range(max(2, AHEAD_PER_THREAD * max(1, threads))):
             self._submit_next(batches)
@@ -330,8 +337,7 @@ class _Farm:
             self._submit(batch)
 
     def _submit(self, batch: Batch) -> None:
-        from desktop.screening.cluster_worker import run_batch
-
+        run_batch = _dask("desktop.screening.cluster_worker").run_batch
         self.n_submitted += 1  # keys name the run and a number, never a study
         fut = self.client.submit(run_batch, batch, key=f"mura-screen-{self.run_id}-{self.n_submitted}",
                                  pure=False)
@@ -339,8 +345,7 @@ class _Farm:
         self.done.add(fut)
 
     def _gather(self, fut: Any, batch: Batch) -> None:
-        from distributed import KilledWorker
-
+        KilledWorker = _dask("distributed").KilledWorker
         try:
             res: BatchResult = fut.result()
         except KilledWorker:

@@ -181,6 +181,20 @@ def test_single_pc_path_never_imports_dask():
     assert r.stdout.strip() == ""
 
 
+def test_no_static_import_reaches_dask():
+    """PyInstaller bundles whatever a static import names, inside functions too: the modules the
+    clinic app reaches import Dask (and the worker module, which does) only by name at run time."""
+    import ast
+
+    banned = ("dask", "distributed", "desktop.screening.cluster_worker")
+    for name in ("cli", "watch", "cluster", "cluster_tasks", "outputs", "run", "pipeline"):
+        path = REPO / "desktop" / "screening" / f"{name}.py"
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.startswith(banned)], f"{path.name} imports {names}"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("MURA_CAMPAIGNS") != "1", reason="campaign: .ci/run runs it (MURA_CAMPAIGNS=1)")
 def test_worker_kill_campaign(engine, tiny_bundle, tmp_path):
