@@ -146,7 +146,7 @@ PY
         --log-level WARN --distpath "$DIST" --workpath "$BUILD/pyinstaller"
 fi
 FROZEN="$DIST/$APP"
-for exe in mura-viewer mura-screen; do [ -x "$FROZEN/$exe" ] || die "$FROZEN/$exe missing"; done
+for exe in mura-viewer mura-screen mura-node; do [ -x "$FROZEN/$exe" ] || die "$FROZEN/$exe missing"; done
 # Quick check in a clean environment (the full smoke test is tests/installers/test_frozen.py).
 env -i PATH=/usr/bin:/bin HOME="$REPO/$BUILD/home" LANG=C.UTF-8 "$FROZEN/mura-screen" --card \
     >/dev/null || die "the frozen mura-screen cannot load its bundle"
@@ -163,9 +163,9 @@ step "4/5 .deb"
 ROOT="$BUILD/deb/root"
 rm -rf "$BUILD/deb" && mkdir -p "$ROOT/DEBIAN" "$ROOT/opt" "$ROOT/usr/bin" \
     "$ROOT/usr/share/applications" "$ROOT/usr/share/icons/hicolor/256x256/apps" \
-    "$ROOT/usr/share/doc/$APP"
+    "$ROOT/usr/share/doc/$APP" "$ROOT/usr/lib/systemd/system"
 cp -al "$FROZEN" "$ROOT/opt/$APP" 2>/dev/null || cp -a "$FROZEN" "$ROOT/opt/$APP"
-for exe in mura-viewer mura-screen; do
+for exe in mura-viewer mura-screen mura-node; do
     sed "s/@NAME@/$exe/g" installers/linux/launcher.sh.in > "$ROOT/usr/bin/$exe"
     chmod 0755 "$ROOT/usr/bin/$exe"
 done
@@ -173,6 +173,13 @@ install -m 0644 installers/linux/mura-viewer.desktop "$ROOT/usr/share/applicatio
 install -m 0644 installers/icons/mura-fracture.png "$ROOT/usr/share/icons/hicolor/256x256/apps/mura-fracture.png"
 install -m 0644 installers/linux/copyright "$ROOT/usr/share/doc/$APP/copyright"
 install -m 0644 installers/README.md "$ROOT/usr/share/doc/$APP/README.md"
+# The DICOM node: its unit (installed disabled: no postinst enables or starts it), the postinst
+# that creates its system user, and the example configuration the frozen node prints (the one
+# its tests validate).
+install -m 0644 installers/linux/mura-node.service "$ROOT/usr/lib/systemd/system/mura-node.service"
+install -m 0755 installers/linux/postinst "$ROOT/DEBIAN/postinst"
+env -i PATH=/usr/bin:/bin HOME="$REPO/$BUILD/home" LANG=C.UTF-8 "$FROZEN/mura-node" --example \
+    > "$ROOT/usr/share/doc/$APP/node.example.toml" || die "the frozen mura-node cannot print its example"
 # Libraries the frozen app takes from the system (PyInstaller leaves out libc, libGL and friends;
 # Qt's xcb platform needs the xcb utility libraries; the GPU plugin needs an OpenCL loader).
 pkgs() { grep -v '^#' "$1" | awk -F';' 'NF { sub(/ +$/, "", $1); print $1 }' | paste -sd, - | sed 's/,/, /g'; }

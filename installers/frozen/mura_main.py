@@ -1,10 +1,11 @@
-"""The one frozen executable: ``mura-viewer`` and ``mura-screen`` are names for it.
+"""The one frozen executable: ``mura-viewer``, ``mura-screen`` and ``mura-node`` are names for it.
 
 Why one program: PyInstaller appends the whole Python archive (8 MB) to every executable, so two
-executables carried it twice. On Linux the package ships ``mura-fracture`` plus two symlinks and
-the program dispatches on the name it was started as; ``mura-fracture viewer ...`` and
-``mura-fracture screen ...`` work too. On Windows the spec builds two copies of this script,
-because only the viewer may be a windowed (no console) program there.
+executables carried it twice. On Linux the package ships ``mura-fracture`` plus symlinks and
+the program dispatches on the name it was started as; ``mura-fracture viewer ...``,
+``mura-fracture screen ...`` and ``mura-fracture node ...`` work too. On Windows the spec builds
+two copies of this script (viewer and screener: only the viewer may be a windowed program
+there); the DICOM node (``mura-node``, a systemd service) is packaged for Linux only.
 """
 
 import multiprocessing
@@ -13,10 +14,11 @@ import sys
 
 from mura_frozen import run
 
-APPS = ("mura-viewer", "mura-screen")
-USAGE = ("usage: mura-fracture {viewer,screen} [ARGS...]\n"
+APPS = ("mura-viewer", "mura-screen", "mura-node")
+USAGE = ("usage: mura-fracture {viewer,screen,node} [ARGS...]\n"
          "  viewer   the radiograph viewer (same as mura-viewer)\n"
          "  screen   the batch screener (same as mura-screen)\n"
+         "  node     the DICOM node a PACS sends studies to (same as mura-node)\n"
          "  --version, --card: see `mura-fracture screen --help`")
 
 
@@ -30,6 +32,15 @@ def _screen(argv: list[str]) -> int:
     from desktop.screening.cli import main
 
     return main(argv)
+
+
+def _node(argv: list[str]) -> int:
+    from desktop.node.cli import main
+
+    return main(argv)
+
+
+MAINS = {"mura-viewer": _viewer, "mura-screen": _screen, "mura-node": _node}
 
 
 def resolve(argv0: str, args: list[str]) -> tuple[str | None, list[str]]:
@@ -49,7 +60,7 @@ def main() -> int:
     if app is None:
         print(USAGE, file=sys.stderr)
         return 2
-    return run(app, _viewer if app == "mura-viewer" else _screen, args)
+    return run(app, MAINS[app], args)
 
 
 if __name__ == "__main__":

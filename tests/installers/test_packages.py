@@ -240,11 +240,14 @@ def test_deb_file_list():
                  "./opt/mura-fracture/model/card.json", "./usr/bin/mura-viewer", "./usr/bin/mura-screen",
                  "./usr/share/applications/mura-viewer.desktop",
                  "./usr/share/icons/hicolor/256x256/apps/mura-fracture.png",
-                 "./usr/share/doc/mura-fracture/copyright"):
+                 "./usr/share/doc/mura-fracture/copyright", "./usr/bin/mura-node",
+                 "./usr/lib/systemd/system/mura-node.service",
+                 "./usr/share/doc/mura-fracture/node.example.toml"):
         assert must in entries, f"{must} missing from the .deb"
+    assert not any(n.startswith("./etc/") for n in entries)  # mura-node.service is not enabled
     for exe in ("./opt/mura-fracture/mura-fracture", "./usr/bin/mura-viewer", "./usr/bin/mura-screen"):
         assert entries[exe][0] == "-rwxr-xr-x", (exe, entries[exe])
-    for name in ("mura-viewer", "mura-screen"):  # one program, two names
+    for name in ("mura-viewer", "mura-screen", "mura-node"):  # one program, three names
         link = f"./opt/mura-fracture/{name}"
         assert entries[link][0].startswith("l") and links[link] == "mura-fracture", link
     assert all(owner == "root/root" for _, owner in entries.values())
@@ -339,6 +342,8 @@ def test_every_system_library_is_declared():
     ("/opt/mura-fracture/mura-fracture", ["viewer", "--model", "m"], "mura-viewer",
      ["--model", "m"]),
     ("mura-fracture", ["screen", "src"], "mura-screen", ["src"]),
+    ("/usr/bin/../../opt/mura-fracture/mura-node", ["cfg.toml"], "mura-node", ["cfg.toml"]),
+    ("mura-fracture", ["node", "--check", "cfg.toml"], "mura-node", ["--check", "cfg.toml"]),
     ("mura-fracture", ["train"], None, ["train"]),
     ("mura-fracture", [], None, []),
 ])
@@ -353,4 +358,4 @@ def test_one_executable_dispatches_on_its_name_or_first_argument(monkeypatch, ar
 def test_one_executable_without_an_app_prints_usage(tmp_path):
     r = subprocess.run([sys.executable, str(INSTALLERS / "frozen" / "mura_main.py")],
                        env=_wrapper_env(tmp_path), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "usage: mura-fracture {viewer,screen}" in r.stderr
+    assert r.returncode == 2 and "usage: mura-fracture {viewer,screen,node}" in r.stderr
