@@ -59,7 +59,7 @@ def received_studies(data_dir: str | Path) -> list[ReceivedStudy]:
 
 
 def _study(key: str, spooled: Path, result: Path, outbox: Outbox) -> ReceivedStudy:
-    files = sorted(spooled.glob("[0-9]*.dcm")) if spooled.is_dir() else []
+    files = sorted(f for f in spooled.glob("*.dcm") if not f.name.startswith("."))
     mtimes = [_mtime(f) for f in files]
     info = read_node_json(result)
     sent = outbox.status(key)

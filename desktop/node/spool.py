@@ -1,7 +1,8 @@
 """The node's spool: every received instance, one file per SOP instance, one folder per study.
 
-Layout: ``DATA/spool/<study key>/<SOP Instance UID>.dcm``. The study key is a hash of the Study
-Instance UID (:func:`study_key`), so folder names and log lines never carry a DICOM identifier.
+Layout: ``DATA/spool/<study key>/<instance key>.dcm``, both keys hashes of the Study and SOP
+Instance UIDs (:func:`study_key`), so no folder name, file name or log line (a library warning
+quotes a path) carries a DICOM identifier.
 Each instance is written atomically (:func:`models.fsutil.atomic_write_bytes`: a hidden temporary
 file renamed into place, which the screener's discovery ignores), so a kill -9 leaves whole
 instances or nothing; leftover temporaries are removed by :meth:`Spool.recover` at the next start.
@@ -38,8 +39,7 @@ CANNOT_UNDERSTAND = 0xC000
 
 
 def valid_uid(uid: str) -> bool:
-    """A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters. Also what makes a SOP
-    Instance UID safe as a file name."""
+    """A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters."""
     return 0 < len(uid) <= 64 and bool(_UID.match(uid))
 
 
@@ -47,6 +47,12 @@ def study_key(study_uid: str) -> str:
     """The name a study goes by in the spool, the results and the logs: a hash of its Study
     Instance UID (not reversible into it, stable across restarts)."""
     return hashlib.sha256(study_uid.encode("ascii", "replace")).hexdigest()[:24]
+
+
+def instance_name(sop_uid: str) -> str:
+    """The spool file name of an instance: a hash of its SOP Instance UID (the same instance sent
+    again lands on the same file, which is how duplicates are recognised)."""
+    return hashlib.sha256(sop_uid.encode("ascii", "replace")).hexdigest()[:32] + ".dcm"
 
 
 @dataclass
@@ -98,7 +104,7 @@ class Spool:
             raise DicomNetworkError(peer, "Study or SOP Instance UID missing or not a valid UID",
                                     CANNOT_UNDERSTAND)
         key = study_key(study_uid)
-        path = self.root / key / f"{sop_uid}.dcm"
+        path = self.root / key / instance_name(sop_uid)
         old = path.stat().st_size if path.is_file() else 0
         if old == len(data) and path.read_bytes() == data:
             return Stored(key, duplicate=True)
@@ -154,7 +160,7 @@ class Spool:
         return self.root / key
 
     def instances(self, key: str) -> list[Path]:
-        return sorted(self.root.joinpath(key).glob("[0-9]*.dcm"))
+        return sorted(p for p in self.root.joinpath(key).glob("*.dcm") if not p.name.startswith("."))
 
     def quiet_since(self, key: str) -> float | None:
         """Seconds since the study's last new instance (None: nothing arrived this run)."""
