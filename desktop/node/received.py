@@ -49,7 +49,10 @@ class ReceivedStudy:
 
 
 def received_studies(data_dir: str | Path) -> list[ReceivedStudy]:
-    """Every study in ``data_dir`` (the node's ``[node] data_dir``), newest first."""
+    """Every study in ``data_dir``, newest first. ``data_dir`` is the node's ``[node] data_dir``:
+    ``desktop.node.config.load_config(path).data_dir`` for its configuration file
+    (``/etc/mura-fracture/node.toml`` and ``/var/lib/mura-node`` in the Linux package, where
+    users in the ``mura-node`` group may read it)."""
     data = Path(data_dir)
     spool, results = spool_dir(data), results_dir(data)
     keys = {p.name for root in (spool, results) if root.is_dir() for p in root.iterdir() if p.is_dir()}
