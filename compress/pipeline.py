@@ -2,9 +2,10 @@
 
 :func:`run` is one linear pass: read what the trainer handed over (the run manifest and the
 weights, :mod:`compress.trained`), decode the calibration and evaluation images, export, quantize,
-gate (retrying with NNCF accuracy control when plain PTQ fails), then write the report and the
-bundle, once. Until then the card lives in memory: the engines that the gate runs read the model
-files, not ``card.json``. The card is built from the manifest and the gate's results
+gate (retrying with NNCF accuracy control when plain PTQ fails), fit the indications, check the
+reduced-resolution decode against the gate's numbers (:mod:`compress.reduced_decode`), then write
+the report and the bundle, once. Until then the card lives in memory: the engines that the gate
+runs read the model files, not ``card.json``. The card is built from the manifest and the gate's results
 (:func:`models.card.card_from_manifest`, :func:`models.card.gated_card`), nothing from code here.
 """
 
@@ -29,6 +30,8 @@ from compress.quantize import (
     quantize_accuracy_control,
     quantize_openvino,
 )
+from compress.reduced_decode import check_reduced_decode
+from compress.reduced_decode import write_report as write_reduced_report
 from compress.sources import resolve_split
 from compress.trained import load_trained
 from compress.validate import (
@@ -128,11 +131,17 @@ def run(cfg: CompressConfig) -> tuple[bool, dict]:
     quant["ptq_gate"] = {"verdict": "passed" if outcome.passed else "failed", "reasons": outcome.reasons}
     if not outcome.passed and cfg.accuracy_control and evalsets:
         quant, outcome = _fallback(cfg, fp32_model, calib, evalsets, refs, bundle, devices, quant, outcome)
-    indications = fit_indications(card, Engine(bundle, artifact="openvino_int8", precision=PRECISION), evalsets,
-                                  trained.manifest["data"]["source"] or cfg.calib_data)
+    int8 = Engine(bundle, artifact="openvino_int8", precision=PRECISION)
+    indications = fit_indications(card, int8, evalsets, trained.manifest["data"]["source"] or cfg.calib_data)
+    reduced, reduced_rows = check_reduced_decode(int8, evalsets, budget=cfg.budget,
+                                                 min_agreement=cfg.min_agreement, seed=cfg.seed)
     md = _write_report(cfg, out, net, bundle, evalsets, refs, outcome, quant, export_check, calib)
+    write_reduced_report(out, reduced, reduced_rows)
+    _log(f"reduced-resolution decode: {'validated' if reduced['passed'] else 'not validated'} "
+         f"({reduced['n_reduced']} of {reduced['n_images']} images reduced as stored, "
+         f"{reduced['n_jpeg2000']} as JPEG 2000)")
     card = gated_card(card, validation=_validation(cfg, devices, outcome), gate_results=outcome.results,
-                      quantization=quant, indications=indications)
+                      quantization=quant, indications=indications, reduced_decode=reduced)
     write_bundle(out, card)
     print(md)
     for reason in outcome.reasons:

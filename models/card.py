@@ -42,6 +42,32 @@ _metric_set = {
     "additionalProperties": {"type": ["number", "string", "integer", "null", "object", "array"]},
 }
 
+_count = {"type": "integer", "minimum": 0}
+_prob = {"type": "number", "minimum": 0, "maximum": 1}
+#: Optional (cards written before it load as they are): did scoring from a reduced-resolution
+#: decode keep the gate's bar (compress.reduced_decode)? Only ``passed`` at ``min_side`` lets a
+#: runtime use it (models.engine.reduced_decode_side).
+_REDUCED_DECODE = {
+    "type": "object",
+    "required": ["passed", "min_side", "rule", "n_images", "n_reduced", "criteria", "sets"],
+    "properties": {
+        "passed": {"type": "boolean"},
+        "min_side": {"type": "integer", "minimum": 1},
+        "rule": {"type": "string", "minLength": 1},
+        "n_images": _count,
+        "n_reduced": _count,
+        "abs_dp_reduced": {"type": "object", "properties": {"max": _prob, "p99": _prob}},
+        "criteria": {"type": "object", "required": ["budget", "min_agreement"],
+                     "properties": {"budget": {"type": "number", "minimum": 0},
+                                    "min_agreement": _prob}},
+        "sets": {"type": "array", "items": {
+            "type": "object", "required": ["dataset", "decoding", "n_images", "n_reduced"],
+            "properties": {"dataset": {"type": "string"}, "decoding": {"type": "string"},
+                           "n_images": _count, "n_reduced": _count}}},
+        "reasons": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
 CARD_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "mura-fracture model card",
@@ -142,6 +168,7 @@ CARD_SCHEMA: dict[str, Any] = {
                 "min_body_part_confidence": {"type": "number", "minimum": 0, "maximum": 1},
             },
         },
+        "reduced_decode": _REDUCED_DECODE,
         "licences": {"type": "object", "additionalProperties": {"type": "string"}},
         "software": {"type": "object"},
         "files": {
@@ -333,11 +360,14 @@ def card_from_manifest(manifest: Mapping, facts: BundleFacts) -> dict:
 
 
 def gated_card(card: Mapping, *, validation: Mapping, gate_results: Sequence[Mapping],
-               quantization: Mapping, indications: Mapping) -> dict:
-    """The card after the gate: its verdict, its per-set figures, how INT8 was made, the scope."""
+               quantization: Mapping, indications: Mapping,
+               reduced_decode: Mapping | None = None) -> dict:
+    """The card after the gate: its verdict, its per-set figures, how INT8 was made, the scope,
+    and (when measured) whether scoring from a reduced-resolution decode keeps the gate's bar."""
     metrics = {**card["metrics"], **{f"gate:{r['dataset']}": dict(r) for r in gate_results}}
+    extra = {} if reduced_decode is None else {"reduced_decode": dict(reduced_decode)}
     return {**card, "validation": dict(validation), "metrics": metrics,
-            "quantization": dict(quantization), "indications": dict(indications)}
+            "quantization": dict(quantization), "indications": dict(indications), **extra}
 
 
 def card_metrics(name: str, m: Mapping) -> dict:

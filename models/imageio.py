@@ -135,6 +135,9 @@ class LoadedImage:
     #: mean chroma of a plain colour file before it became gray (:func:`models.scope.chroma`);
     #: 0 for gray files and DICOM (whose colour the header's photometric already states)
     colour: float = 0.0
+    #: ``pixels`` come from a reduced-resolution decode (``load_image(..., min_side=...)``):
+    #: smaller than the file's image, and slightly different from a full decode
+    reduced: bool = False
 
     def display(self, window: Window | None = None, voi_index: int = 0) -> np.ndarray:
         """Re-render with another window, float32 [0, 1] bone bright.
@@ -184,19 +187,24 @@ class LoadedImage:
         return float(m[finite].min()), float(m[finite].max())
 
 
-def load_image(path: str | Path, *, frame: int = 0) -> LoadedImage:
+def load_image(path: str | Path, *, frame: int = 0, min_side: int | None = None) -> LoadedImage:
     """Decode ``path`` by content to a :class:`LoadedImage`.
 
     Raises :class:`UnsupportedImageError` for files that are no image we handle,
     :class:`~models.errors.DicomError` subclasses for DICOM problems and
     :class:`ImageDecodeError` for unreadable or truncated plain images. ``frame`` selects a frame
     of multi-frame DICOM, GIF or TIFF; an out-of-range frame is a caller error (IndexError).
+
+    ``min_side`` (the viewer, for a model whose card validated it): the reduced-resolution
+    decode of :func:`decode_for_model`, with the same pixels, kept re-windowable for display
+    (``reduced`` is set when a reduction applied; every other file decodes in full).
     """
     p, kind = _sniff_or_raise(path)
     if kind == "dicom":
         with _typed(p):
-            return _load_dicom(p, frame)
-    return _load_plain(p, kind, frame)
+            reduced = _load_dicom_reduced(p, min_side) if min_side is not None and frame == 0 else None
+            return reduced or _load_dicom(p, frame)
+    return _load_plain(p, kind, frame, min_side=min_side)
 
 
 def load_pixels(path: str | Path, *, frame: int = 0, min_side: int | None = None) -> np.ndarray:
@@ -305,6 +313,19 @@ def _load_dicom(path: Path, frame: int) -> LoadedImage:
     )
 
 
+def _load_dicom_reduced(path: Path, min_side: int) -> LoadedImage | None:
+    """Frame 0 at a reduced resolution (:func:`models.dicom.render_reduced`), or None: decode in
+    full. No pixel spacing: it is the full image's, and would mislead a measurement."""
+    ds = dicom.read_dataset(path)
+    reduced = dicom.render_reduced(ds, int(min_side))
+    if reduced is None or reduced.modality is None:
+        return None
+    return LoadedImage(pixels=_finite(path, reduced.pixels), kind="dicom", path=path,
+                       info=dicom.dicom_info(ds), modality_pixels=np.ascontiguousarray(
+                           reduced.modality, dtype=np.float32),
+                       dataset=ds, stored=rewindow_source(reduced.stored), reduced=True)
+
+
 def rewindow_source(stored: np.ndarray) -> np.ndarray | None:
     """The stored frame when :meth:`LoadedImage.display` can re-window it through a table
     (2-D integers of up to 16 bits), else None (it then windows the modality values)."""
@@ -325,9 +346,11 @@ def _load_plain(path: Path, kind: str, frame: int, min_side: int | None = None) 
             if frame:
                 im.seek(frame)
             _check_plain_budget(path, im)
+            full_size = im.size
             if min_side is not None and kind == "jpeg":
                 dicom.draft_jpeg(im, int(min_side))
             im.load()  # full decode now, so a truncated file fails here and not later
+            reduced = im.size != full_size  # what libjpeg did, not what was asked
             upright = ImageOps.exif_transpose(im) or im
             gray, colour = _to_gray01(upright)
     except (IndexError, ImageTooLargeError):
@@ -351,6 +374,7 @@ def _load_plain(path: Path, kind: str, frame: int, min_side: int | None = None) 
         frames=n_frames,
         frame=frame,
         colour=colour,
+        reduced=reduced,
     )
 
 

@@ -79,3 +79,22 @@ def bundle_copy(tiny_bundle, tmp_path) -> Path:
     dst = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def validated_bundle(tiny_bundle, tmp_path_factory) -> Path:
+    """The tiny bundle with a card saying its reduced-resolution decode passed the check
+    (``compress.reduced_decode``). The phantom gate sets are too small to decode reduced, so
+    the tiny bundle's own check fails; this card's "passed" is the test's claim, for testing
+    what runtimes do with it."""
+    import shutil
+
+    from models.card import load_bundle, write_bundle
+
+    dst = tmp_path_factory.mktemp("validated") / "bundle"
+    shutil.copytree(tiny_bundle, dst)
+    card = dict(load_bundle(dst).card)
+    side = 2 * int(card["input"]["preprocessing"]["input_size"])
+    card["reduced_decode"] = {**card["reduced_decode"], "passed": True, "min_side": side, "reasons": []}
+    write_bundle(dst, card)
+    return dst
