@@ -14,9 +14,10 @@ again resumes: finished studies whose files are unchanged are not re-scored. wor
 failures.csv and report.html are regenerated from the database at the end. Without ``--out``
 the state lives in memory and nothing is written. ``--dicom-out`` also writes a Secondary
 Capture per image and a Comprehensive SR per DICOM study under ``DIR/dicom/<study>/``
-(:mod:`desktop.screening.dicom_export`). ``--fast-decode`` (off by default) decodes JPEG 2000 and baseline
+(:mod:`desktop.screening.dicom_export`). ``--fast-decode`` decodes JPEG 2000 and baseline
 JPEG at a reduced resolution, never below twice the model's input size: faster, with slightly
-different scores (bench/screen.py measures how different); the state, worklist and report record
+different scores; it is the default for a model whose card validated it, ``--exact-decode``
+forces full decodes (:mod:`desktop.screening.decoding`); the state, worklist and report record
 it, and a run never resumes with the other decoding. Without ``--model`` the default bundle of
 :mod:`models.reference` is used (the shipped reference model in a checkout, the installed model
 in the clinic app), and stderr says which.
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from desktop.screening.decoding import choose_fast_decode, decoding_text
 from desktop.screening.discovery import GROUPINGS
 from desktop.screening.outputs import ScreenRun, format_table, screen_to_folder
 from desktop.screening.render import plural
@@ -124,8 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="decode JPEG 2000 at a lower resolution level and baseline JPEG by DCT "
                     "scaling, never below twice the model's input size: several times faster on "
                     "those files, scores slightly different from an exact decode (see "
-                    "bench/screen.py). Off by default; recorded in the state, worklist and "
+                    "bench/screen.py). The default for a model whose card validated it "
+                    "(mura-screen --card: reduced_decode); recorded in the state, worklist and "
                     "report, and a run never resumes with the other setting")
+    ap.add_argument("--exact-decode", action="store_true",
+                    help="decode every file at full resolution, also for a model whose card "
+                    "validated the reduced decode (the default for every other model)")
     ap.add_argument("--group-by", choices=GROUPINGS, default="auto",
                     help="how plain images (PNG/JPEG, no DICOM study) become studies: 'auto' (default) "
                     "makes each file its own study unless the folders follow MURA's "
@@ -226,8 +232,7 @@ def _print_run(a: argparse.Namespace, run: ScreenRun, engine: Engine) -> None:
     print(f"Model {engine.bundle.model_id}; {card['intended_use']}")
     print("\n".join(model_quality_lines(card)))
     if res.decode == DECODE_FAST:
-        print(f"Decoding: --fast-decode (JPEG 2000 / baseline JPEG at reduced resolution, long "
-              f"side >= {2 * engine.cfg.input_size} px): scores differ slightly from an exact decode")
+        print(f"Decoding: {decoding_text(card, True)}")
     print(format_table(res, word, a.top, alias))
     rate = res.n_scored_images / max(res.seconds, 1e-9)
     print(f"{len(res.results)} studies ({res.n_resumed} resumed from the state), "
@@ -257,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         _check(a)
         model = resolve_model(a.model)
         engine = Engine(model, backend=a.backend, device=a.device, performance_hint="THROUGHPUT")
+        a.fast_decode = choose_fast_decode(engine.bundle.card, fast=a.fast_decode, exact=a.exact_decode)
         if a.out:
             Path(a.out).mkdir(parents=True, exist_ok=True)
         silence_library_warnings(Path(a.out) / LOG_NAME if a.out and not a.anonymize else None)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from desktop.screening.render import blend_heatmap, to_uint8
 from desktop.screening.state import FileStamp, stamp
-from models.engine import ImagePrediction, StudyPrediction
+from models.engine import REDUCED_DECODE_FACTOR, ImagePrediction, StudyPrediction
 from models.errors import ImageDecodeError
 from models.imageio import decode_for_model, load_image
 from models.preprocess import Placement, PreprocessConfig, standardize, to_unit
@@ -40,7 +40,7 @@ def fast_decode_min_side(cfg: PreprocessConfig) -> int:
     """The smallest long side ``--fast-decode`` may decode to: twice the model's input size, so
     the model input is still made by the same antialiased downscale, from at least 2x oversampling.
     """
-    return 2 * int(cfg.input_size)
+    return REDUCED_DECODE_FACTOR * int(cfg.input_size)
 
 
 def prepare_image(path: str, cfg: PreprocessConfig, thumb_size: int = REPORT_THUMB_SIZE,
@@ -51,8 +51,8 @@ def prepare_image(path: str, cfg: PreprocessConfig, thumb_size: int = REPORT_THU
     stamp and re-scores it rather than trusting a result of unknown content. Any exception a
     decoder raises on a hostile file is turned into a reason here, in the worker.
     ``fast_decode`` decodes JPEG 2000 and baseline JPEG at a reduced resolution
-    (:func:`models.imageio.load_pixels` with ``min_side``); only the screener's opt-in
-    ``--fast-decode`` sets it.
+    (:func:`models.imageio.load_pixels` with ``min_side``): ``--fast-decode``, or the default for
+    a model whose card validated it (:mod:`desktop.screening.decoding`).
     """
     try:
         fs = stamp(path)

@@ -4,7 +4,8 @@ Thumbnails are embedded as base64 PNGs (made at scoring time and kept in the sta
 the report works offline, by e-mail or from a USB stick, and never re-reads the source images.
 Everything shown comes from the run's results and the model card; patient names and IDs never
 appear, and with ``--anonymize`` study keys, paths and descriptions are replaced by hashes (in
-the reasons of failed DICOM exports too). The report says when ``--fast-decode`` made the scores.
+the reasons of failed DICOM exports too). The report says when a reduced-resolution decode made the
+scores (``--fast-decode``, or the default for a model whose card validated it).
 Machine-readable hooks (``data-count``, ``data-verdict``, ``class="study"``) let tests and scripts
 check the numbers without scraping prose.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from desktop.screening.anonymize import Aliases
+from desktop.screening.decoding import decoding_text
 from desktop.screening.heat_legend import legend_rgb, legend_text
 from desktop.screening.render import (
     format_probability,
@@ -94,11 +96,7 @@ def _model_section(res: ScreenResult, card: Mapping, model_id: str) -> list[str]
     """Which model, where it was validated and what it scored, and how the images were decoded."""
     thr = {k: float(v) for k, v in card["thresholds"].items()}
     fast = getattr(res, "decode", "exact") == "fast"
-    size = card.get("input", {}).get("preprocessing", {}).get("input_size")
-    decode_text = (f"reduced resolution (--fast-decode): JPEG 2000 and baseline JPEG decoded with "
-                   f"a long side of at least {2 * int(size) if size else 'twice the input'} px; "
-                   "scores differ slightly from an exact decode" if fast
-                   else "exact (every file decoded at full resolution)")
+    decode_text = decoding_text(card, fast)
     return [
         "<h2>Model</h2>", "<table>",
         f"<tr><th>name</th><td>{_e(card['name'])}</td></tr>",

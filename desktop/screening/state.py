@@ -222,11 +222,14 @@ class ScreenState:
                     f"{self.path}: results there are for source {row['source_root']}, this run "
                     f"screens {source_root}; pass --restart to discard them, or choose another --out")
             if row["decode"] != decode:
-                flag = {DECODE_EXACT: "without --fast-decode", DECODE_FAST: "with --fast-decode"}
+                flag = {DECODE_EXACT: "--exact-decode", DECODE_FAST: "--fast-decode"}
+                how = {DECODE_EXACT: "exactly", DECODE_FAST: "at reduced resolution"}
+                was = row["decode"]
                 raise ConfigError(
-                    f"{self.path}: results there were decoded {flag.get(row['decode'], row['decode'])}, "
-                    f"this run decodes {flag[decode]}; a worklist must not mix the two: pass "
-                    "--restart to discard them, or choose another --out")
+                    f"{self.path}: results there were decoded {how.get(was, was)} ({flag.get(was, was)}), "
+                    f"this run decodes {how[decode]} ({flag[decode]}); a worklist must not mix the "
+                    f"two: pass {flag.get(was, '--restart')} to resume them, --restart to discard "
+                    "them, or choose another --out")
             if bool(row["anonymize"]) != bool(anonymize):
                 said = "with" if row["anonymize"] else "without"
                 raise ConfigError(

@@ -29,10 +29,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.screening.decoding import choose_fast_decode
 from desktop.screening.discovery import split_key
 from desktop.screening.outputs import ScreenRun, screen_to_folder
 from desktop.screening.render import format_probability, plural, verdict_text
-from desktop.screening.state import DB_NAME, DECODE_EXACT, SCHEMA_VERSION, ScreenState
+from desktop.screening.state import DB_NAME, DECODE_EXACT, DECODE_FAST, SCHEMA_VERSION, ScreenState
 from models.engine import Engine
 
 if TYPE_CHECKING:  # the viewer imports this module: no import cycle at run time
@@ -75,9 +76,12 @@ def state_conflict(src: str, out: str, engine: Engine) -> ScreenConflict | None:
     if row["source_root"] != str(Path(src).resolve()):
         return ScreenConflict(f"{where} holds results for another folder "
                               f"({row['source_root']}).")
-    if row["decode"] != DECODE_EXACT:
-        return ScreenConflict(f"{where} holds results decoded with --fast-decode; the viewer "
-                              "screens with exact decoding.")
+    want = DECODE_FAST if choose_fast_decode(engine.bundle.card) else DECODE_EXACT
+    if row["decode"] != want:
+        flag = {DECODE_EXACT: "--exact-decode", DECODE_FAST: "--fast-decode"}
+        return ScreenConflict(f"{where} holds results decoded with {flag.get(row['decode'], row['decode'])}; "
+                              f"the viewer screens with this model's default, {flag[want]} "
+                              "(the decoding its card validated).")
     return None
 
 
@@ -100,7 +104,8 @@ def screen_job(src: str, out: str, engine: Engine, restart: bool = False, *,
             progress(done, total, f"Screening: study {done}/{total}, "
                                   f"image {images_done}/{images_total}")
 
-    return screen_to_folder(src, engine, out, restart=restart, progress=report, cancel=cancelled)
+    return screen_to_folder(src, engine, out, restart=restart, progress=report, cancel=cancelled,
+                            fast_decode=choose_fast_decode(engine.bundle.card))
 
 
 def viewer_key(screen_key: str, src: str | Path) -> str:
