@@ -291,7 +291,9 @@ class ViewerWindow(QMainWindow):
 
     def _on_image_decoded(self, key: str, index: int, view: ViewImage,
                           replaced: ViewImage) -> None:
-        if not self._shows_live(key):
+        # the study on screen: decoded image by image, or (analysed from the reduced decode a
+        # validated model scores) getting its full-resolution images
+        if key != self.current_key:
             return
         panels.set_thumbnail(self.thumb_strip, index, view)
         if index != self.current_index:

@@ -28,7 +28,13 @@ from desktop.screening.discovery import (
 from desktop.screening.render import plural, thumbnail_u8
 from desktop.viewer.series import SeriesInfo, study_series
 from models import dicom
-from models.engine import Engine, ImagePrediction, StudyPrediction, aggregate_study
+from models.engine import (
+    Engine,
+    ImagePrediction,
+    StudyPrediction,
+    aggregate_study,
+    reduced_decode_side,
+)
 from models.errors import ExportError, ImageDecodeError
 from models.imageio import LoadedImage, load_image, rewindow_source, sniff_kind
 from models.scope import Indications, header_refusal, image_refusal, prediction_refusal
@@ -50,7 +56,9 @@ class ViewImage:
     heat_cache: np.ndarray | None = field(default=None, repr=False)
     thumb: np.ndarray | None = field(default=None, repr=False)  # small uint8, for the strip
     series: int = 0  # index into StudyOutcome.series
-    preview: bool = False  # ``image`` is a reduced-resolution stand-in (see preview_image)
+    # ``image`` is a reduced-resolution stand-in, replaced when the full decode arrives: a
+    # display-only preview (preview_image), or the validated decode it was scored from
+    preview: bool = False
     refused: str = ""  # why the model is not indicated for this image (models.scope): no score
 
     @property
@@ -91,6 +99,9 @@ class StudyOutcome:
     series: list[SeriesInfo] = field(default_factory=list)
     scored_by: Engine | None = field(default=None, repr=False, compare=False)
     scope: str = ""  # set when no image is one the model is for: "not indicated", and why
+    #: the long side its ``preview`` images were decoded at to be scored (None: full decodes
+    #: only); a model whose card validated exactly that may score them (:func:`scoring_side`)
+    reduced_side: int | None = None
 
     @property
     def failures(self) -> list[ViewImage]:
@@ -272,6 +283,25 @@ def preview_image(path: str | Path, min_side: int = PREVIEW_SIDE) -> LoadedImage
         return None
 
 
+def scoring_side(engine: object) -> int | None:
+    """The reduced decode ``engine``'s card validated (:func:`models.engine.reduced_decode_side`),
+    or None; an engine without a bundle (a test's stand-in) has none."""
+    card = getattr(getattr(engine, "bundle", None), "card", None)
+    return reduced_decode_side(card) if isinstance(card, dict) else None
+
+
+def decode_view(ref: ImageRef, series: int, score_side: int | None) -> ViewImage:
+    """One image decoded (in full, or at ``score_side`` where a reduction applies), or its reason."""
+    try:
+        img = load_image(ref.path) if score_side is None else load_image(ref.path, min_side=score_side)
+        return ViewImage(ref, image=img, thumb=thumbnail_u8(img.pixels, STRIP_THUMB_SIZE), series=series,
+                         preview=img.reduced)
+    except ImageDecodeError as e:
+        return ViewImage(ref, error=e.reason, series=series)
+    except Exception as e:  # noqa: BLE001 - a decoder bug must not take the viewer down
+        return ViewImage(ref, error=f"unexpected {type(e).__name__}: {e}", series=series)
+
+
 def decode_study(
     study: Study,
     *,
@@ -280,6 +310,7 @@ def decode_study(
     partial: PartialFn | None = None,
     steps: int | None = None,
     preview_side: int | None = None,
+    score_side: int | None = None,
 ) -> StudyOutcome:
     """Decode every image of ``study`` (grouped by series), reporting each one as it is done.
 
@@ -293,6 +324,12 @@ def decode_study(
     With ``preview_side`` (and ``partial``) the first image is reported twice: first from a
     reduced-resolution decode (:func:`preview_image`, ``ViewImage.preview`` set), then in full.
     The outcome holds only full decodes.
+
+    With ``score_side`` (a model whose card validated the reduced decode is in use or loading)
+    every image is decoded as that model may score it: JPEG 2000 and baseline JPEG at a long
+    side >= ``score_side`` (``preview`` set, ``reduced_side`` on the outcome), the rest in full.
+    Scores then come within a fraction of a second; the full images follow on another task
+    (:mod:`desktop.viewer.resolution`).
     """
     refs, series, idx = study_series(study)
     images = [ViewImage(r, series=s) for r, s in zip(refs, idx, strict=True)]
@@ -304,32 +341,26 @@ def decode_study(
         check_cancelled(cancelled)
         if progress is not None:
             progress(k, total, f"Decoding {Path(ref.path).name} ({k + 1}/{n})…")
-        if k == 0 and partial is not None and preview_side:
+        if k == 0 and partial is not None and preview_side and score_side is None:
             quick = preview_image(ref.path, preview_side)
             if quick is not None:
                 partial(DecodedImage(study.key, 0, ViewImage(
                     ref, image=quick, thumb=thumbnail_u8(quick.pixels, STRIP_THUMB_SIZE),
                     series=idx[0], preview=True)))
                 check_cancelled(cancelled)
-        try:
-            img = load_image(ref.path)
-            view = ViewImage(ref, image=img, thumb=thumbnail_u8(img.pixels, STRIP_THUMB_SIZE),
-                             series=idx[k])
-        except ImageDecodeError as e:
-            view = ViewImage(ref, error=e.reason, series=idx[k])
-        except Exception as e:  # noqa: BLE001 - a decoder bug must not take the viewer down
-            view = ViewImage(ref, error=f"unexpected {type(e).__name__}: {e}", series=idx[k])
+        view = decode_view(ref, idx[k], score_side)
         images[k] = view
         if partial is not None:
             partial(DecodedImage(study.key, k, view))
-    return StudyOutcome(study, images, series=series)
+    reduced = score_side if any(v.preview for v in images) else None
+    return StudyOutcome(study, images, series=series, reduced_side=reduced)
 
 
 def unscored(outcome: StudyOutcome) -> StudyOutcome:
     """The outcome without any model result (same decoded pixels): what is left when the model
     changes, to be scored again without decoding again."""
     images = [dataclasses.replace(v, prediction=None, heat_cache=None, refused="") for v in outcome.images]
-    return StudyOutcome(outcome.study, images, series=outcome.series)
+    return StudyOutcome(outcome.study, images, series=outcome.series, reduced_side=outcome.reduced_side)
 
 
 def score_outcome(
@@ -345,9 +376,16 @@ def score_outcome(
     numbers shown match its worklist. The given outcome is not changed (the window may be
     showing it): the result holds new :class:`ViewImage` objects sharing the decoded pixels.
     A model failure is kept in ``model_error``; the images stay viewable.
+
+    Reduced stand-ins (``preview``) are scored only by a model whose card validated the decode
+    they came from (:func:`scoring_side`); for any other model they are decoded in full first.
     """
     result = unscored(outcome)
     result.scored_by = engine
+    if result.reduced_side is not None and scoring_side(engine) != result.reduced_side:
+        check_cancelled(cancelled)
+        result.images = [decode_view(v.ref, v.series, None) if v.preview else v for v in result.images]
+        result.reduced_side = None
     indications = Indications.from_card(getattr(getattr(engine, "bundle", None), "card", {}))
     for v in result.images:  # the screener's checks, in its order (models.scope)
         if v.image is not None:
@@ -383,6 +421,7 @@ def analyse_study(
     cancelled: CancelledFn | None = None,
     partial: PartialFn | None = None,
     preview_side: int | None = None,
+    score_side: int | None = None,
 ) -> StudyOutcome:
     """Decode every image of ``study`` and, with an engine, score them like the screener does.
 
@@ -393,7 +432,7 @@ def analyse_study(
     """
     outcome = decode_study(study, progress=progress, cancelled=cancelled, partial=partial,
                            steps=len(study.images) + (engine is not None),
-                           preview_side=preview_side)
+                           preview_side=preview_side, score_side=score_side)
     if engine is None:
         return outcome
     return score_outcome(outcome, engine, progress=progress, cancelled=cancelled)
@@ -429,8 +468,8 @@ def export_dicom_job(outcome: StudyOutcome, card: dict, out_dir: str | Path, wor
 
     if outcome.prediction is None:
         raise ExportError(f"{outcome.study.key}: the study has no model result to export")
-    sources = [(Path(v.ref.path), v.image.pixels, v.prediction) for v in outcome.images
-               if v.image is not None and v.prediction is not None]
+    sources = [(Path(v.ref.path), load_image(v.ref.path).pixels if v.preview else v.image.pixels,
+                v.prediction) for v in outcome.images if v.image is not None and v.prediction is not None]
     check_cancelled(cancelled)
     if progress is not None:
         progress(0, 1, f"Writing DICOM SC/SR for {plural(len(sources), 'image')}…")

@@ -10,6 +10,7 @@ model before or after the study) is handled in one place and tested through the 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from collections import OrderedDict
@@ -19,6 +20,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThreadPool, Signal
 
 from desktop.screening.discovery import Discovery, Study
+from desktop.viewer.resolution import FullResolution, decode_full, reduced_side_hint, stand_ins
 from desktop.viewer.studies import (
     DecodedImage,
     DicomExport,
@@ -28,6 +30,7 @@ from desktop.viewer.studies import (
     discover_paths,
     load_engine,
     score_outcome,
+    scoring_side,
     unscored,
 )
 from desktop.viewer.tasks import Task
@@ -64,6 +67,7 @@ class StudyLoader(QObject):
         self.engine = engine
         self.model_error = model_error
         self.engine_loading = ""  # "name on DEVICE" while a model loads, else ""
+        self._loading_side: int | None = None  # the loading model's validated reduced decode
         self.studies: list[Study] = []
         self.outcomes: OrderedDict[str, StudyOutcome] = OrderedDict()
         self.summaries: dict[str, StudyPrediction | None] = {}
@@ -105,6 +109,11 @@ class StudyLoader(QObject):
         """The current study is still being decoded (its outcome is partial, without scores)."""
         key = self.current_key
         return key is not None and key not in self.outcomes and self.live_outcome(key) is not None
+
+    def score_side(self) -> int | None:
+        """The long side to decode studies at for scoring: the reduced decode the card of the
+        model in use (or on its way) validated; None: decode exactly, as without a model."""
+        return self._loading_side if self.engine_loading else scoring_side(self.engine)
 
     def is_running(self, task: Task) -> bool:
         return any(t is task for t, _key in self._tasks.values())
@@ -158,6 +167,7 @@ class StudyLoader(QObject):
         out = self.outcomes.get(key)
         if out is not None:
             self.outcomes.move_to_end(key)
+            self.complete_resolution(key)
         return out
 
     def decode(self, study: Study, preview_side: int | None) -> StudyOutcome | None:
@@ -167,9 +177,23 @@ class StudyLoader(QObject):
         if any(tkey == key and not task.is_cancelled for task, tkey in self._tasks.values()):
             return self.live_outcome(key)
         self._live.pop(key, None)
-        self.start("study", key, functools.partial(analyse_study, preview_side=preview_side),
+        self.start("study", key, functools.partial(analyse_study, preview_side=preview_side,
+                                                   score_side=self.score_side()),
                    study, self.engine, partial=True)
         return None
+
+    def complete_resolution(self, key: str) -> bool:
+        """Decode in full, on the worker, the images of the analysed study ``key`` that are
+        still shown from the reduced decode they were scored from (:mod:`desktop.viewer.resolution`).
+        Not while its scores are awaited: they come first. True if that started."""
+        out = self.outcomes.get(key)
+        if out is None or self.awaits_scores(out) or not stand_ins(out):
+            return False
+        if any(tkey == key and tag.startswith("full:") and not task.is_cancelled
+               for tag, (task, tkey) in self._tasks.items()):
+            return False
+        self.start("full", key, decode_full, key, stand_ins(out), partial=True)
+        return True
 
     def score(self, key: str, done_tag: str = "") -> bool:
         """Score the cached (decoded) study ``key`` on the worker, unless that is under way
@@ -200,6 +224,7 @@ class StudyLoader(QObject):
         if self._engine_tag is not None and self._engine_tag in self._tasks:
             self._tasks[self._engine_tag][0].cancel()
         self.engine_loading = f"{Path(path).name} on {device}"
+        self._loading_side = reduced_side_hint(path)
         if defer:
             self._deferred = (str(path), device, factory)
             return None
@@ -227,6 +252,8 @@ class StudyLoader(QObject):
         self.outcomes = OrderedDict(
             (k, unscored(o) if o.scored_by is not None else o) for k, o in self.outcomes.items())
         self.summaries.clear()
+        if self.current_key:
+            self.complete_resolution(self.current_key)  # no scores to wait for any more
 
     def shutdown(self, timeout_ms: int = 10000) -> None:
         """Cancel and wait for the workers, so no signal reaches a destroyed window."""
@@ -258,6 +285,10 @@ class StudyLoader(QObject):
             self.discovered.emit(res)
         elif isinstance(res, StudyOutcome):
             self._on_outcome(res, tag)
+        elif isinstance(res, FullResolution):
+            out = self.outcomes.get(res.key)
+            if out is not None and out.prediction is not None and not stand_ins(out):
+                self.start("heat", f"heat:{res.key}", compute_heatmaps, out)
 
     def _on_task_error(self, tag: str, message: str) -> None:
         task, key = self._tasks.get(tag, (None, ""))
@@ -280,6 +311,9 @@ class StudyLoader(QObject):
             task.partial_taken()  # on screen: the worker may decode the next image
 
     def _take_partial(self, tag: str, key: str, obj: object) -> None:
+        if tag.startswith("full:"):
+            self._take_full(key, obj)
+            return
         if isinstance(obj, StudyOutcome):
             self._live[key] = (tag, obj)
             self.layout_ready.emit(key, obj)
@@ -292,6 +326,19 @@ class StudyLoader(QObject):
         images = live[1].images
         replaced, images[obj.index] = images[obj.index], obj.view
         self.image_decoded.emit(key, obj.index, obj.view, replaced)
+
+    def _take_full(self, key: str, obj: object) -> None:
+        """A full decode replaces the reduced one in the analysed study; the image keeps the
+        scores it was given (from the validated reduced decode)."""
+        out = self.outcomes.get(key)
+        if out is None or not isinstance(obj, DecodedImage):
+            return
+        old = out.images[obj.index]
+        if not old.preview or old.ref.path != obj.view.ref.path:
+            return  # replaced meanwhile (e.g. a model that scores full decodes only)
+        new = dataclasses.replace(obj.view, prediction=old.prediction, refused=old.refused)
+        out.images[obj.index] = new
+        self.image_decoded.emit(key, obj.index, new, old)
 
     def _on_task_finished(self, tag: str) -> None:
         _task, key = self._tasks.pop(tag, (None, ""))
@@ -315,7 +362,9 @@ class StudyLoader(QObject):
                 continue
             del self.outcomes[old]
         self.summaries[key] = outcome.prediction
-        if outcome.prediction is not None:
+        if self.complete_resolution(key):
+            pass  # the full images first; their heatmaps after them (FullResolution)
+        elif outcome.prediction is not None:
             # heatmaps after the scores, in the background; cancelled with the study
             self.start("heat", f"heat:{key}", compute_heatmaps, outcome)
         self.outcome_ready.emit(outcome, tag, was_live)
