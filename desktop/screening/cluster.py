@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from desktop.screening.anonymize import Aliases
-from desktop.screening.cluster_tasks import Batch, BatchResult, EngineSpec, StudyOutcome
+from desktop.screening.cluster_tasks import Batch, BatchResult, ClusterStudy, EngineSpec
 from desktop.screening.discovery import Discovery, Study, discover
 from desktop.screening.outputs import ScreenFn
 from desktop.screening.pipeline import ScoredStudy
@@ -211,7 +211,7 @@ def _batch(disc: Discovery, indices: list[int], spec: EngineSpec,
                  fast_decode)
 
 
-def client_paths(out: StudyOutcome, st: Study) -> StudyOutcome:
+def client_paths(out: ClusterStudy, st: Study) -> ClusterStudy:
     """``out`` with the paths the worker saw (absolute) put back as discovery wrote them, so the
     state and the worklist are the single PC's. Rows come back in the study's image order."""
     real = {os.path.abspath(ref.path): ref.path for ref in st.images}
@@ -263,7 +263,7 @@ def screen_on_cluster(root: str | Path, engine: Engine, progress=None, cancel=No
             return None
         return str(dicom_study_dir(dicom_out, st, alias))
 
-    def commit(out: StudyOutcome) -> None:
+    def commit(out: ClusterStudy) -> None:
         st = disc.studies[out.index]
         out = client_paths(out, st)
         probs = [(r.stamp.path, r.probability) for r in out.images if r.probability is not None]
@@ -306,7 +306,7 @@ class _Farm:
     """
 
     def __init__(self, client: Any, model_id: str, disc: Discovery,
-                 commit: Callable[[StudyOutcome], None]) -> None:
+                 commit: Callable[[ClusterStudy], None]) -> None:
         self.client, self.model_id, self.disc, self.commit = client, model_id, disc, commit
         self.run_id = uuid.uuid4().hex[:12]
         self.n_submitted = 0
@@ -380,7 +380,7 @@ LOST_REASON = ("screening this study ended its cluster worker process every time
                "(a decoder crash, or the worker's memory limit)")
 
 
-def lost_study(index: int, st: Study) -> StudyOutcome:
+def lost_study(index: int, st: Study) -> ClusterStudy:
     """The failed outcome of a study no worker survived: each image failed with the reason."""
     rows = []
     for ref in st.images:
@@ -392,4 +392,4 @@ def lost_study(index: int, st: Study) -> StudyOutcome:
     first = st.images[0].path if st.images else ""
     row = StudyRow(st.key, None, "", "failed", len(st.images), len(st.images), st.modality,
                    st.description, first)
-    return StudyOutcome(index, row, rows, n_worked=0)
+    return ClusterStudy(index, row, rows, n_worked=0)

@@ -60,8 +60,9 @@ class Batch:
 
 
 @dataclass
-class StudyOutcome:
-    """One scored study as the client commits it."""
+class ClusterStudy:
+    """One study as a worker scored it and the client commits it (named apart from the viewer's
+    StudyOutcome: this one carries worklist rows, not pixels)."""
 
     index: int
     row: StudyRow
@@ -78,7 +79,7 @@ class BatchResult:
     not raised, so that the worker's log never prints a traceback with the task's paths)."""
 
     model_id: str
-    outcomes: list[StudyOutcome]
+    outcomes: list[ClusterStudy]
     error: str | None = None
     worker: str = ""
 
@@ -136,7 +137,7 @@ def screen_batch(batch: Batch, worker: str = "") -> BatchResult:
         try:
             for k, scored in studies:
                 assert scored is not None  # every study of a batch is to be scored
-                outcomes.append(StudyOutcome(batch.indices[k], scored.row, scored.images,
+                outcomes.append(ClusterStudy(batch.indices[k], scored.row, scored.images,
                                              scored.n_worked, scored.export_error, scored.exported,
                                              len(scored.predictions)))
         finally:
