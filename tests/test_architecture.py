@@ -1,4 +1,5 @@
-"""Layering rules: the runtime path never imports torch; only desktop/ imports Qt."""
+"""Layering and size rules: the runtime path never imports torch; only desktop/viewer imports Qt; no
+import cycle; compress never imports trainer; no file over 500 lines, no function over 80."""
 
 import ast
 import subprocess
@@ -176,3 +177,42 @@ def test_compress_never_imports_trainer():
     assert len(files) > 10
     offenders = [str(f.relative_to(REPO)) for f in files if "trainer" in _imports(f)]
     assert offenders == [], f"compress/ imports trainer: {offenders}"
+
+
+MAX_FILE_LINES = 500
+MAX_FUNCTION_LINES = 80
+
+
+def _tracked_python() -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "*.py"], capture_output=True, text=True, cwd=REPO)
+    if out.returncode != 0:  # not a git checkout (an sdist): the first-party packages and tests
+        return _files(*FIRST_PARTY, "tests", "bench", "installers")
+    return [REPO / p for p in out.stdout.split()]
+
+
+def _oversized(files: list[Path], root: Path = REPO) -> list[str]:
+    found = []
+    for f in files:
+        text = f.read_text()
+        if (n := len(text.splitlines())) > MAX_FILE_LINES:
+            found.append(f"{f.relative_to(root)}: {n} lines")
+        for node in ast.walk(ast.parse(text, str(f))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    found.append(f"{f.relative_to(root)}:{node.lineno} {node.name}: {length} lines")
+    return found
+
+
+def test_size_finder_finds_a_long_function(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (f := tmp_path / "probe.py").write_text(f"def long():\n{body}\n")
+    assert _oversized([f], tmp_path) == [f"probe.py:1 long: {MAX_FUNCTION_LINES + 1} lines"]
+
+
+def test_no_file_over_500_lines_and_no_function_over_80():
+    """Issue 17: long files and functions are where the next change hurts; the limits hold for
+    every tracked Python file, tests included, so a new one is covered the day it is added."""
+    files = _tracked_python()
+    assert len(files) > 100
+    assert _oversized(files) == []
