@@ -10,18 +10,26 @@ nothing here writes, opens a socket or imports pynetdicom.
 from __future__ import annotations
 
 import csv
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from desktop.node.layout import outbox_dir, read_node_json, results_dir, spool_dir
 from desktop.node.outbox import Outbox
 from desktop.node.spool import REFUSED_MARKER
+from models.errors import ConfigError
 
 #: Where a study is in its life.
 RECEIVING = "receiving"  # instances arrived, not screened yet (or changed since)
 REFUSED = "refused"  # over the study size limit
 SCREENED = "screened"  # results queued, not all sent yet
 SENT = "sent"  # every result object stored by the PACS
+
+#: Where the viewer looks for the node when none was chosen: this variable (a configuration file
+#: or a data folder), else the Linux package's configuration file.
+NODE_ENV = "MURA_NODE_CONFIG"
+SYSTEM_CONFIG = Path("/etc/mura-fracture/node.toml")
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class ReceivedStudy:
     body_part: str = ""
     not_indicated_reason: str = ""
     model: str = ""
+    word: str = ""  # what ``probability`` is of ("fracture", "abnormality"): the model's task
     results_pending: int = 0
     results_sent: int = 0
     send_error: str = ""
@@ -79,7 +88,8 @@ def _study(key: str, spooled: Path, result: Path, outbox: Outbox) -> ReceivedStu
         verdict=str(info.get("verdict", "")), probability=info.get("probability"),
         body_part=str(info.get("body_part", "")),
         not_indicated_reason=str(info.get("not_indicated_reason", "")),
-        model=str(info.get("model", "")), results_pending=sent.pending, results_sent=sent.sent,
+        model=str(info.get("model", "")), word=str(info.get("word", "")),
+        results_pending=sent.pending, results_sent=sent.sent,
         send_error=sent.last_error if sent.pending else "",
         report=report if report.is_file() else None,
         worklist=worklist if worklist.is_file() else None,
@@ -111,3 +121,53 @@ def _mtime(p: Path) -> float:
         return p.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def node_data_dir(location: str | Path) -> Path:
+    """The node's data folder from ``location``: its configuration file (``[node] data_dir``)
+    or the data folder itself. Raises :class:`ConfigError` (naming the path) for anything else,
+    so the viewer can say what was wrong instead of showing an empty list."""
+    p = Path(location).expanduser()
+    if p.is_file():
+        from desktop.node.config import load_config
+
+        return load_config(p).data_dir
+    if p.is_dir() and (spool_dir(p).is_dir() or results_dir(p).is_dir()):
+        return p
+    if p.is_dir():
+        raise ConfigError(f"{p}: not a mura-node data folder (it has no spool/ or results/: "
+                          "has the node received anything yet?)")
+    raise ConfigError(f"{p}: no such file or folder; expected the node's configuration file "
+                      f"(e.g. {SYSTEM_CONFIG}) or its data folder")
+
+
+def default_node_location() -> Path | None:
+    """``$MURA_NODE_CONFIG``, else the system configuration file if there is one, else None."""
+    env = os.environ.get(NODE_ENV, "").strip()
+    if env:
+        return Path(env)
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
+
+
+def status_text(s: ReceivedStudy) -> str:
+    """Where the study is, in the words of the viewer's list (and of ``--list`` users)."""
+    if s.status == REFUSED:
+        return "Refused: over the node's study size limit"
+    if s.status == RECEIVING:
+        return f"Receiving ({s.n_instances} image{'s' if s.n_instances != 1 else ''} so far)"
+    total = s.results_sent + s.results_pending
+    if s.status == SENT:
+        return f"Results sent to the PACS ({s.results_sent}/{total})"
+    if s.results_pending:
+        why = f"; last error: {s.send_error}" if s.send_error else ""
+        return f"Screened; {s.results_pending} of {total} results waiting for the PACS{why}"
+    return "Screened; no result objects to send"
+
+
+def when_text(t: float | None, now: float | None = None) -> str:
+    """A local time for the list: the clock time today, else the date and time."""
+    if t is None:
+        return ""
+    now = time.time() if now is None else now
+    same_day = time.localtime(t)[:3] == time.localtime(now)[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M", time.localtime(t))

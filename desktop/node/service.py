@@ -31,6 +31,7 @@ from desktop.node.layout import NODE_JSON, outbox_dir, read_node_json, results_d
 from desktop.node.outbox import Outbox
 from desktop.node.scu import Sender
 from desktop.node.spool import Spool, Stored
+from desktop.screening.render import task_word
 from desktop.screening.state import fingerprint, stamp
 from models.errors import ConfigError, MuraError
 from models.fsutil import atomic_write_json
@@ -148,6 +149,7 @@ class Node:
         scored = res.results[0] if res.results else None
         summary = {
             "fingerprint": fp, "screened_at": time.time(), "model": self.engine.bundle.model_id,
+            "word": task_word(self.engine.bundle.card),  # what the probability is of
             "n_instances": len(self.spool.instances(key)),
             "verdict": scored.verdict if scored else "no image",
             "probability": scored.probability if scored else None,

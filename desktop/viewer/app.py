@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default=None,
                     help="OpenVINO device for inference: CPU, GPU or AUTO (default: the "
                     "Settings value, CPU if never set)")
+    ap.add_argument("--node", metavar="NODE", default=None,
+                    help="show the studies a mura-node on this machine received and their "
+                    "results (File > Received from the DICOM node): its configuration file "
+                    "(node.toml) or data folder; read-only, the viewer never talks to the node")
     ap.add_argument("--screenshot", metavar="OUT.png", default=None,
                     help="open the paths, wait until the first study is analysed, save the "
                     "window to this PNG and exit (for tests and documentation)")
@@ -197,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                        after_first_image=bool(args.paths))
     if args.paths:
         win.open_paths(args.paths)
+    if args.node and win.show_received(args.node, ask=False) is None:
+        print(f"mura-viewer: error: {win.received.error}", file=sys.stderr)
     try:
         if args.screenshot:
             rc = _run_screenshot(win, args.screenshot, args.screenshot_timeout)

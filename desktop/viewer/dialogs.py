@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -146,6 +147,7 @@ class SettingsDialog(QDialog):
 
     def __init__(self, current: ViewerSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._current = current
         self.setObjectName("settingsDialog")
         self.setWindowTitle("Settings")
         form = QFormLayout(self)
@@ -201,6 +203,7 @@ class SettingsDialog(QDialog):
             self.model_edit.setText(folder)
 
     def settings(self) -> ViewerSettings:
-        return ViewerSettings(device=str(self.device_combo.currentData()),
-                              model_path=self.model_edit.text().strip(),
-                              wl_preset=str(self.preset_combo.currentData()))
+        """What the reader chose; what the dialog does not edit (the node) as it was."""
+        return dataclasses.replace(self._current, device=str(self.device_combo.currentData()),
+                                   model_path=self.model_edit.text().strip(),
+                                   wl_preset=str(self.preset_combo.currentData()))

@@ -34,6 +34,7 @@ from desktop.viewer.window_dialogs import WindowDialogs
 from desktop.viewer.window_export import WindowExport
 from desktop.viewer.window_model import ModelSettings
 from desktop.viewer.window_navigation import Navigation
+from desktop.viewer.window_received import WindowReceived
 from desktop.viewer.window_screening import WindowScreening
 from desktop.viewer.window_ui import ViewerUi
 from models.engine import Engine
@@ -118,6 +119,7 @@ class ViewerWindow(QMainWindow):
     show_tags = _delegated("dialogs", "show_tags")
     screen_folder_dialog = _delegated("screening", "dialog")
     screen_folder = _delegated("screening", "screen")
+    show_received = _delegated("received", "show")
 
     def __init__(self, engine: Engine | None = None, *, model_error: str = "",
                  settings: ViewerSettings | None = None,
@@ -154,6 +156,8 @@ class ViewerWindow(QMainWindow):
         self.dialogs = WindowDialogs(self, ui, self.loader, self.nav)
         self.exports = WindowExport(self, ui, self.loader, self.dicom_exported.emit)
         self.screening = WindowScreening(self, ui, self.loader, self.open_study)
+        self.received = WindowReceived(self, ui, lambda: self.settings, self.open_paths,
+                                       lambda: self.word)
         self._connect_ui()
         self._connect_loader()
         self._show_model_state()

@@ -62,6 +62,9 @@ class ViewerSettings:
     device: str = "CPU"
     model_path: str = ""
     wl_preset: str = "file"
+    #: the mura-node whose received studies File → Received shows (its node.toml or data
+    #: folder); set when the reader first picks it, not in the Settings dialog
+    node_location: str = ""
 
     @classmethod
     def load(cls, store: QSettings | None = None) -> ViewerSettings:
@@ -72,13 +75,23 @@ class ViewerSettings:
         preset = str(s.value("display/default_window", d.wl_preset) or d.wl_preset)
         return cls(device=device.strip() or d.device,
                    model_path=str(s.value("model/bundle_path", "") or ""),
-                   wl_preset=preset if preset in WL_PRESETS else d.wl_preset)
+                   wl_preset=preset if preset in WL_PRESETS else d.wl_preset,
+                   node_location=str(s.value("node/location", "") or ""))
 
     def save(self, store: QSettings | None = None) -> None:
         s = store or settings_store()
         s.setValue("inference/device", self.device)
         s.setValue("model/bundle_path", self.model_path)
         s.setValue("display/default_window", self.wl_preset)
+        s.setValue("node/location", self.node_location)
+        s.sync()
+
+    def save_node_location(self, location: str, store: QSettings | None = None) -> None:
+        """Remember the node alone: the other values as applied may differ from those chosen
+        (a ``--model`` or ``--device`` of this session), and are not the reader's to save here."""
+        self.node_location = location
+        s = store or settings_store()
+        s.setValue("node/location", location)
         s.sync()
 
 
