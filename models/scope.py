@@ -242,8 +242,13 @@ def chroma(rgb: np.ndarray) -> float:
     """Mean (max - min) over the colour channels of an (..., 3) image on [0, 1] (subsampled)."""
     a = np.asarray(rgb)
     step = max(1, max(a.shape[:2]) // 512)
-    a = a[::step, ::step, :3].astype(np.float32)
-    return float((a.max(axis=-1) - a.min(axis=-1)).mean()) if a.size else 0.0
+    a = a[::step, ::step, :3]
+    if not a.size:
+        return 0.0
+    # channel by channel, not a.max(axis=-1): numpy's reduction over a last axis of length 3
+    # is ~6x slower (it was 14 ms of each colour JPEG's decode); the values are the same
+    r, g, b = (a[..., i].astype(np.float32, copy=False) for i in range(3))
+    return float((np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)).mean())
 
 
 def image_refusal(pixels: np.ndarray, colour: float = 0.0) -> Refusal | None:

@@ -11,6 +11,7 @@ from models.scope import (
     HeaderFields,
     Indications,
     body_part_refusal,
+    chroma,
     header_refusal,
     image_refusal,
     prediction_refusal,
@@ -127,3 +128,14 @@ def test_prediction_refusal_uses_the_cards_threshold():
     r = prediction_refusal({"hand": 0.5, "leg": 0.5}, FRACATLAS)
     assert r is not None and r.check == "confidence" and "0.68" in r.reason
     assert prediction_refusal({"hand": 0.5, "leg": 0.5}, MURA) is None  # no threshold in the card
+
+
+@pytest.mark.parametrize("shape", [(7, 5, 3), (1400, 1100, 3), (600, 900, 4), (0, 4, 3)])
+def test_chroma_is_the_mean_channel_spread(shape):
+    """The channel-by-channel chroma gives the same number as the plain max - min over the
+    channels (the scope threshold must not move with a speed-up)."""
+    rgb = np.random.default_rng(1).random(shape, dtype=np.float32)
+    step = max(1, max(shape[:2]) // 512)
+    a = rgb[::step, ::step, :3]
+    expected = float((a.max(axis=-1) - a.min(axis=-1)).mean()) if a.size else 0.0
+    assert chroma(rgb) == expected
