@@ -23,21 +23,21 @@ USAGE = ("usage: mura-fracture {viewer,screen,node} [ARGS...]\n"
 
 
 def _viewer(argv: list[str]) -> int:
-    from desktop.viewer.app import main
+    from desktop.launch import viewer
 
-    return main(argv)
+    return viewer(argv)
 
 
 def _screen(argv: list[str]) -> int:
-    from desktop.screening.cli import main
+    from desktop.launch import screen
 
-    return main(argv)
+    return screen(argv)
 
 
 def _node(argv: list[str]) -> int:
-    from desktop.node.cli import main
+    from desktop.launch import node
 
-    return main(argv)
+    return node(argv)
 
 
 MAINS = {"mura-viewer": _viewer, "mura-screen": _screen, "mura-node": _node}
