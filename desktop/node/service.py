@@ -59,6 +59,7 @@ class Node:
         self._lock = threading.Lock()
         self._server: Any = None
         self._last_sweep = 0.0
+        self._workers: Any = None  # the decode pool, kept between studies (started on first use)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -85,6 +86,9 @@ class Node:
             self._server.shutdown()
             self._server = None
         self.sender.stop()
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
 
     @property
     def port(self) -> int:
@@ -166,12 +170,15 @@ class Node:
 
     def _screen(self, key: str) -> Any:
         from desktop.screening.outputs import screen_to_folder
+        from desktop.screening.workers import Workers
 
         s = self.cfg.screening
+        if self._workers is None:  # one pool for every study: a worker's start costs ~0.3 s CPU
+            self._workers = Workers(s.workers)
 
         def run(restart: bool) -> Any:
             return screen_to_folder(self.spool.folder(key), self.engine, self.results / key,
-                                    restart=restart, anonymize=s.anonymize, workers=s.workers,
+                                    restart=restart, anonymize=s.anonymize, workers=self._workers,
                                     dicom_out=True, fast_decode=s.fast_decode)
         try:
             return run(False)

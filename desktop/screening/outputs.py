@@ -15,6 +15,7 @@ from desktop.screening.render import plural
 from desktop.screening.report import write_report
 from desktop.screening.run import ScreenResult, screen
 from desktop.screening.state import DECODE_EXACT, DECODE_FAST, ScreenState
+from desktop.screening.workers import Workers
 from models.engine import Engine
 from models.errors import MuraError
 from models.fsutil import atomic_write_text
@@ -136,14 +137,15 @@ def write_run(res: ScreenResult, engine: Engine, out: str | Path | None, state: 
 
 def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
                      restart: bool = False, anonymize: bool = False, progress=None,
-                     cancel=None, workers: int | None = None,
+                     cancel=None, workers: int | Workers | None = None,
                      dicom_out: bool = False, fast_decode: bool = False, group_by: str = "auto",
                      screen_fn: ScreenFn | None = None) -> ScreenRun:
     """Screen ``src`` with the persistent state in ``out`` and write every output there.
 
     The CLI and the viewer's "Screen folder…" both call this, so the same folder gives the same
     worklist, failures, report and resumable state whichever way it was screened. ``workers``
-    is the number of decode processes (None: one per core, 0: none). ``dicom_out`` writes each
+    is the number of decode processes (None: one per core, 0: none) or a running pool the
+    caller owns (:func:`desktop.screening.pipeline.scored_studies`). ``dicom_out`` writes each
     DICOM study's Secondary Captures and SR under ``out/dicom/<study>/`` (needs ``out``).
     ``fast_decode``: see :func:`screen`; an ``out`` holding results of the other decoding is
     refused unless ``restart``. ``screen_fn`` replaces :func:`screen` (``--cluster``): the same

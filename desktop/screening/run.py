@@ -21,6 +21,7 @@ from pathlib import Path
 from desktop.screening.anonymize import Aliases, stored_rows
 from desktop.screening.discovery import Discovery, Study, discover
 from desktop.screening.pipeline import ScoredStudy, scored_studies
+from desktop.screening.workers import Workers
 from desktop.screening.render import task_word
 from desktop.screening.state import (
     DECODE_EXACT,
@@ -82,7 +83,7 @@ def _result_from_state(st: Study, state: ScreenState, alias: Aliases) -> ScoredS
 
 
 def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
-           state: ScreenState | None = None, *, workers: int | None = None,
+           state: ScreenState | None = None, *, workers: int | Workers | None = None,
            dicom_out: str | Path | None = None, alias: Aliases | None = None,
            fast_decode: bool = False, group_by: str = "auto", select: Callable[[Study], bool] | None = None,
            ) -> ScreenResult:
@@ -94,7 +95,8 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
     images this process decoded, the basis of an honest rate); ``cancel()`` returning True stops
     early, between two studies. Without ``state`` an in-memory one is used (nothing persists).
 
-    Decoding runs in ``workers`` processes (None: one per core, 0: in this thread) and
+    Decoding runs in ``workers`` processes (None: one per core, 0: in this thread, or a running
+    :class:`~desktop.screening.workers.Workers` pool the caller owns) and
     inference on asynchronous requests (:mod:`desktop.screening.pipeline`); studies still come back, and
     are committed, one at a time in discovery order. With ``dicom_out``, each DICOM study's
     Secondary Captures and SR go to ``dicom_out/<study>/`` (named through ``alias``) before the

@@ -6,6 +6,7 @@ import json
 
 from desktop.node.received import SENT, received_studies
 from desktop.node.spool import study_key
+from desktop.screening.workers import Workers
 from models.dicom import read_header
 from tests.conftest import REPO
 from tests.desktop.node.conftest import running_node, send, study_files, wait_for, write_config
@@ -15,10 +16,13 @@ SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 
 
 def test_studies_in_every_transfer_syntax_come_back_as_sr_and_sc(tmp_path, node_engine, collector,
-                                                                  phantom_studies):
+                                                                  phantom_studies, monkeypatch):
     """Phantom CR/DX studies (explicit/implicit VR, RLE, JPEG-LS, JPEG 2000) and the two real
-    FracAtlas DICOMs: every study gets an SR in its own study, new series; scored ones SCs too."""
-    cfg = write_config(tmp_path, dest_port=collector.port)
+    FracAtlas DICOMs: every study gets an SR in its own study, new series; scored ones SCs too.
+    One decode worker pool serves every study (its processes start once, not per study)."""
+    pools: list[Workers] = []
+    monkeypatch.setattr(Workers, "__init__", _counting(Workers.__init__, pools))
+    cfg = write_config(tmp_path, dest_port=collector.port, workers=1)
     files = study_files(phantom_studies) + sorted((REPO / "samples" / "dicom").glob("*.dcm"))
     headers = {str(f): read_header(f) for f in files}
     syntaxes = {str(h.file_meta.TransferSyntaxUID) for h in headers.values()}
@@ -45,6 +49,14 @@ def test_studies_in_every_transfer_syntax_come_back_as_sr_and_sc(tmp_path, node_
     assert all(s.status == SENT and s.results_pending == 0 for s in listed.values())
     assert {s.verdict for s in listed.values()} & {"not_indicated"}
     assert any(s.probability is not None and s.report is not None for s in listed.values())
+    assert len(pools) == 1 and pools[0].n == 1
+
+
+def _counting(init, made: list):
+    def counted(self, *args, **kw):
+        init(self, *args, **kw)
+        made.append(self)
+    return counted
 
 
 def test_a_study_sent_twice_is_screened_and_answered_once(tmp_path, node_engine, collector):

@@ -227,3 +227,31 @@ def test_a_decoder_that_never_returns_fails_its_file_not_the_run(src_with_bad, e
     assert "took longer than 5 s" in reasons["truncated.dcm"]
     scored = sum(len(s.predictions) for s in out.values())
     assert scored == disc.n_images - 2  # everything else (no_pixels.dcm fails as before)
+
+
+def test_a_shared_pool_outlives_the_runs_that_use_it(phantom, engine):
+    """A node or a watched folder keeps one pool: the same worker process decodes run after run
+    (its start is paid once), a cancelled run leaves it running, and only its owner closes it."""
+    import multiprocessing
+
+    def probs(res) -> list[float]:
+        return sorted(p for s in res.results for _, p in s.image_probs)
+
+    pool = workers.Workers(1)
+    try:
+        first = screen(phantom / "dicom", engine, workers=pool)
+        pids = {p.pid for p in multiprocessing.active_children()}
+        assert len(pids) == 1
+        calls: list[int] = []
+
+        def cancel() -> bool:
+            calls.append(1)
+            return len(calls) > 1  # after the first study
+
+        assert not screen(phantom / "dicom", engine, workers=pool, cancel=cancel).complete
+        second = screen(phantom / "dicom", engine, workers=pool)
+        assert {p.pid for p in multiprocessing.active_children()} == pids
+        assert probs(second) == probs(first) and len(probs(first)) == first.discovery.n_images
+    finally:
+        pool.close()
+    assert multiprocessing.active_children() == []

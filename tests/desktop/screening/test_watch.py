@@ -73,6 +73,14 @@ def _stop(proc: subprocess.Popen, sig: int) -> int:
             proc.kill()
 
 
+def _decode_workers(proc: subprocess.Popen) -> set[int]:
+    """The watcher's decode worker processes (not multiprocessing's resource tracker)."""
+    import psutil
+
+    return {c.pid for c in psutil.Process(proc.pid).children()
+            if "resource_tracker" not in " ".join(c.cmdline())}
+
+
 def _uid(folder: Path) -> str:
     from models.dicom import read_header
 
@@ -90,8 +98,10 @@ def test_watch_screens_new_studies_rescores_a_changed_one_and_stops_on_sigint(st
         uids = [_uid(staged / f"study_{i:04d}") for i in range(1, N_STUDIES + 1)]
         _wait(lambda: set(_rows(out)) == set(uids[:2]), proc, "two studies in the worklist")
         before = _scored(out)
+        workers = _decode_workers(proc)
         shutil.copytree(staged / "study_0003", src / "study_0003")
         _wait(lambda: set(_rows(out)) == set(uids), proc, "the third study")
+        assert len(workers) == 1 and _decode_workers(proc) == workers  # one pool for every batch
         assert {k: _scored(out)[k] for k in uids[:2]} == before  # finished studies are not redone
         victim = sorted((src / "study_0001").iterdir())[0]
         st = victim.stat()
