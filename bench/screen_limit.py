@@ -206,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="bundle (default: the default bundle)")
     a = ap.parse_args(argv)
 
+    from desktop.launch import runtime_env
+
+    runtime_env()  # what mura-screen sets before numpy loads, here and in its workers
     from models.engine import Engine
     from models.reference import require_default_bundle
 

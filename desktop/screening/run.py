@@ -21,7 +21,6 @@ from pathlib import Path
 from desktop.screening.anonymize import Aliases, stored_rows
 from desktop.screening.discovery import Discovery, Study, discover
 from desktop.screening.pipeline import ScoredStudy, scored_studies
-from desktop.screening.workers import Workers
 from desktop.screening.render import task_word
 from desktop.screening.state import (
     DECODE_EXACT,
@@ -31,6 +30,7 @@ from desktop.screening.state import (
     fingerprint,
     stamp,
 )
+from desktop.screening.workers import Workers
 from models.engine import Engine
 from models.errors import ConfigError
 
