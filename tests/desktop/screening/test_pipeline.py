@@ -255,3 +255,17 @@ def test_a_shared_pool_outlives_the_runs_that_use_it(phantom, engine):
     finally:
         pool.close()
     assert multiprocessing.active_children() == []
+
+
+@pytest.mark.skipif("forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+                    reason="no fork server on this platform: workers are spawned")
+def test_workers_are_forked_from_a_server_with_the_decode_modules_loaded():
+    """Not spawned (a fresh interpreter importing numpy, Pillow, pydicom per worker, per pool),
+    not forked from this process (OpenVINO's threads): forked from the fork server."""
+    pool = workers.Workers(1)
+    try:
+        parent, preloaded = pool.submit(
+            eval, "(__import__('os').getppid(), 'desktop.screening.prepare' in __import__('sys').modules)").result()
+    finally:
+        pool.close()
+    assert parent != os.getpid() and preloaded

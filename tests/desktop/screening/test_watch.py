@@ -74,11 +74,18 @@ def _stop(proc: subprocess.Popen, sig: int) -> int:
 
 
 def _decode_workers(proc: subprocess.Popen) -> set[int]:
-    """The watcher's decode worker processes (not multiprocessing's resource tracker)."""
+    """The watcher's decode worker processes: the fork server's children, or (spawned) its own
+    children but multiprocessing's resource tracker."""
     import psutil
 
-    return {c.pid for c in psutil.Process(proc.pid).children()
-            if "resource_tracker" not in " ".join(c.cmdline())}
+    out: set[int] = set()
+    for child in psutil.Process(proc.pid).children():
+        cmd = " ".join(child.cmdline())
+        if "forkserver" in cmd:
+            out |= {c.pid for c in child.children()}
+        elif "resource_tracker" not in cmd:
+            out.add(child.pid)
+    return out
 
 
 def _uid(folder: Path) -> str:
