@@ -74,6 +74,10 @@ class Node:
         log.info("spool: %d studies to screen, %.1f MB used; outbox: %d objects to send",
                  len(self._pending), self.spool.used_bytes / 2**20, waiting)
         if self.engine is None:
+            if self.cfg.screening.workers:
+                from desktop.screening.workers import prestart
+
+                prestart()  # the decode workers' imports overlap the model's compilation
             self.engine = _load_engine(self.cfg)
         from desktop.node.scp import start_scp
 

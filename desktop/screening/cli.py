@@ -45,6 +45,7 @@ from desktop.screening.run import export_error_rows
 from desktop.screening.state import DECODE_FAST
 from desktop.screening.support import EPILOG, dispatch, silence_library_warnings
 from desktop.screening.watch import DEFAULT_POLL_S, DEFAULT_SETTLE_S, WatchOptions, watch_folder
+from desktop.screening.workers import prestart
 from models.engine import Engine
 from models.errors import ConfigError, MuraError
 from models.reference import require_default_bundle
@@ -260,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
         _check(a)
+        if a.workers != 0 and not a.cluster:
+            prestart()  # the decode workers' imports overlap the model's compilation
         model = resolve_model(a.model)
         engine = Engine(model, backend=a.backend, device=a.device, performance_hint="THROUGHPUT")
         a.fast_decode = choose_fast_decode(engine.bundle.card, fast=a.fast_decode, exact=a.exact_decode)

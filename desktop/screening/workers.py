@@ -131,6 +131,16 @@ def worker_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+def prestart() -> None:
+    """Start the fork server now, where there is one, so that it imports the decode modules while
+    the program loads its model: the first pool then forks its workers at once."""
+    ctx = worker_context()
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 class Workers:
     """A lazily started process pool (:func:`worker_context`), or in-process calls when ``n`` is 0."""
 

@@ -269,3 +269,20 @@ def test_workers_are_forked_from_a_server_with_the_decode_modules_loaded():
     finally:
         pool.close()
     assert parent != os.getpid() and preloaded
+
+
+@pytest.mark.skipif("forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+                    reason="no fork server on this platform: workers are spawned")
+def test_prestart_starts_the_fork_server_the_workers_come_from():
+    """mura-screen and mura-node start the server before compiling the model, so its imports
+    overlap the compilation; the first pool's workers are its children."""
+    import psutil
+
+    workers.prestart()
+    servers = [c.pid for c in psutil.Process().children() if "forkserver" in " ".join(c.cmdline())]
+    assert len(servers) == 1
+    pool = workers.Workers(1)
+    try:
+        assert pool.submit(eval, "__import__('os').getppid()").result() == servers[0]
+    finally:
+        pool.close()
