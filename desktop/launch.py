@@ -1,9 +1,9 @@
 """The clinic programs' entry points (``mura-screen``, ``mura-viewer``, ``mura-node``): this module
 imports nothing at its top, on purpose.
 
-Why: the screener decodes in ``spawn`` worker processes (:mod:`desktop.screening.workers`), and a
-spawned worker first re-runs the script that started the program, which imports the module its
-entry point names. When that was ``desktop.screening.cli`` every worker imported the whole
+Why: the screener decodes in worker processes (:mod:`desktop.screening.workers`), and a spawned
+worker (or the fork server the workers come from) first re-runs the script that started the
+program, which imports the module its entry point names. When that was ``desktop.screening.cli`` every worker imported the whole
 screener (pydicom, the report, SQLite...) before its first file, and with ``desktop.viewer.app``
 PySide6 too: measured 0.1 s and 0.25 s of CPU per worker, per screening run, for nothing a worker
 uses. A worker now imports only what its task needs (:mod:`desktop.screening.prepare`).
