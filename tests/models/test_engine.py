@@ -44,25 +44,40 @@ def test_int8_engine_outputs_are_consistent(tiny_bundle, phantom):
     assert study.n_images == 3 and study.verdict in ("likely", "suspicious", "negative")
 
 
-def test_card_output_mismatch_is_caught(bundle_copy):
+@pytest.mark.parametrize("hint", ["LATENCY", "THROUGHPUT"])
+def test_card_output_mismatch_is_caught(bundle_copy, hint):
+    """Whichever model the engine will run (a screening engine checks its throughput model)."""
     card = json.loads((bundle_copy / "card.json").read_text())
     card["outputs"]["cam"]["shape"] = [-1, 5, 5]
     from models.card import write_bundle
 
     write_bundle(bundle_copy, card)
     with pytest.raises(ModelIOMismatchError, match="cam"):
-        Engine(bundle_copy)
+        Engine(bundle_copy, performance_hint=hint)
     card["input"]["name"] = "pixels"
     write_bundle(bundle_copy, card)
     with pytest.raises(ModelIOMismatchError, match="pixels"):
-        Engine(bundle_copy)
+        Engine(bundle_copy, performance_hint=hint)
 
 
-def test_bad_backend_and_device(tiny_bundle):
+@pytest.mark.parametrize("hint", ["LATENCY", "THROUGHPUT"])
+def test_bad_backend_and_device(tiny_bundle, hint):
     with pytest.raises(ConfigError, match="backend"):
-        Engine(tiny_bundle, backend="tensorrt")
-    with pytest.raises(ConfigError, match="NOPE"):
-        Engine(tiny_bundle, device="NOPE")
+        Engine(tiny_bundle, backend="tensorrt", performance_hint=hint)
+    with pytest.raises(ConfigError, match="NOPE.*available"):
+        Engine(tiny_bundle, device="NOPE", performance_hint=hint)
+
+
+def test_a_screening_engine_compiles_its_own_model_only_when_asked(tiny_bundle, phantom):
+    """A THROUGHPUT engine runs its static batch-1 model; the bundle's dynamic-batch model, which
+    every mura-screen run used to compile as well (~0.2 s), is compiled on the first predict."""
+    eng = Engine(tiny_bundle, performance_hint="THROUGHPUT")
+    assert eng._throughput is not None and eng._primary is None
+    images = [load_image(p).pixels for p in sorted((phantom / "dicom").rglob("*.dcm"))[:3]]
+    batch = eng.predict(images)  # three at once: the dynamic batch
+    assert eng._primary is not None and len(batch) == 3
+    latency = Engine(tiny_bundle).predict(images)
+    assert [p.probability for p in batch] == pytest.approx([p.probability for p in latency], abs=1e-6)
 
 
 def test_verdicts_and_heatmap_mapping():
