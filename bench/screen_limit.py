@@ -26,7 +26,9 @@ Rounds are interleaved (each round measures every folder's stages and run once);
 medians. Folders: ``--fracatlas`` (real JPEG radiographs, ../shared/data/fracatlas/images, the
 first ``--n`` by name), ``--dicom`` (a folder of DICOM files, e.g. the phantom syntax mix that
 ``bench/screen.py --data DIR`` writes), or any ``--folder``. Model: ``--model`` (default: the
-default bundle, the shipped reference model).
+default bundle, the shipped reference model). Decoding: as ``mura-screen`` decodes (the codecs
+the model's card validated at reduced resolution; ``--exact-decode``: every file in full), the
+same in the limit and in the run.
 
     .venv/bin/python bench/screen_limit.py --n 200 --rounds 3
     .venv/bin/python bench/screen.py --n 200 --data /tmp/mix --no-fast   # writes the DICOM mix
@@ -122,9 +124,10 @@ def stage_cpu(files: list[str], engine) -> tuple[float, float, float, int]:
     from models.scope import image_refusal
 
     cfg, dec, pre, inputs = engine.cfg, 0.0, 0.0, []
+    min_side, codecs = decoding(engine)
     for f in files:
         t0 = time.process_time()
-        pixels, colour = decode_for_model(f)
+        pixels, colour = decode_for_model(f, min_side=min_side, codecs=codecs)
         t1 = time.process_time()
         if image_refusal(pixels, colour) is None:
             unit, placement = to_unit(pixels, cfg)
@@ -143,6 +146,29 @@ def stage_cpu(files: list[str], engine) -> tuple[float, float, float, int]:
     runner.wait()
     inf = (time.process_time() - t0) / len(files)
     return dec / len(files), pre / len(files), inf, len(inputs)
+
+
+#: How the bench decodes: "default" as mura-screen does (the codecs the card validated decoded
+#: reduced), or "exact" (every file in full, --exact-decode). Set by main.
+DECODE = "default"
+
+
+def decoding(engine) -> tuple[int | None, frozenset[str]]:
+    """(min_side, codecs) of the run's decoding: what the screener's workers pass to
+    ``decode_for_model``, so the limit and the screener time the same work."""
+    from desktop.screening.decoding import choose_fast_decode
+    from desktop.screening.prepare import fast_decode_min_side
+    from desktop.screening.state import decode_codecs
+
+    codecs = decode_codecs(choose_fast_decode(engine.bundle.card, exact=DECODE == "exact"))
+    return (fast_decode_min_side(engine.cfg) if codecs else None), codecs
+
+
+def decoding_name(engine) -> str:
+    from models.reduction import codec_names
+
+    codecs = decoding(engine)[1]
+    return f"{codec_names(codecs)} reduced, the rest exact" if codecs else "exact"
 
 
 def busy_elsewhere(files: list[str]) -> subprocess.Popen:
@@ -177,8 +203,9 @@ def run_once(folder: Path, engine, out: Path) -> tuple[float, float, int]:
     (every file of the folder is read and decoded; the rate counts files)."""
     from desktop.screening.outputs import screen_to_folder
 
+    codecs = decoding(engine)[1]
     c0, t0 = _cpu_now(), time.perf_counter()
-    run = screen_to_folder(folder, engine, out, restart=True)
+    run = screen_to_folder(folder, engine, out, restart=True, fast_decode=codecs)
     wall = time.perf_counter() - t0
     _stop_fork_server()
     return wall, _cpu_now() - c0, run.result.n_scored_images  # workers and fork server reaped: counted
@@ -258,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=200, help="images per folder (default 200)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--model", default=None, help="bundle (default: the default bundle)")
+    ap.add_argument("--exact-decode", action="store_true",
+                    help="decode every file in full (default: as mura-screen, the codecs the card validated reduced)")
     a = ap.parse_args(argv)
+    global DECODE
+    DECODE = "exact" if a.exact_decode else "default"
 
     from desktop.launch import runtime_env
 
@@ -277,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         results = measure(folders, engine, a.rounds, tmp)
     print(f"\n{isa()}\nmodel {engine.bundle.model_id} ({engine.cfg.input_size} px, {engine.artifact}); "
           f"medians of {a.rounds} interleaved rounds; limit = cores ÷ CPU s per image "
-          f"(timed alone; 'cores busy': beside a decode loop on the other cores)\n")
+          f"(timed alone; 'cores busy': beside a decode loop on the other cores); decoding: "
+          f"{decoding_name(engine)} in the limit and the screener alike\n")
     print(table(results))
     return 0
 

@@ -16,12 +16,18 @@ Three comparisons per set, each gated: the set as stored (the population the gat
 its images that actually decoded reduced (only JPEG 2000 and baseline JPEG large enough do; in
 a clinic's 2k archive that is every image, so a small share must not dilute them), and the set's
 large images transcoded to 12-bit lossless JPEG 2000 DICOM (the viewer's and PACS exports'
-codec, whose reduction is a wavelet one, unlike JPEG's). The check passes only when every
-comparison passes and both codecs were measured on at least one image: a check that decoded
-nothing reduced validates nothing. Runtimes read the verdict through
-``models.engine.reduced_decode_side``.
+codec, whose reduction is a wavelet one, unlike JPEG's). Each codec is judged on the
+comparisons that hold its reduced images (a wavelet low-pass and a scaled IDCT move the scores
+differently, so one's failure says nothing of the other): it passes when all of them pass and at
+least one of its images was measured, since a check that decoded nothing reduced validates
+nothing. The card lists the codecs that passed (``codecs_passed``; ``passed``: all did) and
+runtimes reduce only those (``models.reduction.validated_reduction``).
+
+``--rejudge`` applies this verdict again to the comparisons a bundle's validation.json already
+holds (nothing is decoded or scored): how a card measured before per-codec verdicts gets them.
 
     python -m compress.reduced_decode BUNDLE --checkpoint CK [--data SPEC ...]
+    python -m compress.reduced_decode BUNDLE --rejudge
 
 updates an existing bundle's card and validation report (model files untouched); the sets
 default to the card's ``gate_data``, and ``--checkpoint`` gives the run manifest that splits the
@@ -36,7 +42,7 @@ import json
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -50,18 +56,23 @@ from compress.validate import compare_set, gate, score_inputs
 from models import dicom
 from models.card import load_bundle, write_bundle
 from models.datasources import Record
-from models.engine import REDUCED_DECODE_FACTOR, Engine, verdict_for
+from models.engine import Engine, verdict_for
 from models.errors import ConfigError, ImageDecodeError, MuraError
 from models.fsutil import atomic_write_json, atomic_write_text
 from models.imageio import decode_for_model, sniff_kind
 from models.metrics import aggregate_studies
 from models.preprocess import PreprocessConfig, preprocess
+from models.reduction import CODECS as _CODECS
+from models.reduction import REDUCED_DECODE_FACTOR, codec_names
 
 RULE = (f"long side >= {REDUCED_DECODE_FACTOR} x the model's input size: JPEG 2000 decoded at a "
         "lower resolution level, baseline JPEG by DCT scaling (models.dicom.decode_reduced, "
         "draft_jpeg); every other file decodes in full")
 AS_STORED, REDUCED_ONLY, AS_J2K = "as stored", "reduced images only", "as JPEG 2000 (12-bit lossless)"
-CODECS = ("jpeg", "jpeg2000")
+CODECS = tuple(sorted(_CODECS))
+CRITERIA = ("the INT8 gate's checks with the exact decode as the reference: |ΔAUC| <= budget at image and "
+            "study level, and firm decision flips <= 1 - min_agreement at each operating point, on every "
+            "comparison holding a codec's reduced images; a codec passes when all of them do and it was measured")
 _CHUNK = 32  # records decoded, then scored, at a time: memory stays flat on large sets
 
 
@@ -247,38 +258,50 @@ def card_row(row: dict, thresholds: Sequence[str]) -> dict:
             "verdict_agreement": row["verdict_agreement"]}
 
 
+def judge(rows: Sequence[dict], budget: float, min_agreement: float, measured: Mapping[str, int],
+          min_side: int) -> dict:
+    """The verdict fields of the card's section: each codec judged by the gate on the comparisons
+    holding its reduced images (``by_codec``), the codecs that passed, and ``passed`` when all did."""
+    by_codec: dict[str, dict] = {}
+    for c in CODECS:
+        mine = [r for r in rows if (r.get("codecs") or {}).get(c)]
+        if not measured.get(c) or not mine:
+            by_codec[c] = {"passed": False, "n_reduced": 0, "max_abs_dp": 0.0,
+                           "reasons": [f"no image of the sets decoded reduced (long side >= {2 * min_side} "
+                                       "px needed): nothing validated"]}
+            continue
+        ok, reasons = gate(list(mine), budget, min_agreement)
+        by_codec[c] = {"passed": bool(ok), "n_reduced": int(measured[c]),
+                       "max_abs_dp": float(max(r["max_abs_dp"] for r in mine)), "reasons": reasons}
+    passed = [c for c in CODECS if by_codec[c]["passed"]]
+    return {"passed": len(passed) == len(CODECS), "codecs_passed": passed, "by_codec": by_codec,
+            "reasons": [f"{codec_names([c])}: {x}" for c in CODECS for x in by_codec[c]["reasons"]]}
+
+
 def check_reduced_decode(engine: Engine, sets: Sequence[RecordSet], *, budget: float, min_agreement: float,
                          seed: int = 0) -> tuple[dict, list[dict]]:
     """The card's ``reduced_decode`` section and the full rows (for validation.json)."""
     min_side = min_side_for(engine.cfg)
     scores = [s for rs in sets for s in measure_set(engine, rs, min_side)]
     rows = [compare(s, engine.thresholds, int(engine.cfg.input_size), seed) for s in scores]
-    ok, reasons = gate(rows, budget, min_agreement)
     measured = Counter[str]()
     for s in scores:
         if s.decoding != REDUCED_ONLY:
             measured.update(s.codecs)
-    missing = [c for c in CODECS if not measured[c]]
-    if missing:
-        reasons.append(f"no image of the sets decoded reduced as {' or '.join(missing)} (long side >= "
-                       f"{2 * min_side} px needed): nothing validated there")
+    verdict = judge(rows, budget, min_agreement, measured, min_side)
     dps = np.concatenate([np.abs(np.asarray(s.exact) - np.asarray(s.reduced))[np.asarray(s.is_reduced)]
                           for s in scores if s.decoding != REDUCED_ONLY] or [np.zeros(0)])
     stored = [s for s in scores if s.decoding == AS_STORED]
     section = {
-        "passed": bool(ok and not missing), "rule": RULE, "min_side": min_side,
+        **verdict, "rule": RULE, "min_side": min_side,
         "engine": f"{engine.artifact} ({engine.precision})",
         "n_images": sum(len(s.records) for s in stored), "n_reduced": sum(sum(s.is_reduced) for s in stored),
         "n_jpeg2000": sum(len(s.records) for s in scores if s.decoding == AS_J2K),
         "codecs": dict(measured),
         "abs_dp_reduced": {"max": float(dps.max()) if len(dps) else 0.0,
                            "p99": float(np.percentile(dps, 99)) if len(dps) else 0.0},
-        "criteria": {"budget": budget, "min_agreement": min_agreement,
-                     "text": "the INT8 gate's checks with the exact decode as the reference: |ΔAUC| <= budget "
-                     "at image and study level, and firm decision flips <= 1 - min_agreement at each "
-                     "operating point, on every comparison; both codecs measured"},
+        "criteria": {"budget": budget, "min_agreement": min_agreement, "text": CRITERIA},
         "sets": [card_row(r, list(engine.thresholds)) for r in rows],
-        "reasons": reasons,
         "measured": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "report": "validation.md",
     }
@@ -297,11 +320,7 @@ def _pct(x: float) -> str:
 def markdown_section(section: dict) -> str:
     """The validation report's account of the check: what was measured, and the verdict."""
     ops = list(section["sets"][0]["agreement"]) if section["sets"] else []
-    lines = [REPORT_HEADING, "",
-             f"Verdict: **{'PASSED' if section['passed'] else 'FAILED'}** — scoring from a reduced-resolution "
-             f"decode ({section['rule']}; here long side >= {section['min_side']} px) "
-             + ("is validated: runtimes may use it." if section["passed"] else "is not validated: runtimes "
-                "decode exactly.") + "  ",
+    lines = [REPORT_HEADING, "", verdict_line(section) + "  ",
              f"Measured {section['measured']} with {section['engine']} on {section['n_images']} images "
              f"({section['n_reduced']} of them decoded reduced as stored; {section['n_jpeg2000']} large ones "
              f"also as 12-bit lossless JPEG 2000; reduced decodes per codec: {section['codecs'] or 'none'}). "
@@ -322,8 +341,45 @@ def markdown_section(section: dict) -> str:
                                   for t in ops)
                      + f" | {_pct(r['verdict_agreement']['image'])} / {_pct(r['verdict_agreement']['study'])}"
                      f" | {flips} |")
-    lines += [""] + [f"- {x}" for x in section["reasons"]]
+    lines += [""] + [f"- {codec_names([c])}: **{'passed' if v['passed'] else 'failed'}**, "
+                     f"{v.get('n_reduced', 0)} reduced decodes, max |Δp| {v.get('max_abs_dp', 0.0):.4f}"
+                     for c, v in sorted((section.get("by_codec") or {}).items())]
+    lines += [f"- {x}" for x in section["reasons"]]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def verdict_line(section: dict) -> str:
+    """The report's first line: which codecs runtimes may decode reduced, and which not."""
+    rule = f"({section['rule']}; here long side >= {section['min_side']} px)"
+    ok = [c for c in CODECS if c in (section.get("codecs_passed") or ())]
+    if section["passed"] or len(ok) == len(CODECS):
+        return f"Verdict: **PASSED** — scoring from a reduced-resolution decode {rule} is validated: runtimes may use it."
+    if not ok:
+        return (f"Verdict: **FAILED** — scoring from a reduced-resolution decode {rule} is not validated: "
+                "runtimes decode exactly.")
+    rest = [c for c in CODECS if c not in ok]
+    return (f"Verdict: **PASSED for {codec_names(ok)} only** — scoring from a reduced-resolution decode {rule} "
+            f"is validated for {codec_names(ok)}: runtimes reduce those and decode {codec_names(rest)} "
+            "exactly.")
+
+
+def rejudge_bundle(root: str | Path) -> dict:
+    """The verdict applied again to the comparisons the bundle's validation.json holds (nothing
+    decoded or scored): card and report rewritten, model files untouched."""
+    root = Path(root)
+    card = load_bundle(root).card
+    try:
+        stored = json.loads((root / "validation.json").read_text(encoding="utf-8"))["reduced_decode"]
+        rows, section = stored["rows"], card["reduced_decode"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{root}: no reduced-decode measurement to judge again ({e}); run the check") from e
+    crit = section["criteria"]
+    section = {**section, **judge(rows, float(crit["budget"]), float(crit["min_agreement"]),
+                                  section.get("codecs") or {}, int(section["min_side"])),
+               "criteria": {**crit, "text": CRITERIA}}
+    write_bundle(root, {**card, "reduced_decode": section})
+    write_report(root, section, rows)
+    return section
 
 
 def write_report(root: Path, section: dict, rows: list[dict]) -> None:
@@ -384,9 +440,12 @@ def main(argv: list[str] | None = None) -> int:
                     "source (needed when a set is the training source)")
     ap.add_argument("--limit", type=int, default=0, help="images per set, stratified (0 = all, as the gate)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rejudge", action="store_true",
+                    help="judge the comparisons validation.json holds again (per codec), measuring nothing")
     a = ap.parse_args(argv)
     try:
-        section = update_bundle(a.bundle, a.data or (), checkpoint=a.checkpoint, limit=a.limit, seed=a.seed)
+        section = (rejudge_bundle(a.bundle) if a.rejudge else
+                   update_bundle(a.bundle, a.data or (), checkpoint=a.checkpoint, limit=a.limit, seed=a.seed))
     except MuraError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

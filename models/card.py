@@ -45,8 +45,8 @@ _metric_set = {
 _count = {"type": "integer", "minimum": 0}
 _prob = {"type": "number", "minimum": 0, "maximum": 1}
 #: Optional (cards written before it load as they are): did scoring from a reduced-resolution
-#: decode keep the gate's bar (compress.reduced_decode)? Only ``passed`` at ``min_side`` lets a
-#: runtime use it (models.engine.reduced_decode_side).
+#: decode keep the gate's bar (compress.reduced_decode)? ``passed`` (every codec) or the codecs in
+#: ``codecs_passed``, at ``min_side``, let a runtime use it (models.reduction.validated_reduction).
 _REDUCED_DECODE = {
     "type": "object",
     "required": ["passed", "min_side", "rule", "n_images", "n_reduced", "criteria", "sets"],
@@ -65,6 +65,11 @@ _REDUCED_DECODE = {
             "properties": {"dataset": {"type": "string"}, "decoding": {"type": "string"},
                            "n_images": _count, "n_reduced": _count}}},
         "reasons": {"type": "array", "items": {"type": "string"}},
+        "codecs_passed": {"type": "array", "items": {"enum": ["jpeg", "jpeg2000"]}, "uniqueItems": True},
+        "by_codec": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["passed"],
+            "properties": {"passed": {"type": "boolean"}, "n_reduced": _count, "max_abs_dp": _prob,
+                           "reasons": {"type": "array", "items": {"type": "string"}}}}},
     },
 }
 

@@ -15,7 +15,7 @@ infers synchronously and hands the same results back through the same interface.
 from __future__ import annotations
 
 import queue
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,10 @@ from models import ovruntime
 from models.card import Bundle, load_bundle
 from models.errors import BundleError, ConfigError, InferenceError, ModelIOMismatchError
 from models.preprocess import Placement, standardize, to_unit
+from models.reduction import Reduction, validated_reduction
 
 BACKENDS = ("openvino", "onnxruntime")
 VERDICTS = ("likely", "suspicious", "negative")
-#: A reduced-resolution decode keeps the image's long side >= this many times the model's input
-#: size (the rule ``compress.reduced_decode`` validates and every runtime applies).
-REDUCED_DECODE_FACTOR = 2
 
 
 @dataclass
@@ -130,25 +128,6 @@ def validated_precision(card: dict, device: str) -> str:
     return val.get("devices", {}).get(dev, {}).get("inference_precision") or val.get("inference_precision") or "f32"
 
 
-def reduced_decode_side(card: Mapping) -> int | None:
-    """The long side to decode JPEG 2000 / baseline JPEG at (``models.imageio`` ``min_side``)
-    for scoring with this card's model, or None: decode exactly.
-
-    Why a gate: a reduced decode (wavelet levels, DCT scaling) gives slightly different pixels,
-    so a runtime may score from it only for a model whose card says the check of
-    ``compress.reduced_decode`` passed, for the very rule it applies (twice the input size).
-    A card without that section (every bundle made before it existed) keeps the exact decode.
-    """
-    section = card.get("reduced_decode")
-    if not isinstance(section, Mapping) or section.get("passed") is not True:
-        return None
-    try:
-        side = REDUCED_DECODE_FACTOR * int(card["input"]["preprocessing"]["input_size"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return side if section.get("min_side") == side else None
-
-
 class Engine:
     """Runs a bundle. ``predict`` takes decoded grayscale arrays and applies the shared preprocessing.
 
@@ -191,10 +170,10 @@ class Engine:
             self.check_io()
 
     @property
-    def reduced_decode_side(self) -> int | None:
-        """:func:`reduced_decode_side` of this engine's card: None unless its gate validated the
-        reduced-resolution decode."""
-        return reduced_decode_side(self.bundle.card)
+    def reduction(self) -> Reduction | None:
+        """The reduced-resolution decode this engine's card validated (None: decode exactly;
+        :func:`models.reduction.validated_reduction`)."""
+        return validated_reduction(self.bundle.card)
 
     # -- backends -------------------------------------------------------------------------
     def _init_openvino(self, hint: str, cache_dir, num_threads) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from models import dicom
 from models.dicom import DicomInfo, Window
 from models.errors import DicomError, ImageDecodeError, ImageTooLargeError, UnsupportedImageError
 from models.preprocess import luma
+from models.reduction import CODECS
 from models.scope import chroma
 
 __all__ = [
@@ -187,7 +189,8 @@ class LoadedImage:
         return float(m[finite].min()), float(m[finite].max())
 
 
-def load_image(path: str | Path, *, frame: int = 0, min_side: int | None = None) -> LoadedImage:
+def load_image(path: str | Path, *, frame: int = 0, min_side: int | None = None,
+               codecs: Collection[str] = CODECS) -> LoadedImage:
     """Decode ``path`` by content to a :class:`LoadedImage`.
 
     Raises :class:`UnsupportedImageError` for files that are no image we handle,
@@ -197,25 +200,29 @@ def load_image(path: str | Path, *, frame: int = 0, min_side: int | None = None)
 
     ``min_side`` (the viewer, for a model whose card validated it): the reduced-resolution
     decode of :func:`decode_for_model`, with the same pixels, kept re-windowable for display
-    (``reduced`` is set when a reduction applied; every other file decodes in full).
+    (``reduced`` is set when a reduction applied; every other file decodes in full), for the
+    ``codecs`` the card validated.
     """
     p, kind = _sniff_or_raise(path)
     if kind == "dicom":
         with _typed(p):
-            reduced = _load_dicom_reduced(p, min_side) if min_side is not None and frame == 0 else None
+            reduced = (_load_dicom_reduced(p, min_side, codecs) if min_side is not None and frame == 0
+                       else None)
             return reduced or _load_dicom(p, frame)
-    return _load_plain(p, kind, frame, min_side=min_side)
+    return _load_plain(p, kind, frame, min_side=min_side, codecs=codecs)
 
 
-def load_pixels(path: str | Path, *, frame: int = 0, min_side: int | None = None) -> np.ndarray:
+def load_pixels(path: str | Path, *, frame: int = 0, min_side: int | None = None,
+                codecs: Collection[str] = CODECS) -> np.ndarray:
     """Only the display pixels of ``path``: exactly ``load_image(path, frame=frame).pixels``.
 
     See :func:`decode_for_model`, which also returns the file's colour content.
     """
-    return decode_for_model(path, frame=frame, min_side=min_side)[0]
+    return decode_for_model(path, frame=frame, min_side=min_side, codecs=codecs)[0]
 
 
-def decode_for_model(path: str | Path, *, frame: int = 0, min_side: int | None = None) -> tuple[np.ndarray, float]:
+def decode_for_model(path: str | Path, *, frame: int = 0, min_side: int | None = None,
+                     codecs: Collection[str] = CODECS) -> tuple[np.ndarray, float]:
     """The display pixels of ``path`` and its :attr:`LoadedImage.colour` (what the scope check needs).
 
     Why: the batch screener needs nothing else, and for DICOM it skips building the modality
@@ -226,19 +233,22 @@ def decode_for_model(path: str | Path, *, frame: int = 0, min_side: int | None =
     and baseline JPEG — DICOM or plain ``.jpg`` — decode at a reduced resolution whose long side
     is still >= ``min_side`` (:func:`models.dicom.decode_reduced`). Those pixels are smaller and
     slightly different from a full decode; every other file decodes exactly as without it.
+    ``codecs`` ("jpeg", "jpeg2000") limits the reduction to the codecs a card validated
+    (:func:`models.reduction.validated_reduction`).
     """
     p, kind = _sniff_or_raise(path)
     if kind != "dicom":
-        im = _load_plain(p, kind, frame, min_side=min_side)
+        im = _load_plain(p, kind, frame, min_side=min_side, codecs=codecs)
         return im.pixels, im.colour
     with _typed(p):
-        return _decode_dicom_for_model(p, frame, min_side)
+        return _decode_dicom_for_model(p, frame, min_side, codecs)
 
 
-def _decode_dicom_for_model(p: Path, frame: int, min_side: int | None) -> tuple[np.ndarray, float]:
+def _decode_dicom_for_model(p: Path, frame: int, min_side: int | None,
+                            codecs: Collection[str]) -> tuple[np.ndarray, float]:
     if min_side is not None and frame == 0:
         ds = dicom.read_dataset(p)
-        reduced = dicom.render_reduced(ds, int(min_side), need_modality=False)
+        reduced = dicom.render_reduced(ds, int(min_side), need_modality=False, codecs=codecs)
         if reduced is not None:
             return _finite(p, reduced.pixels), 0.0
         stored = dicom.decode_pixels(ds, p, index=0)[0]
@@ -313,11 +323,11 @@ def _load_dicom(path: Path, frame: int) -> LoadedImage:
     )
 
 
-def _load_dicom_reduced(path: Path, min_side: int) -> LoadedImage | None:
+def _load_dicom_reduced(path: Path, min_side: int, codecs: Collection[str]) -> LoadedImage | None:
     """Frame 0 at a reduced resolution (:func:`models.dicom.render_reduced`), or None: decode in
     full. No pixel spacing: it is the full image's, and would mislead a measurement."""
     ds = dicom.read_dataset(path)
-    reduced = dicom.render_reduced(ds, int(min_side))
+    reduced = dicom.render_reduced(ds, int(min_side), codecs=codecs)
     if reduced is None or reduced.modality is None:
         return None
     return LoadedImage(pixels=_finite(path, reduced.pixels), kind="dicom", path=path,
@@ -335,7 +345,8 @@ def rewindow_source(stored: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def _load_plain(path: Path, kind: str, frame: int, min_side: int | None = None) -> LoadedImage:
+def _load_plain(path: Path, kind: str, frame: int, min_side: int | None = None,
+                codecs: Collection[str] = CODECS) -> LoadedImage:
     try:
         # No warnings.catch_warnings() here: it is process-global and the screener decodes in
         # threads. DecompressionBombError (over 2x Pillow's pixel limit) is reported below.
@@ -347,7 +358,7 @@ def _load_plain(path: Path, kind: str, frame: int, min_side: int | None = None) 
                 im.seek(frame)
             _check_plain_budget(path, im)
             full_size = im.size
-            if min_side is not None and kind == "jpeg":
+            if min_side is not None and kind == "jpeg" and "jpeg" in codecs:
                 dicom.draft_jpeg(im, int(min_side))
             im.load()  # full decode now, so a truncated file fails here and not later
             reduced = im.size != full_size  # what libjpeg did, not what was asked

@@ -42,7 +42,7 @@ from desktop.screening.discovery import GROUPINGS
 from desktop.screening.outputs import ScreenRun, format_table, screen_to_folder
 from desktop.screening.render import plural
 from desktop.screening.run import export_error_rows
-from desktop.screening.state import DECODE_FAST
+from desktop.screening.state import DECODE_EXACT, mode_codecs
 from desktop.screening.support import EPILOG, dispatch, silence_library_warnings
 from desktop.screening.watch import DEFAULT_POLL_S, DEFAULT_SETTLE_S, WatchOptions, watch_folder
 from desktop.screening.workers import prestart
@@ -232,8 +232,8 @@ def _print_run(a: argparse.Namespace, run: ScreenRun, engine: Engine) -> None:
     word = card["task"].get("display_word", card["task"]["name"])
     print(f"Model {engine.bundle.model_id}; {card['intended_use']}")
     print("\n".join(model_quality_lines(card)))
-    if res.decode == DECODE_FAST:
-        print(f"Decoding: {decoding_text(card, True)}")
+    if res.decode != DECODE_EXACT:
+        print(f"Decoding: {decoding_text(card, mode_codecs(res.decode))}")
     print(format_table(res, word, a.top, alias))
     rate = res.n_scored_images / max(res.seconds, 1e-9)
     print(f"{len(res.results)} studies ({res.n_resumed} resumed from the state), "

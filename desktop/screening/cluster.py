@@ -54,12 +54,12 @@ from desktop.screening.run import (
     dicom_study_dir,
 )
 from desktop.screening.state import (
-    DECODE_EXACT,
-    DECODE_FAST,
+    FastDecode,
     FileStamp,
     ImageRow,
     ScreenState,
     StudyRow,
+    decode_mode,
     stamp,
 )
 from models.engine import Engine
@@ -181,7 +181,7 @@ def cluster_screen(client: Any, engine: EngineSpec, batch_images: int = DEFAULT_
 
 
 def make_batches(disc: Discovery, todo: set[int], spec: EngineSpec, batch_images: int,
-                 export_dirs: Callable[[Study], str | None], fast_decode: bool) -> Iterator[Batch]:
+                 export_dirs: Callable[[Study], str | None], fast_decode: FastDecode) -> Iterator[Batch]:
     """The studies to score, in discovery order, in batches of about ``batch_images`` images
     (a study is never split: it is scored and committed whole)."""
     indices: list[int] = []
@@ -198,7 +198,7 @@ def make_batches(disc: Discovery, todo: set[int], spec: EngineSpec, batch_images
 
 
 def _batch(disc: Discovery, indices: list[int], spec: EngineSpec,
-           export_dirs: Callable[[Study], str | None], fast_decode: bool) -> Batch:
+           export_dirs: Callable[[Study], str | None], fast_decode: FastDecode) -> Batch:
     """The studies as a worker gets them: absolute paths (a worker's working folder is not the
     client's), and no patient identifiers (a worker needs paths and headers, not names)."""
     studies = [disc.studies[i] for i in indices]
@@ -236,7 +236,7 @@ def screen_on_cluster(root: str | Path, engine: Engine, progress=None, cancel=No
                       state: ScreenState | None = None, *, client: Any, spec: EngineSpec,
                       batch_images: int = DEFAULT_BATCH_IMAGES, workers: int | None = None,
                       dicom_out: str | Path | None = None, alias: Aliases | None = None,
-                      fast_decode: bool = False, group_by: str = "auto",
+                      fast_decode: FastDecode = False, group_by: str = "auto",
                       select: Callable[[Study], bool] | None = None) -> ScreenResult:
     """:func:`desktop.screening.run.screen` with the scoring done by ``client``'s workers.
 
@@ -245,7 +245,7 @@ def screen_on_cluster(root: str | Path, engine: Engine, progress=None, cancel=No
     and the result lists them in discovery order, so the worklist is the single PC's.
     """
     t0 = time.time()
-    decode = DECODE_FAST if fast_decode else DECODE_EXACT
+    decode = decode_mode(fast_decode)
     disc = discover(root, group_by)
     own_state = state is None
     state = _open_state(state, engine, root, decode)

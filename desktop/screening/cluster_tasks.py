@@ -22,7 +22,7 @@ from pathlib import Path
 from desktop.screening.discovery import Study
 from desktop.screening.pipeline import scored_studies
 from desktop.screening.render import task_word
-from desktop.screening.state import ImageRow, StudyRow
+from desktop.screening.state import FastDecode, ImageRow, StudyRow
 from models.engine import Engine
 from models.errors import BundleError
 
@@ -49,7 +49,7 @@ class Batch:
     indices: list[int]
     studies: list[Study]
     export_dirs: list[str | None]
-    fast_decode: bool = False
+    fast_decode: FastDecode = False
 
     @property
     def n_images(self) -> int:

@@ -14,7 +14,7 @@ from desktop.screening.anonymize import Aliases
 from desktop.screening.render import plural
 from desktop.screening.report import write_report
 from desktop.screening.run import ScreenResult, screen
-from desktop.screening.state import DECODE_EXACT, DECODE_FAST, ScreenState
+from desktop.screening.state import FastDecode, ScreenState, decode_mode
 from desktop.screening.workers import Workers
 from models.engine import Engine
 from models.errors import MuraError
@@ -105,7 +105,7 @@ ScreenFn = Callable[..., ScreenResult]
 
 
 def open_state(src: str | Path, engine: Engine, out: str | Path | None, *, restart: bool = False,
-               anonymize: bool = False, fast_decode: bool = False) -> tuple[ScreenState, Aliases]:
+               anonymize: bool = False, fast_decode: FastDecode = False) -> tuple[ScreenState, Aliases]:
     """The state of ``out`` (in memory without it), claimed for this model, source and decoding
     (:meth:`ScreenState.begin` refuses another's results unless ``restart``), and its aliases."""
     if not Path(src).exists():
@@ -115,7 +115,7 @@ def open_state(src: str | Path, engine: Engine, out: str | Path | None, *, resta
     try:
         state.begin(model_id=engine.bundle.model_id, model_name=str(card["name"]),
                     model_version=str(card["version"]), source_root=str(Path(src).resolve()),
-                    restart=restart, decode=DECODE_FAST if fast_decode else DECODE_EXACT,
+                    restart=restart, decode=decode_mode(fast_decode),
                     anonymize=anonymize)
     except BaseException:
         state.close()
@@ -138,7 +138,7 @@ def write_run(res: ScreenResult, engine: Engine, out: str | Path | None, state: 
 def screen_to_folder(src: str | Path, engine: Engine, out: str | Path | None, *,
                      restart: bool = False, anonymize: bool = False, progress=None,
                      cancel=None, workers: int | Workers | None = None,
-                     dicom_out: bool = False, fast_decode: bool = False, group_by: str = "auto",
+                     dicom_out: bool = False, fast_decode: FastDecode = False, group_by: str = "auto",
                      screen_fn: ScreenFn | None = None) -> ScreenRun:
     """Screen ``src`` with the persistent state in ``out`` and write every output there.
 

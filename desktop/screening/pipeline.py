@@ -38,7 +38,7 @@ from desktop.screening.prepare import (
     heat_thumbnail,
     prepare_image,
 )
-from desktop.screening.state import NOT_INDICATED, FileStamp, ImageRow, StudyRow, stamp
+from desktop.screening.state import NOT_INDICATED, FastDecode, FileStamp, ImageRow, StudyRow, stamp
 from desktop.screening.workers import DECODE_TIMEOUT_S, Workers, default_workers
 from models.engine import Engine, ImagePrediction, aggregate_study
 from models.errors import MuraError
@@ -148,7 +148,7 @@ def scored_studies(studies: Sequence[Study], todo: set[int], engine: Engine, *,
                    workers: int | Workers | None = None,
                    export_dir: Callable[[Study], Path | None] | None = None,
                    card: dict | None = None, word: str = "fracture",
-                   fast_decode: bool = False, decode_timeout: float = DECODE_TIMEOUT_S,
+                   fast_decode: FastDecode = False, decode_timeout: float = DECODE_TIMEOUT_S,
                    ) -> Generator[tuple[int, ScoredStudy | None], None, None]:
     """Yield ``(index, ScoredStudy)`` for the studies in ``todo`` and ``(index, None)`` for the
     others (the caller takes those from its state), strictly in the order of ``studies``.
@@ -185,7 +185,7 @@ class _Scheduler:
     finished (a window of twice the workers plus the inference requests) so that decoding,
     preprocessing and inference overlap."""
 
-    def __init__(self, engine: Engine, pool: Workers, card: dict, word: str, fast_decode: bool,
+    def __init__(self, engine: Engine, pool: Workers, card: dict, word: str, fast_decode: FastDecode,
                  decode_timeout: float, owns_pool: bool = True) -> None:
         self.engine, self.pool, self.card, self.word = engine, pool, card, word
         self.owns_pool = owns_pool

@@ -14,11 +14,12 @@ import numpy as np
 from PIL import Image
 
 from desktop.screening.render import blend_heatmap_rgbx, to_uint8
-from desktop.screening.state import FileStamp, stamp
-from models.engine import REDUCED_DECODE_FACTOR, ImagePrediction, StudyPrediction
+from desktop.screening.state import FastDecode, FileStamp, decode_codecs, stamp
+from models.engine import ImagePrediction, StudyPrediction
 from models.errors import ImageDecodeError
 from models.imageio import decode_for_model, load_image
 from models.preprocess import Placement, PreprocessConfig, standardize, to_unit
+from models.reduction import REDUCED_DECODE_FACTOR
 from models.scope import image_refusal
 
 REPORT_THUMB_SIZE = 160  # px, long side of the report's thumbnails (the viewer's strip has its own)
@@ -44,22 +45,24 @@ def fast_decode_min_side(cfg: PreprocessConfig) -> int:
 
 
 def prepare_image(path: str, cfg: PreprocessConfig, thumb_size: int = REPORT_THUMB_SIZE,
-                  fast_decode: bool = False) -> Prepared:
+                  fast_decode: FastDecode = False) -> Prepared:
     """Stamp, decode and preprocess one file (runs in a worker process).
 
     The file is stamped before it is read: if it changes meanwhile, the next run sees another
     stamp and re-scores it rather than trusting a result of unknown content. Any exception a
     decoder raises on a hostile file is turned into a reason here, in the worker.
-    ``fast_decode`` decodes JPEG 2000 and baseline JPEG at a reduced resolution
-    (:func:`models.imageio.load_pixels` with ``min_side``): ``--fast-decode``, or the default for
-    a model whose card validated it (:mod:`desktop.screening.decoding`).
+    ``fast_decode`` decodes JPEG 2000 and baseline JPEG (True), or the codecs given, at a reduced
+    resolution (:func:`models.imageio.decode_for_model` with ``min_side``): ``--fast-decode``, or
+    the default for the codecs a model's card validated (:mod:`desktop.screening.decoding`).
     """
     try:
         fs = stamp(path)
     except OSError as e:
         return Prepared(FileStamp(path, -1, -1), error=f"cannot read file ({e})")
     try:
-        pixels, colour = decode_for_model(path, min_side=fast_decode_min_side(cfg) if fast_decode else None)
+        codecs = decode_codecs(fast_decode)
+        pixels, colour = decode_for_model(path, min_side=fast_decode_min_side(cfg) if codecs else None,
+                                          codecs=codecs)
         refusal = image_refusal(pixels, colour)
         if refusal is None:
             unit, placement = to_unit(pixels, cfg)

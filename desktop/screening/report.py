@@ -32,7 +32,7 @@ from desktop.screening.render import (
     verdict_text,
 )
 from desktop.screening.run import ScreenResult, export_error_rows
-from desktop.screening.state import ScreenState
+from desktop.screening.state import DECODE_EXACT, ScreenState, mode_codecs
 from models.fsutil import atomic_write_text
 from models.scope import Indications
 from models.trust import BANNER, model_warnings, performance_lines
@@ -95,8 +95,8 @@ def _head(res: ScreenResult, card: Mapping) -> list[str]:
 def _model_section(res: ScreenResult, card: Mapping, model_id: str) -> list[str]:
     """Which model, where it was validated and what it scored, and how the images were decoded."""
     thr = {k: float(v) for k, v in card["thresholds"].items()}
-    fast = getattr(res, "decode", "exact") == "fast"
-    decode_text = decoding_text(card, fast)
+    mode = getattr(res, "decode", DECODE_EXACT)
+    decode_text = decoding_text(card, mode_codecs(mode))
     return [
         "<h2>Model</h2>", "<table>",
         f"<tr><th>name</th><td>{_e(card['name'])}</td></tr>",
@@ -109,7 +109,7 @@ def _model_section(res: ScreenResult, card: Mapping, model_id: str) -> list[str]
         f"<tr><th>inference precision</th><td>{_e(card.get('validation', {}).get('precision', '—'))}</td></tr>",
         f"<tr><th>intended use</th><td>{_e(card['intended_use'])}</td></tr>",
         f"<tr><th>operating points</th><td>{_e(operating_points_text(thr))}</td></tr>",
-        f'<tr><th>decoding</th><td data-decode="{"fast" if fast else "exact"}">{_e(decode_text)}</td></tr>',
+        f'<tr><th>decoding</th><td data-decode="{_e(mode)}">{_e(decode_text)}</td></tr>',
         "</table>",
     ]
 

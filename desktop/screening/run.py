@@ -24,9 +24,10 @@ from desktop.screening.pipeline import ScoredStudy, scored_studies
 from desktop.screening.render import task_word
 from desktop.screening.state import (
     DECODE_EXACT,
-    DECODE_FAST,
     NOT_INDICATED,
+    FastDecode,
     ScreenState,
+    decode_mode,
     fingerprint,
     stamp,
 )
@@ -45,7 +46,7 @@ class ScreenResult:
     n_resumed: int = 0
     complete: bool = True  # False when cancelled: outputs then cover only part of the source
     export_errors: list[tuple[str, str]] = field(default_factory=list)  # (study key, reason)
-    decode: str = DECODE_EXACT  # DECODE_FAST when --fast-decode made these scores
+    decode: str = DECODE_EXACT  # state.decode_mode: 'fast' (--fast-decode), 'fast:jpeg2000', ...
 
     refusals: list[tuple[str, str]] = field(default_factory=list)  # (path, why not indicated)
 
@@ -85,7 +86,7 @@ def _result_from_state(st: Study, state: ScreenState, alias: Aliases) -> ScoredS
 def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
            state: ScreenState | None = None, *, workers: int | Workers | None = None,
            dicom_out: str | Path | None = None, alias: Aliases | None = None,
-           fast_decode: bool = False, group_by: str = "auto", select: Callable[[Study], bool] | None = None,
+           fast_decode: FastDecode = False, group_by: str = "auto", select: Callable[[Study], bool] | None = None,
            ) -> ScreenResult:
     """Decode, score and aggregate every study under ``root``, committing each study to ``state``.
 
@@ -108,7 +109,7 @@ def screen(root: str | Path, engine: Engine, progress=None, cancel=None,
     not scored; its last committed result, if any, stays listed while a PACS rewrites it.
     """
     t0 = time.time()
-    decode = DECODE_FAST if fast_decode else DECODE_EXACT
+    decode = decode_mode(fast_decode)
     disc = discover(root, group_by)
     own_state = state is None
     state = _open_state(state, engine, root, decode)

@@ -16,10 +16,12 @@ import os
 import secrets
 import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import ConfigError
+from models.reduction import CODECS, codec_names
 
 DB_NAME = "screen.sqlite"
 SCHEMA_VERSION = 3  # 2: run.decode (issue #6); 3: scope refusals (issue #15). Older files are migrated
@@ -31,7 +33,52 @@ NOT_INDICATED = "not_indicated"
 #: resolution (``mura-screen --fast-decode``). A worklist mixing both would rank scores made
 #: from different pixels, so a run only ever resumes with the decoding it started with.
 DECODE_EXACT = "exact"
-DECODE_FAST = "fast"
+DECODE_FAST = "fast"  # both codecs; "fast:jpeg2000" when a card validated JPEG 2000 alone
+#: A run's decoding as the screener's functions take it: False (exact), True (``--fast-decode``:
+#: every codec with a reduced decode) or the codecs to decode reduced (what a card validated).
+FastDecode = bool | Collection[str]
+
+
+def decode_codecs(fast: FastDecode) -> frozenset[str]:
+    """The codecs a run decodes at reduced resolution (empty: every file exactly)."""
+    if isinstance(fast, bool):
+        return CODECS if fast else frozenset()
+    unknown = set(fast) - CODECS
+    if unknown:
+        raise ConfigError(f"no reduced decode for {sorted(unknown)}: known are {sorted(CODECS)}")
+    return frozenset(fast)
+
+
+def decode_mode(fast: FastDecode) -> str:
+    """The decoding as the state records it: 'exact', 'fast' (every codec) or 'fast:jpeg2000'."""
+    codecs = decode_codecs(fast)
+    if not codecs:
+        return DECODE_EXACT
+    return DECODE_FAST if codecs == CODECS else f"{DECODE_FAST}:{','.join(sorted(codecs))}"
+
+
+def mode_codecs(mode: str) -> frozenset[str]:
+    """Inverse of :func:`decode_mode`; :class:`~models.errors.ConfigError` for anything else."""
+    if mode == DECODE_EXACT:
+        return frozenset()
+    head, _, tail = mode.partition(":")
+    if head == DECODE_FAST:
+        codecs = CODECS if not tail else frozenset(tail.split(","))
+        if codecs <= CODECS and codecs and decode_mode(codecs) == mode:
+            return codecs
+    raise ConfigError(f"unknown decoding {mode!r}: expected {DECODE_EXACT!r}, {DECODE_FAST!r} or "
+                      f"{DECODE_FAST!r}:CODEC for one of {sorted(CODECS)}")
+
+
+def describe_mode(mode: str) -> tuple[str, str]:
+    """How a decoding is said in messages, and what gives it: ('exactly', '--exact-decode')."""
+    codecs = mode_codecs(mode)
+    if not codecs:
+        return "exactly", "--exact-decode"
+    if codecs == CODECS:
+        return "at reduced resolution", "--fast-decode"
+    return (f"at reduced resolution for {codec_names(codecs)} only",
+            "no decoding flag: the model card's validated default")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (
@@ -199,13 +246,12 @@ class ScreenState:
 
         Mixing would put scores of two models into one worklist, whose ranks would then mean
         nothing; so a different model or source root is an error unless ``restart`` clears it.
-        The same holds for ``decode`` (:data:`DECODE_EXACT` or :data:`DECODE_FAST`): fast-decoded
+        The same holds for ``decode`` (:func:`decode_mode`): reduced-decoded
         scores differ slightly from exact ones, so a run never resumes with the other decoding.
         ``anonymize``: an anonymized state keys studies and paths by their salted hashes, so it
         cannot be resumed without ``--anonymize`` (nor the other way round).
         """
-        if decode not in (DECODE_EXACT, DECODE_FAST):
-            raise ConfigError(f"unknown decoding {decode!r}: expected {DECODE_EXACT!r} or {DECODE_FAST!r}")
+        how, flag = describe_mode(decode)  # raises for an unknown decoding
         if restart:
             self.clear()
         row = self.run_info()
@@ -222,14 +268,11 @@ class ScreenState:
                     f"{self.path}: results there are for source {row['source_root']}, this run "
                     f"screens {source_root}; pass --restart to discard them, or choose another --out")
             if row["decode"] != decode:
-                flag = {DECODE_EXACT: "--exact-decode", DECODE_FAST: "--fast-decode"}
-                how = {DECODE_EXACT: "exactly", DECODE_FAST: "at reduced resolution"}
-                was = row["decode"]
+                was_how, was_flag = _describe_or_raw(row["decode"])
                 raise ConfigError(
-                    f"{self.path}: results there were decoded {how.get(was, was)} ({flag.get(was, was)}), "
-                    f"this run decodes {how[decode]} ({flag[decode]}); a worklist must not mix the "
-                    f"two: pass {flag.get(was, '--restart')} to resume them, --restart to discard "
-                    "them, or choose another --out")
+                    f"{self.path}: results there were decoded {was_how} ({was_flag}), this run decodes "
+                    f"{how} ({flag}); a worklist must not mix the two: resume them with {was_flag}, "
+                    "pass --restart to discard them, or choose another --out")
             if bool(row["anonymize"]) != bool(anonymize):
                 said = "with" if row["anonymize"] else "without"
                 raise ConfigError(
@@ -344,3 +387,11 @@ class ScreenState:
             "SELECT thumbnail FROM images WHERE study_key = ? AND thumbnail IS NOT NULL "
             "ORDER BY probability IS NULL, probability DESC LIMIT 1", (key,)).fetchone()
         return None if row is None else bytes(row["thumbnail"])
+
+
+def _describe_or_raw(mode: str) -> tuple[str, str]:
+    """:func:`describe_mode`, or the raw value of a state written by a later version."""
+    try:
+        return describe_mode(mode)
+    except ConfigError:
+        return repr(mode), "the program version that wrote them"

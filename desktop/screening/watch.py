@@ -40,7 +40,7 @@ from desktop.screening.discovery import Study, iter_files
 from desktop.screening.outputs import open_state, write_run
 from desktop.screening.render import plural
 from desktop.screening.run import ScreenResult, screen
-from desktop.screening.state import ScreenState
+from desktop.screening.state import FastDecode, ScreenState
 from desktop.screening.workers import Workers, default_workers
 from models.engine import Engine
 from models.errors import ConfigError
@@ -287,7 +287,7 @@ class _Watch:
 def watch_folder(src: str | Path, engine: Engine, out: str | Path | None,
                  options: WatchOptions | None = None, *, restart: bool = False,
                  anonymize: bool = False, workers: int | None = None, dicom_out: bool = False,
-                 fast_decode: bool = False, group_by: str = "auto",
+                 fast_decode: FastDecode = False, group_by: str = "auto",
                  say: Callable[[str], None] | None = None) -> int:
     """Watch ``src`` until SIGINT/SIGTERM (see the module docstring); returns the exit status 0.
 

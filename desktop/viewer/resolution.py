@@ -2,7 +2,7 @@
 
 A study of three 2k JPEG 2000 radiographs takes ~1.7 s to decode in full and ~0.1 s at the
 resolution the model needs (twice its input). For a model whose card says the reduced decode
-passed its gate (``compress.reduced_decode``, :func:`models.engine.reduced_decode_side`) the
+passed its gate (``compress.reduced_decode``, :func:`models.reduction.validated_reduction`) the
 viewer decodes and scores that first (``desktop.viewer.studies.decode_study`` with
 ``score_side``), and this module's task then decodes each stand-in in full so the reader gets
 every pixel, as before; the scores stay, being those of the validated decode. For any other
@@ -25,7 +25,7 @@ from desktop.viewer.studies import (
     check_cancelled,
     decode_view,
 )
-from models.engine import reduced_decode_side
+from models.reduction import Reduction, validated_reduction
 
 __all__ = ["FullResolution", "decode_full", "reduced_side_hint", "stand_ins"]
 
@@ -37,7 +37,7 @@ class FullResolution:
     key: str
 
 
-def reduced_side_hint(bundle: str | Path) -> int | None:
+def reduced_side_hint(bundle: str | Path) -> Reduction | None:
     """The reduced decode a bundle's card validated, read before the model is loaded (None:
     none, or no readable card).
 
@@ -50,7 +50,7 @@ def reduced_side_hint(bundle: str | Path) -> int | None:
         card = json.loads((Path(bundle) / "card.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    return reduced_decode_side(card) if isinstance(card, dict) else None
+    return validated_reduction(card) if isinstance(card, dict) else None
 
 
 def stand_ins(outcome: StudyOutcome) -> list[tuple[int, ViewImage]]:

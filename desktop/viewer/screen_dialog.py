@@ -33,8 +33,9 @@ from desktop.screening.decoding import choose_fast_decode
 from desktop.screening.discovery import split_key
 from desktop.screening.outputs import ScreenRun, screen_to_folder
 from desktop.screening.render import format_probability, plural, verdict_text
-from desktop.screening.state import DB_NAME, DECODE_EXACT, DECODE_FAST, SCHEMA_VERSION, ScreenState
+from desktop.screening.state import DB_NAME, SCHEMA_VERSION, ScreenState, decode_mode, describe_mode
 from models.engine import Engine
+from models.errors import ConfigError
 
 if TYPE_CHECKING:  # the viewer imports this module: no import cycle at run time
     from desktop.viewer.tasks import Task
@@ -76,12 +77,15 @@ def state_conflict(src: str, out: str, engine: Engine) -> ScreenConflict | None:
     if row["source_root"] != str(Path(src).resolve()):
         return ScreenConflict(f"{where} holds results for another folder "
                               f"({row['source_root']}).")
-    want = DECODE_FAST if choose_fast_decode(engine.bundle.card) else DECODE_EXACT
+    want = decode_mode(choose_fast_decode(engine.bundle.card))
     if row["decode"] != want:
-        flag = {DECODE_EXACT: "--exact-decode", DECODE_FAST: "--fast-decode"}
-        return ScreenConflict(f"{where} holds results decoded with {flag.get(row['decode'], row['decode'])}; "
-                              f"the viewer screens with this model's default, {flag[want]} "
-                              "(the decoding its card validated).")
+        try:
+            was = "decoded {} ({})".format(*describe_mode(row["decode"]))
+        except ConfigError:
+            was = f"decoded {row['decode']!r}"
+        return ScreenConflict(f"{where} holds results {was}; the viewer screens with this model's "
+                              "default, decoding {} ({}), the decoding its card validated.".format(
+                                  *describe_mode(want)))
     return None
 
 

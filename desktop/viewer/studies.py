@@ -33,10 +33,10 @@ from models.engine import (
     ImagePrediction,
     StudyPrediction,
     aggregate_study,
-    reduced_decode_side,
 )
 from models.errors import ExportError, ImageDecodeError
 from models.imageio import LoadedImage, load_image, rewindow_source, sniff_kind
+from models.reduction import Reduction, validated_reduction
 from models.scope import Indications, header_refusal, image_refusal, prediction_refusal
 
 
@@ -101,7 +101,7 @@ class StudyOutcome:
     scope: str = ""  # set when no image is one the model is for: "not indicated", and why
     #: the long side its ``preview`` images were decoded at to be scored (None: full decodes
     #: only); a model whose card validated exactly that may score them (:func:`scoring_side`)
-    reduced_side: int | None = None
+    reduced_side: Reduction | None = None
 
     @property
     def failures(self) -> list[ViewImage]:
@@ -283,17 +283,19 @@ def preview_image(path: str | Path, min_side: int = PREVIEW_SIDE) -> LoadedImage
         return None
 
 
-def scoring_side(engine: object) -> int | None:
-    """The reduced decode ``engine``'s card validated (:func:`models.engine.reduced_decode_side`),
-    or None; an engine without a bundle (a test's stand-in) has none."""
+def scoring_side(engine: object) -> Reduction | None:
+    """The reduced decode ``engine``'s card validated (side and codecs:
+    :func:`models.reduction.validated_reduction`), or None; an engine without a bundle (a test's
+    stand-in) has none."""
     card = getattr(getattr(engine, "bundle", None), "card", None)
-    return reduced_decode_side(card) if isinstance(card, dict) else None
+    return validated_reduction(card) if isinstance(card, dict) else None
 
 
-def decode_view(ref: ImageRef, series: int, score_side: int | None) -> ViewImage:
-    """One image decoded (in full, or at ``score_side`` where a reduction applies), or its reason."""
+def decode_view(ref: ImageRef, series: int, score_side: Reduction | None) -> ViewImage:
+    """One image decoded (in full, or reduced as ``score_side`` says where it applies), or its reason."""
     try:
-        img = load_image(ref.path) if score_side is None else load_image(ref.path, min_side=score_side)
+        img = (load_image(ref.path) if score_side is None
+               else load_image(ref.path, min_side=score_side.min_side, codecs=score_side.codecs))
         return ViewImage(ref, image=img, thumb=thumbnail_u8(img.pixels, STRIP_THUMB_SIZE), series=series,
                          preview=img.reduced)
     except ImageDecodeError as e:
@@ -310,7 +312,7 @@ def decode_study(
     partial: PartialFn | None = None,
     steps: int | None = None,
     preview_side: int | None = None,
-    score_side: int | None = None,
+    score_side: Reduction | None = None,
 ) -> StudyOutcome:
     """Decode every image of ``study`` (grouped by series), reporting each one as it is done.
 
@@ -326,8 +328,9 @@ def decode_study(
     The outcome holds only full decodes.
 
     With ``score_side`` (a model whose card validated the reduced decode is in use or loading)
-    every image is decoded as that model may score it: JPEG 2000 and baseline JPEG at a long
-    side >= ``score_side`` (``preview`` set, ``reduced_side`` on the outcome), the rest in full.
+    every image is decoded as that model may score it: the codecs it validated (JPEG 2000,
+    baseline JPEG) at a long side >= ``score_side.min_side`` (``preview`` set, ``reduced_side``
+    on the outcome), the rest in full.
     Scores then come within a fraction of a second; the full images follow on another task
     (:mod:`desktop.viewer.resolution`).
     """
@@ -421,7 +424,7 @@ def analyse_study(
     cancelled: CancelledFn | None = None,
     partial: PartialFn | None = None,
     preview_side: int | None = None,
-    score_side: int | None = None,
+    score_side: Reduction | None = None,
 ) -> StudyOutcome:
     """Decode every image of ``study`` and, with an engine, score them like the screener does.
 

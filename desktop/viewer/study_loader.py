@@ -35,6 +35,7 @@ from desktop.viewer.studies import (
 )
 from desktop.viewer.tasks import Task
 from models.engine import Engine, StudyPrediction
+from models.reduction import Reduction
 
 #: How many analysed studies keep their decoded pixels in memory (an LRU); older ones are
 #: decoded again when revisited. Radiographs are up to ~3000x3000 float32, twice (pixels and
@@ -67,7 +68,7 @@ class StudyLoader(QObject):
         self.engine = engine
         self.model_error = model_error
         self.engine_loading = ""  # "name on DEVICE" while a model loads, else ""
-        self._loading_side: int | None = None  # the loading model's validated reduced decode
+        self._loading_side: Reduction | None = None  # the loading model's validated reduced decode
         self.studies: list[Study] = []
         self.outcomes: OrderedDict[str, StudyOutcome] = OrderedDict()
         self.summaries: dict[str, StudyPrediction | None] = {}
@@ -110,8 +111,8 @@ class StudyLoader(QObject):
         key = self.current_key
         return key is not None and key not in self.outcomes and self.live_outcome(key) is not None
 
-    def score_side(self) -> int | None:
-        """The long side to decode studies at for scoring: the reduced decode the card of the
+    def score_side(self) -> Reduction | None:
+        """How to decode studies for scoring: the reduced decode the card of the
         model in use (or on its way) validated; None: decode exactly, as without a model."""
         return self._loading_side if self.engine_loading else scoring_side(self.engine)
 

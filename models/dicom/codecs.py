@@ -10,7 +10,7 @@ codestream already holds; both of its callers go through :func:`render_reduced`.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -30,6 +30,7 @@ from models.dicom.header import (
 from models.dicom.lut import render_frame
 from models.errors import DicomError, TruncatedPixelDataError, UnsupportedPhotometricError
 from models.preprocess import luma
+from models.reduction import CODECS
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -175,7 +176,7 @@ J2K_SYNTAXES = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 
 
-def decode_reduced(ds: Dataset, min_side: int) -> np.ndarray | None:
+def decode_reduced(ds: Dataset, min_side: int, codecs: Collection[str] = CODECS) -> np.ndarray | None:
     """The stored values of a single-frame image decoded at a reduced resolution, or None.
 
     Why: a 2k JPEG 2000 lossless radiograph costs ~0.4 s of CPU to decode in full, and the
@@ -192,9 +193,11 @@ def decode_reduced(ds: Dataset, min_side: int) -> np.ndarray | None:
     sample, MONOCHROME1/2, unsigned, the codestream's precision equals (0028,0101) Bits Stored,
     and some reduction keeps the long side >= ``min_side``. Any error of the reduced decode also
     gives None: the caller's exact decode then reports the file's real problem, if any.
+    ``codecs`` ("jpeg", "jpeg2000": :data:`models.reduction.CODECS`) limits the reduction to
+    those a model's card validated; a file of another codec decodes in full.
     """
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
-    if ts not in J2K_SYNTAXES and ts != JPEG_BASELINE:
+    if not ((ts in J2K_SYNTAXES and "jpeg2000" in codecs) or (ts == JPEG_BASELINE and "jpeg" in codecs)):
         return None
     validate_pixel_header(ds, getattr(ds, "filename", None))  # the exact decode's checks, raised
     check_frame_complete(ds, _source(ds, getattr(ds, "filename", None)))
@@ -348,7 +351,8 @@ class ReducedFrame(NamedTuple):
     pixels: np.ndarray
 
 
-def render_reduced(ds: Dataset, min_side: int, *, need_modality: bool = True) -> ReducedFrame | None:
+def render_reduced(ds: Dataset, min_side: int, *, need_modality: bool = True,
+                   codecs: Collection[str] = CODECS) -> ReducedFrame | None:
     """Frame 0 of ``ds`` decoded at a reduced resolution (:func:`decode_reduced`) and run through
     the display chain (:func:`render_frame`); None when no reduction applies.
 
@@ -358,7 +362,7 @@ def render_reduced(ds: Dataset, min_side: int, *, need_modality: bool = True) ->
     modality image. A result at full size counts as no reduction. Raises what the exact
     decode's header checks raise (:func:`validate_pixel_header`, :func:`check_frame_complete`).
     """
-    stored = decode_reduced(ds, min_side)
+    stored = decode_reduced(ds, min_side, codecs)
     if stored is None or stored.shape[-2:] == (int(ds.Rows), int(ds.Columns)):
         return None
     modality, pixels = render_frame(stored, frame_dataset(ds, 0), need_modality=need_modality)

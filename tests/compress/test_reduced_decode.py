@@ -19,13 +19,15 @@ from compress.reduced_decode import (
     REDUCED_ONLY,
     REPORT_HEADING,
     check_reduced_decode,
+    judge,
     main,
 )
 from compress.sources import resolve_split
 from models.card import load_bundle, validate_card, write_bundle
-from models.engine import Engine, reduced_decode_side
+from models.engine import Engine
 from models.errors import CardValidationError
 from models.imageio import decode_for_model
+from models.reduction import Reduction, reduced_decode_side, validated_reduction
 
 N_LARGE, N_SMALL = 8, 4
 
@@ -156,8 +158,8 @@ def test_card_schema_old_cards_load_and_the_section_validates(tiny_bundle):
 def test_runtimes_use_the_reduced_decode_only_for_a_card_that_passed_at_their_rule(tiny_bundle,
                                                                                    validated_bundle):
     card = load_bundle(validated_bundle).card
-    assert reduced_decode_side(card) == 128 == Engine(validated_bundle).reduced_decode_side
-    assert Engine(tiny_bundle).reduced_decode_side is None
+    assert reduced_decode_side(card) == 128 == Engine(validated_bundle).reduction.min_side
+    assert Engine(tiny_bundle).reduction is None
     section = card["reduced_decode"]
     assert reduced_decode_side({**card, "reduced_decode": {**section, "passed": False}}) is None
     # validated for another minimum side than the runtimes' rule (2 x input): not this rule
@@ -168,3 +170,53 @@ def test_write_bundle_keeps_the_section(bundle_copy, validated_bundle):
     card = load_bundle(validated_bundle).card
     write_bundle(bundle_copy, {**load_bundle(bundle_copy).card, "reduced_decode": card["reduced_decode"]})
     assert load_bundle(bundle_copy).card["reduced_decode"]["passed"] is True
+
+
+def _fail(row: dict) -> dict:
+    return {**row, "image_auc_drop": 0.5, "study_auc_drop": 0.5}
+
+
+def test_each_codec_is_judged_on_the_comparisons_holding_its_images(measured):
+    """The tiny check passes both codecs; failing the JPEG 2000 transcodes' comparison fails that
+    codec alone, failing the stored set's (its reduced images are JPEG) fails baseline JPEG alone."""
+    _engine, _split, section, rows = measured
+    assert section["codecs_passed"] == ["jpeg", "jpeg2000"] and section["by_codec"]["jpeg2000"]["passed"]
+    counts = section["codecs"]
+    for broken, left in ((AS_J2K, ["jpeg"]), (REDUCED_ONLY, ["jpeg2000"]), (AS_STORED, ["jpeg2000"])):
+        v = judge([_fail(r) if r["decoding"] == broken else r for r in rows], 0.4, 0.0, counts, 128)
+        assert v["codecs_passed"] == left and v["passed"] is False, broken
+        failed = next(c for c in ("jpeg", "jpeg2000") if c not in left)
+        assert v["by_codec"][failed]["reasons"] and not v["by_codec"][left[0]]["reasons"]
+        assert all(x.startswith({"jpeg": "baseline JPEG", "jpeg2000": "JPEG 2000"}[failed]) for x in v["reasons"])
+    # a codec no image was measured with validates nothing, whatever its rows say
+    v = judge(rows, 1.0, 0.0, {"jpeg": counts["jpeg"]}, 128)
+    assert v["codecs_passed"] == ["jpeg"] and "nothing validated" in v["by_codec"]["jpeg2000"]["reasons"][0]
+
+
+def test_rejudge_gives_an_old_measurement_its_per_codec_verdict(bundle_copy, folder_set, capsys):
+    """A bundle measured before per-codec verdicts (one 'passed' for all) is judged again from
+    its validation.json: nothing decoded, the card then validates the codec that passed."""
+    assert main([str(bundle_copy), "--data", f"folder:{folder_set}"]) == 0
+    js = bundle_copy / "validation.json"
+    report = json.loads(js.read_text())
+    rows = [_fail(r) if r["decoding"] == AS_J2K else r for r in report["reduced_decode"]["rows"]]
+    report["reduced_decode"]["rows"] = rows
+    js.write_text(json.dumps(report))
+    card = load_bundle(bundle_copy).card
+    old = {k: v for k, v in card["reduced_decode"].items() if k not in ("codecs_passed", "by_codec")}
+    crit = {**old["criteria"], "budget": 0.4, "min_agreement": 0.0}
+    write_bundle(bundle_copy, {**card, "reduced_decode": {**old, "passed": False, "criteria": crit}})
+    assert validated_reduction(load_bundle(bundle_copy).card) is None
+    capsys.readouterr()
+    assert main([str(bundle_copy), "--rejudge"]) == 0
+    assert "PASSED for baseline JPEG only" in capsys.readouterr().out
+    card = load_bundle(bundle_copy).card  # checksums and schema hold
+    assert card["reduced_decode"]["codecs_passed"] == ["jpeg"] and not card["reduced_decode"]["passed"]
+    assert validated_reduction(card) == Reduction(128, frozenset({"jpeg"}))
+    assert card["reduced_decode"]["n_images"] == old["n_images"]  # the measurement is kept
+    md = (bundle_copy / "validation.md").read_text()
+    assert md.count(REPORT_HEADING) == 1 and "JPEG 2000: **failed**" in md
+    # nothing measured yet: refused with a typed error, not a traceback
+    (bundle_copy / "validation.json").unlink()
+    assert main([str(bundle_copy), "--rejudge"]) == 2
+    assert "run the check" in capsys.readouterr().err

@@ -307,6 +307,28 @@ def test_fast_decode_leaves_other_files_and_small_images_exact(radiographs) -> N
                                   load_pixels(radiographs["wrist plain jpg"]))
 
 
+def test_only_the_codecs_given_are_decoded_reduced(radiographs) -> None:
+    """A card that validated one codec (models.reduction) reduces that one; the other decodes
+    exactly, bit for bit, in the screener's decode and in the viewer's."""
+    cfg = PreprocessConfig(input_size=128)
+    j2k, dcm_jpeg, jpg = (radiographs[c] for c in ("wrist JPEG 2000 lossless", "wrist JPEG baseline",
+                                                     "wrist plain jpg"))
+    for codecs, reduced in (({"jpeg2000"}, {j2k}), ({"jpeg"}, {dcm_jpeg, jpg}), (set(), set())):
+        for path in (j2k, dcm_jpeg, jpg):
+            exact = load_pixels(path)
+            got = load_pixels(path, min_side=256, codecs=codecs)
+            assert (got.shape != exact.shape) == (path in reduced), (codecs, path.name)
+            if path not in reduced:
+                np.testing.assert_array_equal(got, exact)
+            assert load_image(path, min_side=256, codecs=codecs).reduced == (path in reduced)
+    only_j2k = frozenset({"jpeg2000"})
+    np.testing.assert_array_equal(prepare_image(str(jpg), cfg, fast_decode=only_j2k).x,
+                                  prepare_image(str(jpg), cfg).x)
+    reduced = prepare_image(str(j2k), cfg, fast_decode=only_j2k).x
+    np.testing.assert_array_equal(reduced, prepare_image(str(j2k), cfg, fast_decode=True).x)
+    assert not np.array_equal(reduced, prepare_image(str(j2k), cfg).x)
+
+
 def test_reduced_decode_falls_back_to_exact_when_the_codestream_refuses(radiographs, monkeypatch) -> None:
     path = radiographs["wrist JPEG 2000 lossless"]
     monkeypatch.setattr(dicom.codecs, "_j2k_header", lambda code: (12, False, 9))  # claims 9 levels

@@ -123,7 +123,9 @@ def test_async_runner_equals_predict(tiny_bundle, phantom, backend, hint):
     assert runner.pending == 0 and sorted(got) == [("img", k) for k in range(len(images))]
     for k, im in enumerate(images):
         want = eng.predict([im])[0]
-        assert got[("img", k)].probability == pytest.approx(want.probability, abs=1e-6)
+        # 1e-4, not 1e-6: the static batch-1 model and predict()'s dynamic-batch one may run other
+        # f32 kernels (1.7e-5 apart seen on an AVX-512 BF16 AMD CPU); a wrong input is off by far more
+        assert got[("img", k)].probability == pytest.approx(want.probability, abs=1e-4)
         assert got[("img", k)].body_part == want.body_part
         # the runner's static batch-1 compilation may pick other kernels than the dynamic-batch
         # one predict() uses: the same probabilities, the heatmap's logits within 1e-3

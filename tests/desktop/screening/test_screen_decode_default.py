@@ -10,8 +10,14 @@ import pytest
 from desktop.screening.cli import main
 from desktop.screening.decoding import choose_fast_decode, decoding_text
 from desktop.screening.prepare import prepare_image
-from desktop.screening.state import DECODE_EXACT, DECODE_FAST
-from models.card import load_bundle
+from desktop.screening.state import (
+    DECODE_EXACT,
+    DECODE_FAST,
+    decode_mode,
+    describe_mode,
+    mode_codecs,
+)
+from models.card import load_bundle, write_bundle
 from models.engine import Engine
 from models.errors import ConfigError
 from tests.desktop.screening.test_screen_fast import _report, _worklist, src  # noqa: F401 - fixture
@@ -68,3 +74,63 @@ def test_an_unvalidated_model_keeps_the_exact_decode(src, tiny_bundle, tmp_path,
                  "--no-progress"]) == 0
     assert "Decoding:" not in capsys.readouterr().out
     assert {r["decode"] for r in _worklist(out)} == {DECODE_EXACT}
+
+
+@pytest.fixture(scope="module")
+def j2k_validated(validated_bundle, tmp_path_factory):
+    """The validated bundle, its card passing JPEG 2000 alone (as the shipped model's does)."""
+    import shutil
+
+    dst = tmp_path_factory.mktemp("j2k_only") / "bundle"
+    shutil.copytree(validated_bundle, dst)
+    card = dict(load_bundle(dst).card)
+    card["reduced_decode"] = {**card["reduced_decode"], "passed": False, "codecs_passed": ["jpeg2000"],
+                              "by_codec": {"jpeg": {"passed": False, "n_reduced": 3, "max_abs_dp": 0.2},
+                                           "jpeg2000": {"passed": True, "n_reduced": 5, "max_abs_dp": 0.01}}}
+    write_bundle(dst, card)
+    return dst
+
+
+def test_decode_modes_round_trip():
+    assert decode_mode(False) == DECODE_EXACT and decode_mode(frozenset()) == DECODE_EXACT
+    assert decode_mode(True) == DECODE_FAST == decode_mode({"jpeg", "jpeg2000"})
+    assert decode_mode({"jpeg2000"}) == "fast:jpeg2000"
+    for fast in (False, True, {"jpeg"}, {"jpeg2000"}):
+        assert decode_mode(mode_codecs(decode_mode(fast))) == decode_mode(fast)
+    for bad in ("fast:", "fast:webp", "fast:jpeg,jpeg2000", "slow", "fast:jpeg2000,jpeg"):
+        with pytest.raises(ConfigError, match="unknown decoding"):
+            mode_codecs(bad)
+    with pytest.raises(ConfigError, match="webp"):
+        decode_mode({"webp"})
+    assert describe_mode("fast:jpeg2000") == ("at reduced resolution for JPEG 2000 only",
+                                              "no decoding flag: the model card's validated default")
+
+
+def test_a_card_validating_one_codec_reduces_that_codec_only(src, j2k_validated, tmp_path,  # noqa: F811
+                                                             capsys):
+    card = load_bundle(j2k_validated).card
+    assert choose_fast_decode(card) == frozenset({"jpeg2000"})
+    assert choose_fast_decode(card, fast=True) is True  # --fast-decode: both, as always
+    text = decoding_text(card, frozenset({"jpeg2000"}))
+    assert "validated by the model card" in text and "baseline JPEG in full" in text and "0.010" in text
+    assert "not validated" in decoding_text(card, True)
+    out = tmp_path / "out"
+    args = [str(src), "--model", str(j2k_validated), "--out", str(out), "--workers", "0", "--no-progress"]
+    assert main(args) == 0
+    assert "JPEG 2000 decoded with a long side" in capsys.readouterr().out
+    assert {r["decode"] for r in _worklist(out)} == {"fast:jpeg2000"} == {_report(out).decode}
+    engine = Engine(j2k_validated)
+    for path, p in _probs(out).items():  # JPEG 2000 reduced; baseline JPEG and the rest exact
+        is_j2k = "1.2.840.10008.1.2.4.90" in str(pydicom_ts(path))
+        prep = prepare_image(path, engine.cfg, fast_decode=is_j2k)
+        assert p == pytest.approx(float(engine.infer(prep.x[None])["fracture_prob"][0]), abs=1e-5)
+    assert main(args + ["--fast-decode"]) == 2  # both codecs over one codec's results: refused
+    err = capsys.readouterr().err
+    assert "for JPEG 2000 only" in err and "validated default" in err
+    assert main(args) == 0 and "3 resumed" in capsys.readouterr().out
+
+
+def pydicom_ts(path: str) -> str:
+    import pydicom
+
+    return str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)

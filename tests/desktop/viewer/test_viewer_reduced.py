@@ -21,11 +21,13 @@ from desktop.viewer.app import ViewerWindow
 from desktop.viewer.studies import analyse_study, score_outcome, scoring_side, study_series
 from models.engine import Engine
 from models.imageio import load_image
+from models.reduction import CODECS, Reduction
 from tests.conftest import load_bench
 
 WAIT_MS = 60_000
 GATE_S = 60
 SIDE = 128  # twice the tiny model's 64 px input
+BOTH = Reduction(SIDE, CODECS)  # what the validated card allows
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +94,9 @@ def held(monkeypatch):
 def test_the_study_is_decoded_and_scored_as_the_card_allows(j2k_study, engine, validated_engine):
     study, paths = _study(j2k_study), _paths(j2k_study)
     side = scoring_side(validated_engine)
-    assert side == SIDE and scoring_side(engine) is None
+    assert side == BOTH and scoring_side(engine) is None
     out = analyse_study(study, validated_engine, score_side=side)
-    assert out.reduced_side == SIDE and all(v.preview for v in out.images)
+    assert out.reduced_side == BOTH and all(v.preview for v in out.images)
     assert all(max(v.image.pixels.shape) == 160 for v in out.images)  # 320 px / 2
     assert [v.prediction.probability for v in out.images] == pytest.approx(
         _probs(validated_engine, paths, SIDE), abs=1e-6)
@@ -156,6 +158,25 @@ def test_unvalidated_model_decodes_in_full_before_scoring(qtbot, win, j2k_study,
     assert win.study_prob_label.text() == f"{float(np.mean(_probs(engine, paths, None))):.3f}"
 
 
+def test_only_the_codecs_a_card_validated_are_decoded_reduced(j2k_study, engine, validated_engine):
+    """A card that validated baseline JPEG alone leaves a JPEG 2000 study to the exact decode; one
+    that validated JPEG 2000 reduces it, and a model validated for another set of codecs does not
+    score those stand-ins but decodes them in full first."""
+    study, paths = _study(j2k_study), _paths(j2k_study)
+    jpeg_only = analyse_study(study, None, score_side=Reduction(SIDE, frozenset({"jpeg"})))
+    assert jpeg_only.reduced_side is None and not any(v.preview for v in jpeg_only.images)
+    assert all(max(v.image.pixels.shape) == 320 for v in jpeg_only.images)
+    j2k = Reduction(SIDE, frozenset({"jpeg2000"}))
+    out = analyse_study(study, None, score_side=j2k)
+    assert out.reduced_side == j2k and all(v.preview for v in out.images)
+    assert all(max(v.image.pixels.shape) == 160 for v in out.images)
+    # the validated engine's card allows both codecs, not this decode's set: decoded again in full
+    rescored = score_outcome(out, validated_engine)
+    assert rescored.reduced_side is None and not any(v.preview for v in rescored.images)
+    assert [v.prediction.probability for v in rescored.images] == pytest.approx(
+        _probs(validated_engine, paths, None), abs=1e-6)
+
+
 def test_a_loading_validated_model_gets_the_reduced_decode_first(qtbot, j2k_study, validated_bundle,
                                                                  validated_engine, held, bare_win):
     """Cold start: the study is decoded as the loading model's card allows, its scores come as
@@ -175,7 +196,7 @@ def test_a_loading_validated_model_gets_the_reduced_decode_first(qtbot, j2k_stud
         key = first.args[0]
         qtbot.waitUntil(lambda: key in w.outcomes, timeout=WAIT_MS)
         out = w.outcomes[key]
-        assert w.engine is None and out.scored_by is None and out.reduced_side == SIDE
+        assert w.engine is None and out.scored_by is None and out.reduced_side == BOTH
         assert held.full == []  # the full images wait for the scores
         with qtbot.waitSignal(w.analysis_ready, timeout=WAIT_MS):
             model_gate.set()
