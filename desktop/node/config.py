@@ -73,7 +73,9 @@ class ScreeningConfig:
     device: str = "CPU"
     workers: int = 1
     anonymize: bool = False
-    fast_decode: bool = False
+    # neither: the model card's validated decoding, as mura-screen's default
+    fast_decode: bool = False  # every JPEG 2000 / baseline JPEG at reduced resolution, validated or not
+    exact_decode: bool = False  # every file in full
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ KNOWN = {
     "node": ("ae_title", "address", "port", "allowed_callers", "max_associations", "data_dir"),
     "destination": ("ae_title", "host", "port", "tls", "retry_seconds", "retry_max_seconds"),
     "study": ("quiet_seconds", "max_study_mb", "max_spool_mb", "retain_hours"),
-    "screening": ("model", "device", "workers", "anonymize", "fast_decode"),
+    "screening": ("model", "device", "workers", "anonymize", "fast_decode", "exact_decode"),
     "tls": ("certificate", "private_key", "ca"),
 }
 
@@ -218,9 +220,12 @@ def _screening(t: _Table) -> ScreeningConfig:
     device = t.text("device", "CPU")
     if device.split(":")[0].split(".")[0] not in ("CPU", "GPU", "AUTO", "NPU"):
         raise t.error("screening.device", f"{device!r}: expected CPU, GPU or AUTO")
+    fast, exact = t.flag("fast_decode", False), t.flag("exact_decode", False)
+    if fast and exact:
+        raise t.error("screening.exact_decode", "fast_decode and exact_decode contradict each other: set one")
     return ScreeningConfig(t.file("model", required=False), device,
                            t.number("workers", 1, 0, 64, integer=True),
-                           t.flag("anonymize", False), t.flag("fast_decode", False))
+                           t.flag("anonymize", False), fast, exact)
 
 
 def _tls(t: _Table) -> TlsConfig:

@@ -38,6 +38,8 @@ retain_hours = 168              # received images are deleted this long after th
 device = "CPU"                  # CPU, GPU or AUTO
 workers = 1                     # decode processes (each with a memory ceiling and a timeout)
 anonymize = false               # true: hash identifiers in the node's worklists and reports
+# exact_decode = true           # decode every file in full (default: JPEG 2000 / baseline JPEG at
+                                #  reduced resolution where the model's card validated it)
 
 # [tls]                         # DICOM over TLS on the listening port (and for sending with
 # certificate = "node.crt"      #  destination.tls = true); paths relative to this file

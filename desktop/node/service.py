@@ -173,6 +173,7 @@ class Node:
             log.warning("study %s: DICOM results could not be written: %s", key, reason)
 
     def _screen(self, key: str) -> Any:
+        from desktop.screening.decoding import choose_fast_decode
         from desktop.screening.outputs import screen_to_folder
         from desktop.screening.workers import Workers
 
@@ -180,10 +181,12 @@ class Node:
         if self._workers is None:  # one pool for every study: a worker's start costs ~0.3 s CPU
             self._workers = Workers(s.workers)
 
+        fast = choose_fast_decode(self.engine.bundle.card, fast=s.fast_decode, exact=s.exact_decode)
+
         def run(restart: bool) -> Any:
             return screen_to_folder(self.spool.folder(key), self.engine, self.results / key,
                                     restart=restart, anonymize=s.anonymize, workers=self._workers,
-                                    dicom_out=True, fast_decode=s.fast_decode)
+                                    dicom_out=True, fast_decode=fast)
         try:
             return run(False)
         except ConfigError as e:  # results of another model/decoding: this node's are what count

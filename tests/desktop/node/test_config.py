@@ -100,6 +100,19 @@ def test_check_validates_model_data_dir_and_tls(tmp_path, capsys):
     assert "tls.certificate: " in capsys.readouterr().err
 
 
+def test_decoding_options(tmp_path, capsys):
+    """Neither flag: the card's validated decoding; exact_decode / fast_decode force one; both: refused."""
+    from desktop.node.config import load_config
+
+    plain = load_config(_write(tmp_path, GOOD)).screening
+    assert (plain.fast_decode, plain.exact_decode) == (False, False)
+    exact = load_config(_write(tmp_path, GOOD + "[screening]\nexact_decode = true\n")).screening
+    assert exact.exact_decode and not exact.fast_decode
+    both = GOOD + "[screening]\nexact_decode = true\nfast_decode = true\n"
+    assert main(["--check", str(_write(tmp_path, both))]) == 2
+    assert "screening.exact_decode: fast_decode and exact_decode contradict" in capsys.readouterr().err
+
+
 def test_the_command_line(tmp_path):
     """The installed entry point: --example, --check, an invalid file (exit 2), no CONFIG."""
     run = [sys.executable, "-m", "desktop.node.cli"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 
 from desktop.node.received import SENT, received_studies
 from desktop.node.spool import study_key
+from desktop.screening.decoding import choose_fast_decode
+from desktop.screening.state import decode_mode
 from desktop.screening.workers import Workers
 from models.dicom import read_header
 from tests.conftest import REPO
@@ -50,6 +54,14 @@ def test_studies_in_every_transfer_syntax_come_back_as_sr_and_sc(tmp_path, node_
     assert {s.verdict for s in listed.values()} & {"not_indicated"}
     assert any(s.probability is not None and s.report is not None for s in listed.values())
     assert len(pools) == 1 and pools[0].n == 1
+    # decoded as mura-screen decodes by default: what the model's card validated (the shipped
+    # card: JPEG 2000 at reduced resolution), not always exactly
+    want = decode_mode(choose_fast_decode(node_engine.bundle.card))
+    dbs = sorted((tmp_path / "data").rglob("screen.sqlite"))
+    assert len(dbs) == len(study_uids)
+    for db in dbs:
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            assert con.execute("SELECT decode FROM run").fetchone()[0] == want
 
 
 def _counting(init, made: list):
