@@ -37,7 +37,9 @@ from desktop.screening.prepare import (
     gray_thumbnail,
     heat_thumbnail,
     prepare_image,
+    prepare_to_slot,
 )
+from desktop.screening.slots import InputSlots, Slot
 from desktop.screening.state import NOT_INDICATED, FastDecode, FileStamp, ImageRow, StudyRow, stamp
 from desktop.screening.workers import DECODE_TIMEOUT_S, Workers, default_workers
 from models.engine import Engine, ImagePrediction, aggregate_study
@@ -196,6 +198,10 @@ class _Scheduler:
         self.feed: deque[tuple[int, int, str]] = deque()
         self.inflight: deque[tuple[int, int, str, Future]] = deque()
         self.window = max(2, 2 * pool.n) + self.runner.n_requests  # decoded inputs ahead of inference
+        # worker processes write the model inputs into shared slots, one per file in flight
+        size = int(engine.cfg.input_size)
+        self.slots = InputSlots(self.window, (1, size, size)) if pool.n else None
+        self.slot_of: dict[tuple[int, int], Slot] = {}
 
     def add(self, i: int, st: Study, export_dir: Path | None) -> None:
         """Queue a study's files; those its header already refuses are never decoded."""
@@ -213,8 +219,28 @@ class _Scheduler:
             job.waiting -= 1
         self.maybe_export(job)  # every image refused by its header: nothing to decode
 
-    def submit(self, path: str) -> Future:
-        return self.pool.submit(prepare_image, path, self.engine.cfg, REPORT_THUMB_SIZE, self.fast_decode)
+    def submit(self, i: int, k: int, path: str) -> Future:
+        """Decode file ``k`` of study ``i`` in a worker; its input comes back through the file's
+        slot (kept when the file is submitted again after its worker died)."""
+        slot = self.slot_of.get((i, k))
+        if slot is None and self.slots is not None:
+            slot = self.slots.take()
+            if slot is not None:
+                self.slot_of[(i, k)] = slot
+        args = (path, self.engine.cfg, REPORT_THUMB_SIZE, self.fast_decode)
+        if slot is None:
+            return self.pool.submit(prepare_image, *args)
+        return self.pool.submit(prepare_to_slot, slot, prepare_image, *args)
+
+    def release(self, i: int, k: int, pr: Prepared | None = None) -> np.ndarray | None:
+        """Free file ``(i, k)``'s slot; with ``pr``, its model input (from the slot or the pipe)."""
+        slot = self.slot_of.pop((i, k), None)
+        x = pr.x if pr is not None else None
+        if pr is not None and pr.slot is not None and pr.slot == slot and self.slots is not None:
+            x = self.slots.read(slot)
+        if slot is not None and self.slots is not None:
+            self.slots.give(slot)
+        return x
 
     def run_until_ready(self, i: int) -> None:
         """Feed, decode and infer until study ``i`` is scored (and exported)."""
@@ -222,7 +248,7 @@ class _Scheduler:
         while not job.ready():
             while self.feed and len(self.inflight) < self.window:
                 a, b, path = self.feed.popleft()
-                self.inflight.append((a, b, path, self.submit(path)))
+                self.inflight.append((a, b, path, self.submit(a, b, path)))
             self.absorb(self.runner.completed())
             if job.ready():
                 break
@@ -284,7 +310,7 @@ class _Scheduler:
             self.inflight.clear()
             self.pool.kill()
             self.fail(i, k, path, self._too_slow())
-            self.inflight.extend((a, b, c, self.submit(c)) for a, b, c in others)
+            self.inflight.extend((a, b, c, self.submit(a, b, c)) for a, b, c in others)
             return
         except BrokenProcessPool:
             self.retry_alone([(i, k, path)] + [(a, b, c) for a, b, c, _ in self.inflight])
@@ -299,7 +325,7 @@ class _Scheduler:
         self.pool.restart()
         for a, b, c in suspects:
             try:
-                self.accept(a, b, self.submit(c).result(timeout=self.decode_timeout))
+                self.accept(a, b, self.submit(a, b, c).result(timeout=self.decode_timeout))
             except BrokenProcessPool:
                 reason = self.pool.death_reason()
                 self.pool.restart()
@@ -314,7 +340,8 @@ class _Scheduler:
     def accept(self, i: int, k: int, pr: Prepared) -> None:
         """A worker's result: refused, failed, or a model input sent to inference."""
         job = self.jobs[i]
-        if pr.refused is not None or pr.error is not None or pr.x is None or pr.placement is None:
+        x = self.release(i, k, pr)
+        if pr.refused is not None or pr.error is not None or x is None or pr.placement is None:
             job.rows[k] = (ImageRow(pr.stamp, refused=pr.refused, thumbnail=gray_thumbnail(pr.thumb))
                            if pr.refused is not None else ImageRow(pr.stamp, error=pr.error or "cannot decode"))
             job.waiting -= 1
@@ -322,9 +349,10 @@ class _Scheduler:
             return
         job.rows[k] = ImageRow(pr.stamp)
         job.thumbs[k] = pr.thumb
-        self.runner.submit(pr.x, pr.placement, (i, k))
+        self.runner.submit(x, pr.placement, (i, k))
 
     def fail(self, i: int, k: int, path: str, reason: str) -> None:
+        self.release(i, k)
         try:
             fs = stamp(path)
         except OSError:
@@ -339,5 +367,7 @@ class _Scheduler:
         for *_, fut in self.inflight:
             fut.cancel()
         self.runner.wait()
+        if self.slots is not None:
+            self.slots.close()
         if self.owns_pool:
             self.pool.close()

@@ -6,14 +6,16 @@ thumbnail source; and the worker-side DICOM exports. A worker returns only small
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from desktop.screening.render import blend_heatmap_rgbx, to_uint8
+from desktop.screening.slots import Slot, write_slot
 from desktop.screening.state import FastDecode, FileStamp, decode_codecs, stamp
 from models.engine import ImagePrediction, StudyPrediction
 from models.errors import ImageDecodeError
@@ -35,6 +37,7 @@ class Prepared:
     thumb: np.ndarray | None = None  # uint8 gray, long side <= REPORT_THUMB_SIZE
     error: str | None = None
     refused: str | None = None  # not a radiograph (models.scope.image_refusal): not scored
+    slot: Slot | None = None  # x was written there instead (desktop.screening.slots)
 
 
 def fast_decode_min_side(cfg: PreprocessConfig) -> int:
@@ -76,6 +79,16 @@ def prepare_image(path: str, cfg: PreprocessConfig, thumb_size: int = REPORT_THU
     if int(cfg.input_size) >= thumb_size:
         return Prepared(fs, x, placement, input_thumbnail(unit, placement, thumb_size))
     return Prepared(fs, x, placement, report_thumbnail(pixels, thumb_size))
+
+
+def prepare_to_slot(slot: Slot, prepare: Callable[..., Prepared], *args: Any) -> Prepared:
+    """``prepare(*args)`` (:func:`prepare_image`), its model input written into ``slot`` of the
+    screener's shared block instead of being pickled back (:mod:`desktop.screening.slots`;
+    falls back to the pipe)."""
+    pr = prepare(*args)
+    if pr.x is not None and write_slot(slot, pr.x):
+        pr.x, pr.slot = None, slot
+    return pr
 
 
 def input_thumbnail(unit: np.ndarray, placement: Placement, thumb_size: int = REPORT_THUMB_SIZE,
