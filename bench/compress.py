@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "default: random inputs")
     ap.add_argument("--calib-size", type=int, default=64, help="calibration images (default 64)")
     ap.add_argument("--bench-seconds", type=float, default=5.0,
-                    help="seconds per throughput measurement against benchmark_app (with --bundle; default 5)")
+                    help="seconds per throughput measurement against benchmark_app (with --bundle; default 5; benchmark_app rounds to whole seconds, at least 1)")
     ap.add_argument("--bundle", action="append", default=[],
                     help="time a mura-compress bundle's own files instead (repeatable); adds the gate's ΔAUC "
                     "from its card beside the INT8 speed-up")
@@ -350,7 +350,7 @@ def benchmark_app_throughput(xml: Path, precision: str, seconds: float, size: in
 
     code = ("import sys, models; from openvino.tools.benchmark.main import main; "
             f"sys.argv = ['benchmark_app', '-m', {str(xml)!r}, '-d', 'CPU', '-hint', 'throughput', "
-            f"'-t', '{seconds:g}', '-infer_precision', {precision!r}, '-shape', '[1,1,{size},{size}]']; main()")
+            f"'-t', '{max(1, round(seconds))}', '-infer_precision', {precision!r}, '-shape', '[1,1,{size},{size}]']; main()")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=_REPO, timeout=600)
     m = re.search(r"Throughput:\s*([0-9.]+)\s*FPS", r.stdout)
     if r.returncode != 0 or m is None:

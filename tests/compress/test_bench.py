@@ -49,14 +49,33 @@ def test_bench_times_a_bundles_own_files_beside_its_gate_figures(tiny_bundle, ca
     assert int8_row.rstrip(" |").split("| ")[-1].startswith("f32,"), int8_row
 
 
-def test_bench_names_the_bundle_that_lacks_a_file(bundle_copy):
+def _drop(bundle, *keys: str) -> None:
     import json
 
+    card = json.loads((bundle / "card.json").read_text())
+    for key in keys:
+        rel = card["artifacts"].pop(key)
+        for f in (rel, rel.replace(".xml", ".bin")):
+            card["files"].pop(f, None)
+    (bundle / "card.json").write_text(json.dumps(card))
+
+
+def test_bench_times_a_shipped_bundle_with_its_fp16_weights(bundle_copy, capsys):
+    """A shipped bundle keeps INT8 and FP16 only (compress.ship): the FP16 IR, run at f32,
+    stands in for FP32 and says so; there is no ONNX Runtime row without an ONNX file."""
+    _drop(bundle_copy, "onnx", "openvino_fp32")
+    bench = load_bench("compress")
+    assert bench.main(["--bundle", str(bundle_copy), "--iters", "2", "--rounds", "1",
+                       "--bench-seconds", "0.5"]) == 0
+    out = capsys.readouterr().out
+    f32 = next(r for r in out.splitlines() if "| OV f32 |" in r)
+    assert "FP16 weights" in f32 and "| ORT FP32 |" not in out and "| OV INT8 |" in out
+    assert "benchmark_app" in out
+
+
+def test_bench_names_the_bundle_that_lacks_a_file(bundle_copy):
     from models.errors import BundleError
 
-    card = json.loads((bundle_copy / "card.json").read_text())
-    del card["artifacts"]["onnx"]
-    card["files"].pop("model.onnx", None)
-    (bundle_copy / "card.json").write_text(json.dumps(card))
-    with pytest.raises(BundleError, match="onnx"):
+    _drop(bundle_copy, "openvino_int8")
+    with pytest.raises(BundleError, match="openvino_int8"):
         load_bench("compress").main(["--bundle", str(bundle_copy), "--iters", "1"])
