@@ -30,6 +30,7 @@ from desktop.viewer.image_view import SeriesBar
 from desktop.viewer.studies import STRIP_THUMB_SIZE, StudyOutcome, ViewImage
 from desktop.viewer.window_ui import ViewerUi, thumb_icon, verdict_icon
 from models.engine import Engine, StudyPrediction
+from models.reduction import codec_names
 from models.scope import Indications
 from models.trust import BANNER, model_warnings, performance_lines
 
@@ -152,6 +153,13 @@ def show_result(ui: ViewerUi, outcome: StudyOutcome, word: str, *, has_engine: b
         return
     ui.verdict_label.setToolTip("")
     if pred is not None:
+        reduced = outcome.reduced_side
+        if reduced is not None:  # the scores stay those of the validated decode, full images or not
+            ui.images_label.setText(f"{n_scored} of {len(outcome.images)} · from a reduced decode")
+        ui.images_label.setToolTip("" if reduced is None else (
+            f"Scored from a reduced-resolution decode ({codec_names(reduced.codecs)}, long side ≥ "
+            f"{reduced.min_side} px), which the model card validated against the full decode; the "
+            "images are shown at full resolution."))
         ui.verdict_label.setText(verdict_text(pred.verdict, word))
         style_verdict(ui.verdict_label, pred.verdict)
         ui.study_prob_label.setText(format_probability(pred.probability))

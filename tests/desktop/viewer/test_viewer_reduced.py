@@ -139,6 +139,9 @@ def test_validated_model_shows_scores_before_the_full_images(qtbot, j2k_study, v
         # the scores stay those of the validated decode; heatmaps at full size
         assert [v.prediction.probability for v in out.images] == pytest.approx(reduced, abs=1e-6)
         assert w.study_prob_label.text() == f"{agg:.3f}"
+        # and the panel says so: the scores did not come from the full images now shown
+        assert w.images_label.text() == "3 of 3 · from a reduced decode"
+        assert "JPEG 2000" in w.images_label.toolTip() and "validated" in w.images_label.toolTip()
         assert out.images[0].heat_cache is not None and out.images[0].heat_cache.shape == full.shape
         assert sorted(held.full) == sorted(paths) and sorted(held.reduced) == sorted(paths)
     finally:
@@ -156,6 +159,7 @@ def test_unvalidated_model_decodes_in_full_before_scoring(qtbot, win, j2k_study,
     assert held.reduced == [] and sorted(held.full) == sorted(paths)
     assert out.reduced_side is None and not any(v.preview for v in out.images)
     assert win.study_prob_label.text() == f"{float(np.mean(_probs(engine, paths, None))):.3f}"
+    assert win.images_label.text() == "3 of 3" and win.images_label.toolTip() == ""
 
 
 def test_only_the_codecs_a_card_validated_are_decoded_reduced(j2k_study, engine, validated_engine):
